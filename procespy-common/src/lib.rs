@@ -1,0 +1,159 @@
+//! Types shared by procespy's eBPF programs and its userspace agent.
+//!
+//! Everything here is `#[repr(C)]` plain data: the kernel writes it into maps
+//! and the ring buffer, userspace reads it back byte for byte. Field order is
+//! chosen so that no type has implicit padding.
+#![no_std]
+
+/// Length of a task's `comm`, including the terminating NUL.
+pub const COMM_LEN: usize = 16;
+
+/// Index of file-backed pages in `mm_struct.rss_stat` (`MM_FILEPAGES`).
+pub const MM_FILEPAGES: u32 = 0;
+/// Index of anonymous pages in `mm_struct.rss_stat` (`MM_ANONPAGES`).
+pub const MM_ANONPAGES: u32 = 1;
+/// Index of swapped-out entries in `mm_struct.rss_stat` (`MM_SWAPENTS`).
+pub const MM_SWAPENTS: u32 = 2;
+/// Index of shared-memory pages in `mm_struct.rss_stat` (`MM_SHMEMPAGES`).
+pub const MM_SHMEMPAGES: u32 = 3;
+/// Number of counters in `mm_struct.rss_stat` (`NR_MM_COUNTERS`).
+pub const NR_MM_COUNTERS: usize = 4;
+
+/// Capacity of the map of watched processes.
+pub const MAX_WATCHED: u32 = 65_536;
+/// Size of the ring buffer that carries [`Event`]s, in bytes (a power of two).
+pub const RING_BYTES: u32 = 1 << 20;
+
+/// What an [`Event`] reports.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `pid` replaced its image (`execve`); `comm` is the new name.
+    Exec = 1,
+    /// `pid` was created by fork from `ppid` (a new process, not a thread).
+    Fork = 2,
+    /// The last thread of `pid` exited.
+    Exit = 3,
+    /// The task `pid` (a thread id, which is the tgid for a group leader) set its name to `comm`.
+    Rename = 4,
+    /// `pid` crossed its limit upwards; `rss_bytes` is its RSS at that page.
+    Breach = 5,
+}
+
+impl EventKind {
+    /// Decodes the raw kind written by the kernel.
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        Some(match raw {
+            1 => Self::Exec,
+            2 => Self::Fork,
+            3 => Self::Exit,
+            4 => Self::Rename,
+            5 => Self::Breach,
+            _ => return None,
+        })
+    }
+}
+
+/// One record in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// An [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// The process (tgid) the event is about; a thread id for [`EventKind::Rename`].
+    pub pid: u32,
+    /// The parent tgid for [`EventKind::Fork`], otherwise 0.
+    pub ppid: u32,
+    /// Flags: [`EVENT_FLAG_KILLED`].
+    pub flags: u32,
+    /// `bpf_ktime_get_ns()` when the event was made.
+    pub ktime_ns: u64,
+    /// RSS in bytes at a [`EventKind::Breach`], otherwise 0.
+    pub rss_bytes: u64,
+    /// The task name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Set on a breach event when the kernel already sent SIGKILL.
+pub const EVENT_FLAG_KILLED: u32 = 1;
+
+impl Event {
+    /// The name bytes up to the first NUL.
+    pub fn comm_bytes(&self) -> &[u8] {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        &self.comm[..end]
+    }
+}
+
+/// Per-process state in the `WATCHED` map, keyed by tgid.
+///
+/// Userspace inserts an entry for every process it wants followed; the
+/// `rss_stat` program keeps `pages` current and compares it with `limit_bytes`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Watched {
+    /// The `rss_stat` counters of the process's mm, in pages, by `MM_*` index.
+    pub pages: [i64; NR_MM_COUNTERS],
+    /// Limit in bytes (file + anon + shmem); 0 means no limit, only follow.
+    pub limit_bytes: u64,
+    /// `WATCH_*` flags.
+    pub flags: u32,
+    /// Number of upward crossings reported so far.
+    pub breaches: u32,
+}
+
+/// The kernel must read all counters at the next event (new entry, or after exec).
+pub const WATCH_NEEDS_FULL_READ: u32 = 1;
+/// Send SIGKILL from the kernel at the page that crosses the limit.
+pub const WATCH_KILL_NOW: u32 = 2;
+/// The process is above its limit; set at an upward crossing, cleared when it falls below.
+pub const WATCH_OVER: u32 = 4;
+
+impl Watched {
+    /// Resident bytes (file + anon + shmem) given the page size.
+    pub fn rss_bytes(&self, page_size: u64) -> u64 {
+        let pages = self.pages[MM_FILEPAGES as usize]
+            + self.pages[MM_ANONPAGES as usize]
+            + self.pages[MM_SHMEMPAGES as usize];
+        if pages < 0 { 0 } else { pages as u64 * page_size }
+    }
+}
+
+/// Offsets and settings that userspace computes at load time and hands to the
+/// programs as a read-only global (`CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelConfig {
+    /// Offset of `rss_stat` in `struct mm_struct`.
+    pub mm_rss_stat: u32,
+    /// Size of one `struct percpu_counter` (stride of the `rss_stat` array).
+    pub percpu_counter_size: u32,
+    /// Offset of `count` in `struct percpu_counter`.
+    pub percpu_counter_count: u32,
+    /// Offset of `mm` in `struct task_struct`.
+    pub task_mm: u32,
+    /// Offset of `pid` in `struct task_struct`.
+    pub task_pid: u32,
+    /// Offset of `tgid` in `struct task_struct`.
+    pub task_tgid: u32,
+    /// Offset of `group_dead` in the `sched:sched_process_exit` record.
+    pub exit_group_dead: u32,
+    /// Offset of `pid` in the `task:task_rename` record.
+    pub rename_pid: u32,
+    /// Offset of `newcomm` in the `task:task_rename` record.
+    pub rename_newcomm: u32,
+    /// The system page size in bytes.
+    pub page_size: u32,
+    /// Explicit padding, keep zero.
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` data without padding or pointers.
+    unsafe impl aya::Pod for super::Watched {}
+    // SAFETY: plain `#[repr(C)]` data without padding or pointers.
+    unsafe impl aya::Pod for super::KernelConfig {}
+    // SAFETY: plain `#[repr(C)]` data without padding or pointers.
+    unsafe impl aya::Pod for super::Event {}
+}

@@ -1,0 +1,257 @@
+//! procespy's eBPF programs.
+//!
+//! Five programs follow every process on the machine:
+//! - `procespy_exec`, `procespy_fork`, `procespy_exit` and `procespy_rename`
+//!   report lifecycle events to userspace through the `EVENTS` ring buffer;
+//! - `procespy_rss` runs on every RSS counter change. For a process that
+//!   userspace put into `WATCHED` it keeps the counters current and reports
+//!   (or, for kill-now, kills) at the page that crosses the limit. For any
+//!   other process it costs one map lookup.
+//!
+//! Nothing here may panic: a panicking path leaves a call the verifier refuses.
+//! Offsets into kernel structures and tracepoint records come from userspace
+//! through `CONFIG`, computed from BTF and tracefs at load time.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        generated::{bpf_get_current_task, bpf_ktime_get_ns, bpf_send_signal},
+    },
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use procespy_common::{
+    COMM_LEN, EVENT_FLAG_KILLED, Event, EventKind, KernelConfig, MAX_WATCHED, MM_ANONPAGES,
+    MM_FILEPAGES, MM_SHMEMPAGES, NR_MM_COUNTERS, RING_BYTES, WATCH_KILL_NOW,
+    WATCH_NEEDS_FULL_READ, WATCH_OVER, Watched,
+};
+
+/// Offsets and settings, written by userspace before load.
+#[unsafe(no_mangle)]
+static CONFIG: KernelConfig = KernelConfig {
+    mm_rss_stat: 0,
+    percpu_counter_size: 0,
+    percpu_counter_count: 0,
+    task_mm: 0,
+    task_pid: 0,
+    task_tgid: 0,
+    exit_group_dead: 0,
+    rename_pid: 0,
+    rename_newcomm: 0,
+    page_size: 0,
+    _pad: 0,
+};
+
+/// Lifecycle and breach events for userspace.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// The processes userspace follows, by tgid.
+#[map]
+static WATCHED: HashMap<u32, Watched> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Events that did not fit into `EVENTS` (index 0), per CPU.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+const SIGKILL: u32 = 9;
+
+/// Reads one `u32` field of `CONFIG` without letting the compiler fold the
+/// zero it was compiled with.
+macro_rules! config {
+    ($field:ident) => {{
+        // SAFETY: `CONFIG` is a valid static; the volatile read keeps the
+        // value userspace wrote into .rodata at load time.
+        #[allow(unused_unsafe)]
+        let value = unsafe { core::ptr::read_volatile(&raw const CONFIG.$field) };
+        value
+    }};
+}
+
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+fn send(kind: EventKind, pid: u32, ppid: u32, flags: u32, rss_bytes: u64, comm: [u8; COMM_LEN]) {
+    let event = Event {
+        kind: kind as u32,
+        pid,
+        ppid,
+        flags,
+        // SAFETY: a helper without arguments.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        rss_bytes,
+        comm,
+    };
+    if EVENTS.output::<Event>(&event, 0).is_err() {
+        if let Some(lost) = LOST.get_ptr_mut(0) {
+            // SAFETY: the pointer comes from a successful lookup; per-CPU, so no race.
+            unsafe { *lost += 1 };
+        }
+    }
+}
+
+fn current_comm() -> [u8; COMM_LEN] {
+    bpf_get_current_comm().unwrap_or([0; COMM_LEN])
+}
+
+/// `sched:sched_process_exec`: the current task (now the group leader) has a new image.
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn procespy_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = current_tgid();
+    if let Some(watched) = WATCHED.get_ptr_mut(&tgid) {
+        // A new image may not match the old limit: follow it, but enforce
+        // nothing until userspace has matched it again. The old mm's counters
+        // are gone, so read all of the new one's at the next change.
+        // SAFETY: the pointer comes from a successful lookup.
+        unsafe {
+            (*watched).limit_bytes = 0;
+            (*watched).flags = WATCH_NEEDS_FULL_READ;
+        }
+    }
+    send(EventKind::Exec, tgid, 0, 0, 0, current_comm());
+    0
+}
+
+/// `sched:sched_process_fork` (BTF): a new task; reported when it is a new process.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
+    let child: *const u8 = ctx.arg(1);
+    // SAFETY: reads of kernel memory through the helper, which checks them.
+    let (pid, tgid) = unsafe {
+        let pid = bpf_probe_read_kernel(child.wrapping_add(config!(task_pid) as usize) as *const i32);
+        let tgid =
+            bpf_probe_read_kernel(child.wrapping_add(config!(task_tgid) as usize) as *const i32);
+        (pid.unwrap_or(0), tgid.unwrap_or(-1))
+    };
+    if pid != tgid || pid <= 0 {
+        return 0; // a new thread of an existing process
+    }
+    let child_tgid = pid as u32;
+    let parent_tgid = current_tgid();
+    // SAFETY: the value is copied out at once, before any other map operation.
+    if let Some(parent) = unsafe { WATCHED.get(&parent_tgid) }.copied() {
+        // The child runs the same image under the same name: it inherits the
+        // parent's limit from its first page on.
+        let inherited = Watched {
+            pages: [0; NR_MM_COUNTERS],
+            limit_bytes: parent.limit_bytes,
+            flags: WATCH_NEEDS_FULL_READ | (parent.flags & WATCH_KILL_NOW),
+            breaches: 0,
+        };
+        let _ = WATCHED.insert(&child_tgid, &inherited, 0);
+    }
+    send(EventKind::Fork, child_tgid, parent_tgid, 0, 0, current_comm());
+    0
+}
+
+/// `sched:sched_process_exit`: reported when the last thread of a group exits.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn procespy_exit(ctx: TracePointContext) -> u32 {
+    // SAFETY: the offset comes from the tracepoint's format file.
+    let group_dead: u8 = unsafe { ctx.read_at(config!(exit_group_dead) as usize) }.unwrap_or(0);
+    if group_dead == 0 {
+        return 0;
+    }
+    let tgid = current_tgid();
+    let _ = WATCHED.remove(&tgid);
+    send(EventKind::Exit, tgid, 0, 0, 0, current_comm());
+    0
+}
+
+/// `task:task_rename`: a task set its name (prctl PR_SET_NAME or /proc/PID/comm).
+#[tracepoint(category = "task", name = "task_rename")]
+pub fn procespy_rename(ctx: TracePointContext) -> u32 {
+    // SAFETY: the offsets come from the tracepoint's format file.
+    let (pid, comm) = unsafe {
+        (
+            ctx.read_at::<i32>(config!(rename_pid) as usize).unwrap_or(0),
+            ctx.read_at::<[u8; COMM_LEN]>(config!(rename_newcomm) as usize)
+                .unwrap_or([0; COMM_LEN]),
+        )
+    };
+    if pid > 0 {
+        send(EventKind::Rename, pid as u32, 0, 0, 0, comm);
+    }
+    0
+}
+
+/// Reads `mm->rss_stat[member].count`.
+///
+/// # Safety
+/// `mm` must be a kernel pointer to a `struct mm_struct`.
+unsafe fn read_counter(mm: *const u8, member: u32) -> i64 {
+    let offset = config!(mm_rss_stat) as usize
+        + (member as usize) * config!(percpu_counter_size) as usize
+        + config!(percpu_counter_count) as usize;
+    // SAFETY: the helper checks the read; the caller guarantees `mm`.
+    unsafe { bpf_probe_read_kernel(mm.wrapping_add(offset) as *const i64) }.unwrap_or(0)
+}
+
+/// `kmem:rss_stat` (BTF): an RSS counter of some mm changed.
+#[btf_tracepoint(function = "rss_stat")]
+pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
+    let tgid = current_tgid();
+    let Some(watched) = WATCHED.get_ptr_mut(&tgid) else {
+        return 0; // the common case: one lookup and out
+    };
+    let mm: *const u8 = ctx.arg(0);
+    let member: i32 = ctx.arg(1);
+    // SAFETY: `bpf_get_current_task` returns the current task_struct; the
+    // helper checks the read of its `mm` field.
+    let current_mm = unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        bpf_probe_read_kernel(task.wrapping_add(config!(task_mm) as usize) as *const *const u8)
+            .unwrap_or(core::ptr::null())
+    };
+    if current_mm.is_null() || current_mm != mm {
+        return 0; // another mm (fork's copy, reclaim, exit teardown)
+    }
+    // SAFETY: `watched` points into the map value; `mm` is the tracepoint's
+    // argument. Concurrent updates only ever store the kernel's own figures.
+    unsafe {
+        let state = &mut *watched;
+        if state.flags & WATCH_NEEDS_FULL_READ != 0 {
+            state.pages[MM_FILEPAGES as usize] = read_counter(mm, MM_FILEPAGES);
+            state.pages[MM_ANONPAGES as usize] = read_counter(mm, MM_ANONPAGES);
+            state.pages[MM_SHMEMPAGES as usize] = read_counter(mm, MM_SHMEMPAGES);
+            state.flags &= !WATCH_NEEDS_FULL_READ;
+        } else {
+            let member = (member as u32) & (NR_MM_COUNTERS as u32 - 1);
+            if let Some(slot) = state.pages.get_mut(member as usize) {
+                *slot = read_counter(mm, member);
+            }
+        }
+        if state.limit_bytes == 0 {
+            return 0;
+        }
+        let rss = state.rss_bytes(config!(page_size) as u64);
+        if rss > state.limit_bytes {
+            if state.flags & WATCH_OVER == 0 {
+                state.flags |= WATCH_OVER;
+                state.breaches = state.breaches.wrapping_add(1);
+                let mut flags = 0;
+                if state.flags & WATCH_KILL_NOW != 0 && bpf_send_signal(SIGKILL) == 0 {
+                    flags = EVENT_FLAG_KILLED;
+                }
+                send(EventKind::Breach, tgid, 0, flags, rss, current_comm());
+            }
+        } else if state.flags & WATCH_OVER != 0 {
+            state.flags &= !WATCH_OVER;
+        }
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

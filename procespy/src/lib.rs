@@ -1,0 +1,19 @@
+//! procespy: a per-process memory guard for Linux.
+//!
+//! The data flows one way:
+//! kernel events ([`ebpf`]) and `/proc` examinations ([`scan`]) feed the
+//! process [`table`]; the [`daemon`] ties them together and answers the
+//! [`control`] socket. `procespy ps` ([`ps`]) reads `/proc` once and prints.
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod ebpf;
+pub mod logging;
+pub mod process;
+pub mod ps;
+pub mod scan;
+pub mod table;
