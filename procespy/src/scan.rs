@@ -1,0 +1,1 @@
+//! The full examination of `/proc`. (Being written.)
