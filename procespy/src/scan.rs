@@ -1,1 +1,760 @@
-//! The full examination of `/proc`. (Being written.)
+//! The full examination of `/proc`.
+//!
+//! The daemon runs [`Scanner::examine`] every few seconds and `procespy ps`
+//! runs [`examine`] once. Each process is read through a file descriptor on
+//! its `/proc/PID` directory, so every file read for one [`ProcInfo`] comes
+//! from the same process even if its PID is reused meanwhile. All files of a
+//! scan are read into one reused buffer.
+//!
+//! Per process:
+//! - `stat`, parsed here byte by byte: pid, comm (the bytes between the first
+//!   `(` and the last `)`, which may hold spaces, parentheses, newlines and
+//!   non-UTF-8 bytes), state, ppid, flags (`PF_KTHREAD`), utime + stime and
+//!   starttime;
+//! - `status`: the real uid and `RssAnon`/`RssFile`/`RssShmem`;
+//! - `cmdline` and the `exe` link, left empty when unreadable (other users'
+//!   processes without root) and not read for kernel threads and zombies.
+//!
+//! A process that disappears while it is read is counted in
+//! [`Examination::vanished`] and left out; nothing here panics on a racing
+//! `/proc`.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat, readlinkat};
+use nix::sys::stat::Mode;
+
+use crate::process::{ProcInfo, Rss};
+
+/// The `PF_KTHREAD` bit of the `flags` field of `/proc/PID/stat`.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// Initial size of the read buffer: `status` is about 1.5 KiB.
+const MIN_BUF: usize = 8192;
+
+/// Why one process could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The process exited (or its PID was never there) before it was read.
+    #[error("process {0} vanished")]
+    Vanished(u32),
+    /// `/proc/PID` is there but may not be read (e.g. `hidepid`).
+    #[error("reading /proc/{0}: permission denied")]
+    PermissionDenied(u32),
+    /// A file did not look as the kernel writes it.
+    #[error("/proc/{pid}/{file}: {what}")]
+    Malformed {
+        /// The process.
+        pid: u32,
+        /// The file under `/proc/PID`.
+        file: &'static str,
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// Any other I/O error.
+    #[error("reading /proc/{pid}/{file}: {source}")]
+    Io {
+        /// The process.
+        pid: u32,
+        /// The file under `/proc/PID`, or `""` for the directory.
+        file: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// The result of one full examination of `/proc`.
+#[derive(Clone, Debug)]
+pub struct Examination {
+    /// Every process that could be read, in `/proc` directory order.
+    pub procs: Vec<ProcInfo>,
+    /// When the examination started.
+    pub started: Instant,
+    /// Entries that disappeared while they were read.
+    pub vanished: usize,
+}
+
+/// The fields of `/proc/PID/stat` procespy uses, borrowed from the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat<'a> {
+    /// Field 1: the process id.
+    pub pid: u32,
+    /// Field 2: `comm`, without its parentheses.
+    pub comm: &'a [u8],
+    /// Field 3: the state letter.
+    pub state: u8,
+    /// Field 4: the parent's pid.
+    pub ppid: u32,
+    /// Field 9: the kernel's `PF_*` flags.
+    pub flags: u32,
+    /// Fields 14 + 15: user + system time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Field 22: start time, in clock ticks after boot.
+    pub start_ticks: u64,
+}
+
+/// Why a `stat` line did not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatError {
+    /// Nothing was read: the process is gone.
+    Empty,
+    /// The line is not as the kernel writes it; the text says what is wrong.
+    Malformed(&'static str),
+}
+
+/// Parses the contents of `/proc/PID/stat`.
+///
+/// `comm` is everything between the first `(` and the last `)`: the kernel
+/// does not escape it, and a name may itself contain `)`.
+pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, StatError> {
+    if buf.is_empty() {
+        return Err(StatError::Empty);
+    }
+    let open = memchr(b'(', buf).ok_or(StatError::Malformed("no '('"))?;
+    let close = buf
+        .iter()
+        .rposition(|&b| b == b')')
+        .ok_or(StatError::Malformed("no ')'"))?;
+    if close < open {
+        return Err(StatError::Malformed("')' before '('"));
+    }
+    let pid = parse_u64(buf[..open].trim_ascii())
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or(StatError::Malformed("bad pid"))?;
+    let comm = &buf[open + 1..close];
+
+    // After ")": " S ppid pgrp session tty tpgid flags minflt cminflt majflt
+    // cmajflt utime stime cutime cstime priority nice threads itreal start …"
+    let mut fields = buf[close + 1..]
+        .split(|&b| b == b' ' || b == b'\n')
+        .filter(|f| !f.is_empty());
+    let mut next = |what: &'static str| fields.next().ok_or(StatError::Malformed(what));
+    let state = match next("no state")? {
+        [letter] => *letter,
+        _ => return Err(StatError::Malformed("bad state")),
+    };
+    let num = |field: &[u8], what: &'static str| parse_u64(field).ok_or(StatError::Malformed(what));
+    let ppid = u32::try_from(num(next("no ppid")?, "bad ppid")?)
+        .map_err(|_| StatError::Malformed("bad ppid"))?;
+    for what in ["no pgrp", "no session", "no tty", "no tpgid"] {
+        next(what)?;
+    }
+    let flags = u32::try_from(num(next("no flags")?, "bad flags")?)
+        .map_err(|_| StatError::Malformed("bad flags"))?;
+    for what in ["no minflt", "no cminflt", "no majflt", "no cmajflt"] {
+        next(what)?;
+    }
+    let utime = num(next("no utime")?, "bad utime")?;
+    let stime = num(next("no stime")?, "bad stime")?;
+    for what in [
+        "no cutime",
+        "no cstime",
+        "no priority",
+        "no nice",
+        "no num_threads",
+        "no itrealvalue",
+    ] {
+        next(what)?;
+    }
+    let start_ticks = num(next("no starttime")?, "bad starttime")?;
+    Ok(Stat {
+        pid,
+        comm,
+        state,
+        ppid,
+        flags,
+        cpu_ticks: utime.saturating_add(stime),
+        start_ticks,
+    })
+}
+
+/// The fields of `/proc/PID/status` procespy uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Real user id (first number of `Uid:`).
+    pub uid: Option<u32>,
+    /// `RssAnon`, `RssFile`, `RssShmem` in bytes; zero when absent (kernel
+    /// threads, zombies).
+    pub rss: Rss,
+}
+
+/// Parses the contents of `/proc/PID/status`.
+pub fn parse_status(buf: &[u8]) -> Status {
+    let mut status = Status::default();
+    for line in buf.split(|&b| b == b'\n') {
+        let Some(colon) = memchr(b':', line) else {
+            continue;
+        };
+        let (key, value) = (&line[..colon], &line[colon + 1..]);
+        let first_number = || {
+            value
+                .split(|b| b.is_ascii_whitespace())
+                .find(|f| !f.is_empty())
+                .and_then(parse_u64)
+        };
+        match key {
+            b"Uid" => status.uid = first_number().and_then(|n| u32::try_from(n).ok()),
+            b"RssAnon" => status.rss.anon = first_number().unwrap_or(0).saturating_mul(1024),
+            b"RssFile" => status.rss.file = first_number().unwrap_or(0).saturating_mul(1024),
+            b"RssShmem" => {
+                status.rss.shmem = first_number().unwrap_or(0).saturating_mul(1024);
+                // The last line we need: Uid comes earlier.
+                break;
+            }
+            _ => {}
+        }
+    }
+    status
+}
+
+/// Turns the raw `cmdline` (NUL-separated arguments) into arguments joined by
+/// single spaces. Trailing NULs are dropped (processes that rewrite their
+/// title often pad it with NULs); other bytes are kept as they are.
+pub fn join_cmdline(raw: &[u8]) -> Vec<u8> {
+    let end = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    raw[..end]
+        .iter()
+        .map(|&b| if b == 0 { b' ' } else { b })
+        .collect()
+}
+
+/// Reads processes from `/proc`, reusing its read buffers and one `/proc`
+/// directory descriptor across reads. Keep one for repeated examinations.
+#[derive(Debug)]
+pub struct Scanner {
+    proc_dir: OwnedFd,
+    /// One read buffer per worker; the first serves [`Scanner::read`].
+    bufs: Vec<Vec<u8>>,
+}
+
+/// Below this many processes per worker, one thread reads them all.
+const PER_WORKER: usize = 1024;
+/// At most this many threads read `/proc` at once.
+const MAX_WORKERS: usize = 4;
+
+impl Scanner {
+    /// Opens `/proc`.
+    pub fn new() -> io::Result<Scanner> {
+        let proc_dir = openat(
+            nix::fcntl::AT_FDCWD,
+            c"/proc",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)?;
+        Ok(Scanner {
+            proc_dir,
+            bufs: vec![vec![0; MIN_BUF]],
+        })
+    }
+
+    /// Reads every numeric entry of `/proc`. Fails only when `/proc` cannot
+    /// be listed; processes that cannot be read are counted and skipped.
+    ///
+    /// With many processes the reads are shared among a few threads (at most
+    /// one per CPU, at most 4), each with its own buffer; the result keeps
+    /// `/proc`'s order either way.
+    pub fn examine(&mut self) -> io::Result<Examination> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.examine_with(|procs| (procs / PER_WORKER).clamp(1, cpus.min(MAX_WORKERS)))
+    }
+
+    /// [`Scanner::examine`] with `workers(number of pids)` threads.
+    fn examine_with(&mut self, workers: impl Fn(usize) -> usize) -> io::Result<Examination> {
+        let started = Instant::now();
+        let pids = list_pids()?;
+        let workers = workers(pids.len()).clamp(1, pids.len().max(1));
+        if self.bufs.len() < workers {
+            self.bufs.resize_with(workers, || vec![0; MIN_BUF]);
+        }
+        let proc_dir = &self.proc_dir;
+        let parts: Vec<Part> = if workers == 1 {
+            vec![read_all(proc_dir, &mut self.bufs[0], &pids)]
+        } else {
+            let chunk = pids.len().div_ceil(workers);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = pids
+                    .chunks(chunk)
+                    .zip(self.bufs.iter_mut())
+                    .map(|(pids, buf)| scope.spawn(move || read_all(proc_dir, buf, pids)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| {
+                        handle
+                            .join()
+                            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                    })
+                    .collect()
+            })
+        };
+        let mut exam = Examination {
+            procs: Vec::with_capacity(pids.len()),
+            started,
+            vanished: 0,
+        };
+        let mut denied = 0;
+        for part in parts {
+            exam.procs.extend(part.procs);
+            exam.vanished += part.vanished;
+            denied += part.denied;
+        }
+        if denied > 0 {
+            tracing::debug!("{denied} processes in /proc could not be read (hidepid?)");
+        }
+        Ok(exam)
+    }
+
+    /// Reads one process.
+    pub fn read(&mut self, pid: u32) -> Result<ProcInfo, ReadError> {
+        read_one(&self.proc_dir, &mut self.bufs[0], pid)
+    }
+}
+
+/// What one worker of an examination found.
+struct Part {
+    procs: Vec<ProcInfo>,
+    vanished: usize,
+    denied: usize,
+}
+
+/// Reads `pids` one after the other into `buf`.
+fn read_all(proc_dir: &OwnedFd, buf: &mut Vec<u8>, pids: &[u32]) -> Part {
+    let mut part = Part {
+        procs: Vec::with_capacity(pids.len()),
+        vanished: 0,
+        denied: 0,
+    };
+    for &pid in pids {
+        match read_one(proc_dir, buf, pid) {
+            Ok(info) => part.procs.push(info),
+            Err(ReadError::Vanished(_)) => part.vanished += 1,
+            Err(ReadError::PermissionDenied(_)) => part.denied += 1,
+            Err(err) => tracing::warn!("skipping process {pid}: {err}"),
+        }
+    }
+    part
+}
+
+/// The PIDs (thread-group ids) listed in `/proc`.
+fn list_pids() -> io::Result<Vec<u32>> {
+    let mut pids = Vec::with_capacity(1024);
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        if let Some(pid) = parse_u64(name.as_bytes()).and_then(|n| u32::try_from(n).ok()) {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
+
+/// Reads one process through `/proc/PID`, opened relative to `proc_dir`.
+fn read_one(proc_dir: &OwnedFd, buf: &mut Vec<u8>, pid: u32) -> Result<ProcInfo, ReadError> {
+    let mut name = PidName::default();
+    let dir = openat(
+        proc_dir,
+        name.format(pid),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| classify(pid, "", errno.into()))?;
+
+    let len = read_file(&dir, c"stat", buf).map_err(|e| classify(pid, "stat", e))?;
+    let stat = match parse_stat(&buf[..len]) {
+        Ok(stat) => stat,
+        Err(StatError::Empty) => return Err(ReadError::Vanished(pid)),
+        Err(StatError::Malformed(what)) => {
+            return Err(ReadError::Malformed {
+                pid,
+                file: "stat",
+                what,
+            });
+        }
+    };
+    let mut info = ProcInfo {
+        pid,
+        ppid: stat.ppid,
+        comm: stat.comm.to_vec(),
+        state: stat.state,
+        kernel_thread: stat.flags & PF_KTHREAD != 0,
+        cpu_ticks: stat.cpu_ticks,
+        start_ticks: stat.start_ticks,
+        ..ProcInfo::default()
+    };
+
+    let len = read_file(&dir, c"status", buf).map_err(|e| classify(pid, "status", e))?;
+    if len == 0 {
+        return Err(ReadError::Vanished(pid));
+    }
+    let status = parse_status(&buf[..len]);
+    info.uid = status.uid.ok_or(ReadError::Malformed {
+        pid,
+        file: "status",
+        what: "no Uid line",
+    })?;
+    info.rss = status.rss;
+    if info.kernel_thread {
+        // Kernel threads have no memory of their own, no command line
+        // and no executable.
+        info.rss = Rss::default();
+        return Ok(info);
+    }
+    if info.state == b'Z' {
+        // A zombie's memory, command line and executable are gone.
+        return Ok(info);
+    }
+
+    // Both may be refused (exe: to other users' processes without root)
+    // or be gone if the process exits now: it was alive at `stat`, so it
+    // is listed with what could be read.
+    if let Ok(len) = read_file(&dir, c"cmdline", buf) {
+        info.cmdline = join_cmdline(&buf[..len]);
+    }
+    info.exe = readlinkat(&dir, c"exe").ok().map(PathBuf::from);
+    Ok(info)
+}
+
+/// Reads one process with a fresh [`Scanner`]. For many, use
+/// [`Scanner::read`] or [`examine`].
+pub fn read_process(pid: u32) -> Result<ProcInfo, ReadError> {
+    let mut scanner = Scanner::new().map_err(|source| ReadError::Io {
+        pid,
+        file: "",
+        source,
+    })?;
+    scanner.read(pid)
+}
+
+/// Reads every numeric entry of `/proc` once.
+///
+/// When `/proc` itself cannot be listed the failure is logged and the
+/// examination is empty; use [`Scanner::examine`] to get the error.
+pub fn examine() -> Examination {
+    match Scanner::new().and_then(|mut scanner| scanner.examine()) {
+        Ok(exam) => exam,
+        Err(err) => {
+            tracing::error!("cannot list /proc: {err}");
+            Examination {
+                procs: Vec::new(),
+                started: Instant::now(),
+                vanished: 0,
+            }
+        }
+    }
+}
+
+/// Clock ticks since boot, on the clock of `/proc/PID/stat`'s starttime
+/// (`CLOCK_BOOTTIME`, in `sysconf(_SC_CLK_TCK)` units).
+pub fn uptime_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_BOOTTIME exists on
+    // every kernel procespy supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    let hz = procfs::ticks_per_second();
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(hz) + nanos * hz / 1_000_000_000
+}
+
+/// Reads `dir/name` into `buf`, growing it when needed, and returns the
+/// length read: the contents are `buf[..len]`.
+///
+/// `buf` stays initialised to its full length so it is reused across files
+/// without clearing, and without the size probes (`statx`, `lseek`) that
+/// `read_to_end` makes, which `/proc` files cannot answer anyway.
+fn read_file(dir: &OwnedFd, name: &CStr, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let fd = openat(dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let mut file = File::from(fd);
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            let grown = (buf.len() * 2).max(MIN_BUF);
+            buf.resize(grown, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => return Ok(len),
+            Ok(n) => len += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Maps an I/O error on `/proc/PID/file` to what it means for the process.
+fn classify(pid: u32, file: &'static str, err: io::Error) -> ReadError {
+    match err.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ENOENT | Errno::ESRCH) => ReadError::Vanished(pid),
+        Some(Errno::EACCES | Errno::EPERM) => ReadError::PermissionDenied(pid),
+        _ => ReadError::Io {
+            pid,
+            file,
+            source: err,
+        },
+    }
+}
+
+/// A PID written as a NUL-terminated decimal string, without allocating.
+#[derive(Default)]
+struct PidName([u8; 12]);
+
+impl PidName {
+    fn format(&mut self, pid: u32) -> &CStr {
+        let mut digits = [0u8; 10];
+        let mut n = pid;
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            self.0[i] = digits[len - 1 - i];
+        }
+        self.0[len] = 0;
+        CStr::from_bytes_with_nul(&self.0[..=len]).expect("digits and one NUL")
+    }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+/// Parses a non-empty run of ASCII digits; `None` on anything else or on
+/// overflow.
+fn parse_u64(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stat line as the kernel writes it, with the given comm.
+    fn stat_line(pid: u32, comm: &[u8]) -> Vec<u8> {
+        let mut line = format!("{pid} (").into_bytes();
+        line.extend_from_slice(comm);
+        line.extend_from_slice(
+            b") S 1 1234 1234 0 -1 4194560 100 0 0 0 25 17 0 0 20 0 3 0 98765 \
+              1000000 500 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n",
+        );
+        line
+    }
+
+    #[test]
+    fn stat_plain() {
+        let line = stat_line(42, b"bash");
+        let stat = parse_stat(&line).unwrap();
+        assert_eq!(
+            stat,
+            Stat {
+                pid: 42,
+                comm: b"bash",
+                state: b'S',
+                ppid: 1,
+                flags: 4194560,
+                cpu_ticks: 42,
+                start_ticks: 98765,
+            }
+        );
+    }
+
+    #[test]
+    fn stat_tricky_comms() {
+        let comms: [&[u8]; 8] = [
+            b"a) (b",
+            b"with spaces",
+            b"new\nline",
+            b"\xff\xfe bad utf8",
+            b"",
+            b")",
+            b"((",
+            b") S 9 9 9",
+        ];
+        for comm in comms {
+            let line = stat_line(7, comm);
+            let stat = parse_stat(&line).unwrap_or_else(|e| panic!("{comm:?}: {e:?}"));
+            assert_eq!(stat.comm, comm);
+            assert_eq!(stat.pid, 7);
+            assert_eq!(stat.state, b'S');
+            assert_eq!(stat.ppid, 1);
+            assert_eq!(stat.cpu_ticks, 42);
+            assert_eq!(stat.start_ticks, 98765);
+        }
+    }
+
+    #[test]
+    fn stat_kernel_thread_flags() {
+        let line = b"2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 3 0 0 20 0 1 0 2 0 0 \
+                     18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 17 1 0 0 0 0 0\n";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(stat.ppid, 0);
+        assert_ne!(stat.flags & PF_KTHREAD, 0);
+        assert_eq!(stat.cpu_ticks, 3);
+    }
+
+    #[test]
+    fn stat_bad_inputs() {
+        assert_eq!(parse_stat(b""), Err(StatError::Empty));
+        assert!(matches!(
+            parse_stat(b"12 bash S 1"),
+            Err(StatError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_stat(b"12 (bash) S 1 2"),
+            Err(StatError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_stat(b"12 )bash( S"),
+            Err(StatError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_stat(b"x (bash) S 1"),
+            Err(StatError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn status_fields() {
+        let status =
+            b"Name:\tbash\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t1001\t1002\t1003\n\
+                       Gid:\t100\t100\t100\t100\nVmRSS:\t    5000 kB\nRssAnon:\t    1000 kB\n\
+                       RssFile:\t    3000 kB\nRssShmem:\t    1000 kB\nThreads:\t1\n";
+        let parsed = parse_status(status);
+        assert_eq!(parsed.uid, Some(1000));
+        assert_eq!(
+            parsed.rss,
+            Rss {
+                anon: 1000 * 1024,
+                file: 3000 * 1024,
+                shmem: 1000 * 1024
+            }
+        );
+        let kthread = parse_status(b"Name:\tkthreadd\nUid:\t0\t0\t0\t0\nThreads:\t1\n");
+        assert_eq!(kthread.uid, Some(0));
+        assert_eq!(kthread.rss, Rss::default());
+    }
+
+    #[test]
+    fn cmdline_joined() {
+        assert_eq!(join_cmdline(b"ls\0-l\0/tmp\0"), b"ls -l /tmp");
+        assert_eq!(join_cmdline(b"title rewritten\0\0\0"), b"title rewritten");
+        assert_eq!(join_cmdline(b"a\0\xff\0"), b"a \xff");
+        assert_eq!(join_cmdline(b""), b"");
+        assert_eq!(join_cmdline(b"\0"), b"");
+    }
+
+    #[test]
+    fn pid_names() {
+        let mut name = PidName::default();
+        assert_eq!(name.format(0), c"0");
+        assert_eq!(name.format(1), c"1");
+        assert_eq!(name.format(4194304), c"4194304");
+        assert_eq!(name.format(u32::MAX), c"4294967295");
+    }
+
+    #[test]
+    fn read_own_process() {
+        let me = std::process::id();
+        let info = read_process(me).unwrap();
+        assert_eq!(info.pid, me);
+        assert_eq!(info.ppid, std::os::unix::process::parent_id());
+        assert_eq!(info.uid, nix::unistd::getuid().as_raw());
+        assert!(!info.kernel_thread);
+        assert!(matches!(info.state, b'R' | b'S'));
+        assert!(info.rss.total() > 0);
+        assert!(info.rss.anon > 0);
+        assert!(info.start_ticks > 0);
+        assert!(!info.comm.is_empty() && info.comm.len() <= 15);
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(info.exe.as_deref(), Some(exe.as_path()));
+        let arg0 = std::env::args_os().next().unwrap();
+        assert!(info.cmdline.starts_with(arg0.as_bytes()));
+    }
+
+    #[test]
+    fn read_vanished_process() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        match read_process(pid) {
+            Err(ReadError::Vanished(p)) => assert_eq!(p, pid),
+            // The PID may have been reused in between: then it is another
+            // process, not `true`'s zombie.
+            Ok(info) => assert_ne!(info.state, b'Z'),
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn read_zombie_keeps_state() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not waited for: once `true` exits it stays a zombie until reaped.
+        let mut info = read_process(pid).unwrap();
+        for _ in 0..500 {
+            if info.state == b'Z' {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            info = read_process(pid).unwrap();
+        }
+        assert_eq!(info.state, b'Z');
+        assert_eq!(info.rss, Rss::default());
+        assert_eq!(info.exe, None);
+        drop(child.wait());
+    }
+
+    #[test]
+    fn examine_finds_own_process() {
+        let exam = examine();
+        let me = std::process::id();
+        let mine = exam.procs.iter().find(|p| p.pid == me).expect("own pid");
+        assert!(mine.rss.total() > 0);
+        assert!(exam.procs.iter().any(|p| p.pid == 1));
+        assert!(uptime_ticks() >= mine.start_ticks);
+        let mut pids: Vec<u32> = exam.procs.iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        assert_eq!(pids.len(), exam.procs.len());
+    }
+
+    #[test]
+    fn examine_in_parallel_keeps_order() {
+        let mut scanner = Scanner::new().unwrap();
+        let exam = scanner.examine_with(|_| 3).unwrap();
+        let me = std::process::id();
+        assert!(exam.procs.iter().any(|p| p.pid == me));
+        assert!(exam.procs.iter().any(|p| p.pid == 1));
+        // /proc lists PIDs in increasing order; the parts are joined in order.
+        assert!(exam.procs.windows(2).all(|w| w[0].pid < w[1].pid));
+        // The buffers are kept for the next examination.
+        assert!(scanner.bufs.len() >= 3.min(exam.procs.len()));
+    }
+}
