@@ -38,6 +38,9 @@ pub enum EventKind {
     Rename = 4,
     /// `pid` crossed its limit upwards; `rss_bytes` is its RSS at that page.
     Breach = 5,
+    /// The RSS of `pid`, a process watched with [`WATCH_REPORT_USAGE`], moved
+    /// to another MiB; `rss_bytes` is the new figure.
+    Usage = 6,
 }
 
 impl EventKind {
@@ -49,6 +52,7 @@ impl EventKind {
             3 => Self::Exit,
             4 => Self::Rename,
             5 => Self::Breach,
+            6 => Self::Usage,
             _ => return None,
         })
     }
@@ -68,7 +72,7 @@ pub struct Event {
     pub flags: u32,
     /// `bpf_ktime_get_ns()` when the event was made.
     pub ktime_ns: u64,
-    /// RSS in bytes at a [`EventKind::Breach`], otherwise 0.
+    /// RSS in bytes at a [`EventKind::Breach`] or [`EventKind::Usage`], otherwise 0.
     pub rss_bytes: u64,
     /// The task name, NUL-padded.
     pub comm: [u8; COMM_LEN],
@@ -100,6 +104,8 @@ pub struct Watched {
     pub flags: u32,
     /// Number of upward crossings reported so far.
     pub breaches: u32,
+    /// The RSS in MiB last reported by a [`EventKind::Usage`] event.
+    pub reported_mib: u64,
 }
 
 /// The kernel must read all counters at the next event (new entry, or after exec).
@@ -108,6 +114,9 @@ pub const WATCH_NEEDS_FULL_READ: u32 = 1;
 pub const WATCH_KILL_NOW: u32 = 2;
 /// The process is above its limit; set at an upward crossing, cleared when it falls below.
 pub const WATCH_OVER: u32 = 4;
+/// Report every change of the RSS to another MiB ([`EventKind::Usage`]):
+/// for limits on the sum over several processes, which userspace adds up.
+pub const WATCH_REPORT_USAGE: u32 = 8;
 
 impl Watched {
     /// Resident bytes (file + anon + shmem) given the page size.

@@ -26,7 +26,7 @@ use aya_ebpf::{
 use procespy_common::{
     COMM_LEN, EVENT_FLAG_KILLED, Event, EventKind, KernelConfig, MAX_WATCHED, MM_ANONPAGES,
     MM_FILEPAGES, MM_SHMEMPAGES, NR_MM_COUNTERS, RING_BYTES, WATCH_KILL_NOW,
-    WATCH_NEEDS_FULL_READ, WATCH_OVER, Watched,
+    WATCH_NEEDS_FULL_READ, WATCH_OVER, WATCH_REPORT_USAGE, Watched,
 };
 
 /// Offsets and settings, written by userspace before load.
@@ -139,8 +139,9 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
         let inherited = Watched {
             pages: [0; NR_MM_COUNTERS],
             limit_bytes: parent.limit_bytes,
-            flags: WATCH_NEEDS_FULL_READ | (parent.flags & WATCH_KILL_NOW),
+            flags: WATCH_NEEDS_FULL_READ | (parent.flags & (WATCH_KILL_NOW | WATCH_REPORT_USAGE)),
             breaches: 0,
+            reported_mib: 0,
         };
         let _ = WATCHED.insert(&child_tgid, &inherited, 0);
     }
@@ -225,10 +226,14 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
                 *slot = read_counter(mm, member);
             }
         }
+        let rss = state.rss_bytes(config!(page_size) as u64);
+        if state.flags & WATCH_REPORT_USAGE != 0 && rss >> 20 != state.reported_mib {
+            state.reported_mib = rss >> 20;
+            send(EventKind::Usage, tgid, 0, 0, rss, current_comm());
+        }
         if state.limit_bytes == 0 {
             return 0;
         }
-        let rss = state.rss_bytes(config!(page_size) as u64);
         if rss > state.limit_bytes {
             if state.flags & WATCH_OVER == 0 {
                 state.flags |= WATCH_OVER;

@@ -1,9 +1,317 @@
-//! (Being written.)
+//! `procespy run`: the daemon's event loop.
+//!
+//! One task owns all state. It takes, in turn: kernel events, finished `/proc`
+//! examinations, control requests and signals. Examinations run on tokio's
+//! blocking pool so that reading `/proc` never holds up kernel events.
 
-use crate::app::Failure;
-use crate::cli::RunArgs;
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
-/// `procespy run`.
-pub fn run(_args: RunArgs) -> Result<(), Failure> {
-    Err(Failure::Runtime(anyhow::anyhow!("not written yet")))
+use anyhow::{Context, anyhow};
+use procespy_common::EventKind;
+use serde_json::Value;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    task::JoinHandle,
+};
+
+use crate::{
+    app::Failure,
+    cli::{DEFAULT_CONFIG, ModeArg, RunArgs},
+    config::{Config, Mode},
+    control::{self, Incoming, Request},
+    ebpf::{self, EventStream, Kernel, events::KernelEvent},
+    scan::{self, Examination},
+    status,
+    table::{Change, Table},
+};
+
+/// How the daemon follows processes, and why.
+pub enum Backend {
+    /// eBPF programs are attached.
+    Ebpf {
+        /// The programs and maps.
+        kernel: Kernel,
+        /// Their events.
+        events: EventStream,
+    },
+    /// `/proc` is polled at the scan interval.
+    Proc {
+        /// Why eBPF is not in use.
+        reason: String,
+    },
+}
+
+impl Backend {
+    /// `"ebpf"` or `"proc"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Ebpf { .. } => "ebpf",
+            Backend::Proc { .. } => "proc",
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(args: RunArgs) -> Result<(), Failure> {
+    let (config, config_path) = load_config(args.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let mut daemon = Daemon::start(config, config_path, &args)?;
+        daemon.run().await
+    })
+}
+
+/// Reads the configuration: `-c PATH` must exist; without `-c`, a missing
+/// `/etc/procespy.toml` means the built-in default.
+fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), Failure> {
+    let (path, explicit) = match path {
+        Some(path) => (path.to_owned(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    if !explicit && !path.exists() {
+        tracing::info!(
+            "{} does not exist: running on the built-in default (watch only, desktop popups on)",
+            path.display()
+        );
+        return Ok((Config::builtin_default(), None));
+    }
+    let config = Config::load(&path).map_err(|err| Failure::Usage(err.to_string()))?;
+    tracing::info!("configuration {} loaded: {} limits", path.display(), config.limits.len());
+    Ok((config, Some(path)))
+}
+
+/// Chooses and starts the backend for `mode`.
+fn start_backend(mode: Mode) -> Result<Backend, Failure> {
+    match mode {
+        Mode::Proc => Ok(Backend::Proc { reason: "mode = \"proc\" was asked for".into() }),
+        Mode::Ebpf => match ebpf::load() {
+            Ok((kernel, events)) => Ok(Backend::Ebpf { kernel, events }),
+            Err(err) => Err(Failure::Runtime(anyhow!(
+                "mode = \"ebpf\", but the eBPF programs cannot be loaded: {err:#}"
+            ))),
+        },
+        Mode::Auto => match ebpf::load() {
+            Ok((kernel, events)) => Ok(Backend::Ebpf { kernel, events }),
+            Err(err) => {
+                let reason = format!("eBPF cannot be loaded: {err:#}");
+                tracing::warn!("{reason}; polling /proc instead");
+                Ok(Backend::Proc { reason })
+            }
+        },
+    }
+}
+
+/// The daemon's state, owned by its event loop.
+pub struct Daemon {
+    config: Config,
+    config_path: Option<PathBuf>,
+    socket: PathBuf,
+    backend: Backend,
+    table: Table,
+    started: Instant,
+    control_rx: mpsc::Receiver<Incoming>,
+    examinations: u64,
+    last_examination: Option<Duration>,
+}
+
+impl Daemon {
+    fn start(config: Config, config_path: Option<PathBuf>, args: &RunArgs) -> Result<Self, Failure> {
+        let mode = match args.mode {
+            Some(ModeArg::Auto) => Mode::Auto,
+            Some(ModeArg::Ebpf) => Mode::Ebpf,
+            Some(ModeArg::Proc) => Mode::Proc,
+            None => config.monitor.mode,
+        };
+        let backend = start_backend(mode)?;
+        match &backend {
+            Backend::Ebpf { .. } => tracing::info!(mode = "ebpf", "following processes with eBPF"),
+            Backend::Proc { reason } => {
+                tracing::info!(mode = "proc", "polling /proc every {:?} ({reason})", config.monitor.scan_interval)
+            }
+        }
+        let listener = control::bind(&args.socket)?;
+        let (tx, control_rx) = mpsc::channel(16);
+        tokio::spawn(control::serve(listener, tx));
+        tracing::info!("control socket: {}", args.socket.display());
+        Ok(Self {
+            config,
+            config_path,
+            socket: args.socket.clone(),
+            backend,
+            table: Table::new(),
+            started: Instant::now(),
+            control_rx,
+            examinations: 0,
+            last_examination: None,
+        })
+    }
+
+    async fn run(&mut self) -> Result<(), Failure> {
+        let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+        let mut sighup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
+        let mut scan_timer = tokio::time::interval(self.config.monitor.scan_interval);
+        scan_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut scan: Option<JoinHandle<Examination>> = None;
+        let mut batch = Vec::with_capacity(256);
+        loop {
+            tokio::select! {
+                result = next_events(&mut self.backend, &mut batch) => {
+                    result.context("reading kernel events")?;
+                    for event in batch.drain(..) {
+                        self.on_event(&event);
+                    }
+                }
+                _ = scan_timer.tick(), if scan.is_none() => {
+                    scan = Some(tokio::task::spawn_blocking(scan::examine));
+                }
+                exam = async { scan.as_mut().expect("guarded").await }, if scan.is_some() => {
+                    scan = None;
+                    match exam {
+                        Ok(exam) => self.on_examination(&exam),
+                        Err(err) => tracing::error!("the /proc examination failed: {err}"),
+                    }
+                }
+                Some(incoming) = self.control_rx.recv() => self.on_request(incoming),
+                _ = sighup.recv() => {
+                    let _ = self.reload();
+                }
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+            }
+        }
+        tracing::info!("stopping: detaching the eBPF programs");
+        let _ = std::fs::remove_file(&self.socket);
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: &KernelEvent) {
+        if event.kind == EventKind::Breach {
+            tracing::debug!(pid = event.pid, rss = event.rss_bytes, "breach reported by the kernel");
+            return;
+        }
+        let change = self.table.apply_event(event, Instant::now());
+        let name = String::from_utf8_lossy(&event.comm);
+        match change {
+            Change::Added(pid) | Change::Replaced(pid) => {
+                if event.kind == EventKind::Exec {
+                    tracing::debug!(event = "exec", pid, name = %name, "exec");
+                } else {
+                    tracing::debug!(event = "fork", pid, ppid = event.ppid, name = %name, "fork");
+                }
+                if let Ok(info) = scan::read_process(pid) {
+                    self.table.absorb(&info);
+                }
+                self.follow(pid);
+            }
+            Change::Renamed(pid) => tracing::debug!(event = "rename", pid, name = %name, "rename"),
+            Change::Removed(pid) => tracing::debug!(event = "exit", pid, name = %name, "exit"),
+            Change::None => {}
+        }
+    }
+
+    fn on_examination(&mut self, exam: &Examination) {
+        let merge = self.table.merge(exam);
+        self.examinations += 1;
+        self.last_examination = Some(exam.started.elapsed());
+        for &pid in merge.added.iter().chain(&merge.reused) {
+            self.follow(pid);
+        }
+        if let Backend::Ebpf { kernel, .. } = &mut self.backend {
+            for &pid in &merge.removed {
+                kernel.unwatch(pid);
+            }
+        }
+        tracing::trace!(
+            processes = self.table.len(),
+            added = merge.added.len(),
+            removed = merge.removed.len(),
+            "examination merged"
+        );
+    }
+
+    /// Makes sure the kernel follows `pid`.
+    fn follow(&mut self, pid: u32) {
+        let Backend::Ebpf { kernel, .. } = &mut self.backend else {
+            return;
+        };
+        if kernel.is_watched(pid) {
+            return;
+        }
+        // No pidfd: the process is gone already; its exit event follows.
+        let Ok(pidfd) = ebpf::pidfd_open(pid) else {
+            return;
+        };
+        if let Err(err) = kernel.watch(pid, &pidfd, 0, false) {
+            tracing::warn!("cannot follow {pid} in the kernel: {err:#}");
+        }
+    }
+
+    fn on_request(&mut self, incoming: Incoming) {
+        let reply = match incoming.request {
+            Request::Status => Ok(self.status()),
+            Request::Reload => self.reload().map(|message| serde_json::json!({ "message": message })),
+        };
+        let _ = incoming.reply.send(reply);
+    }
+
+    /// Re-reads the configuration; a config that does not validate is refused
+    /// and the one in force stays.
+    fn reload(&mut self) -> Result<String, String> {
+        let Some(path) = self.config_path.clone() else {
+            let message = "running on the built-in default: there is no file to reload".to_owned();
+            tracing::warn!("{message}");
+            return Err(message);
+        };
+        match Config::load(&path) {
+            Ok(config) => {
+                let message =
+                    format!("configuration {} reloaded: {} limits", path.display(), config.limits.len());
+                tracing::info!("{message}");
+                self.config = config;
+                Ok(message)
+            }
+            Err(err) => {
+                let message = format!("reload refused, the old configuration stays in force:\n{err}");
+                tracing::error!("{message}");
+                Err(message)
+            }
+        }
+    }
+
+    fn status(&self) -> Value {
+        let kernel = match &self.backend {
+            Backend::Ebpf { kernel, .. } => Some(kernel),
+            Backend::Proc { .. } => None,
+        };
+        let reason = match &self.backend {
+            Backend::Ebpf { .. } => "the eBPF programs are attached".to_owned(),
+            Backend::Proc { reason } => reason.clone(),
+        };
+        status::build(&status::Inputs {
+            mode: self.backend.name(),
+            mode_reason: &reason,
+            uptime: self.started.elapsed(),
+            config_path: self.config_path.as_deref(),
+            table: &self.table,
+            kernel,
+            examinations: self.examinations,
+            last_examination: self.last_examination,
+        })
+    }
+}
+
+/// Waits for the next batch of kernel events; never ready in proc mode.
+async fn next_events(backend: &mut Backend, batch: &mut Vec<KernelEvent>) -> anyhow::Result<()> {
+    match backend {
+        Backend::Ebpf { events, .. } => events.next_batch(batch).await,
+        Backend::Proc { .. } => std::future::pending().await,
+    }
 }

@@ -13,9 +13,15 @@ pub fn init(args: &LogArgs) {
         (_, 1) => LevelFilter::WARN,
         _ => LevelFilter::ERROR,
     };
-    let filter = tracing_subscriber::EnvFilter::builder()
+    let mut filter = tracing_subscriber::EnvFilter::builder()
         .with_default_directive(level.into())
         .from_env_lossy();
+    if level < LevelFilter::TRACE && std::env::var_os("RUST_LOG").is_none() {
+        // aya's loader chatter (feature probes, relocations) is for -vv.
+        for noisy in ["aya=info", "aya_obj=info"] {
+            filter = filter.add_directive(noisy.parse().expect("a valid directive"));
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

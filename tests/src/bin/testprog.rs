@@ -1,1 +1,137 @@
-fn main(){}
+//! A process the integration tests drive: it grows, renames itself, ignores
+//! SIGTERM, all on command.
+//!
+//! Commands, one per line on stdin; each is answered with one line on stdout:
+//! - `grow MIB`: allocates and touches MIB more MiB of anonymous memory;
+//!   answers `ok VMRSS_BYTES`.
+//! - `rename NAME`: sets its name with prctl(PR_SET_NAME); answers `ok`.
+//! - `rss`: answers `ok VMRSS_BYTES`.
+//! - `exit`: exits 0.
+//!
+//! Options: `--ignore-term` ignores SIGTERM;
+//! `--grow-rate MIB_PER_S --grow-to MIB` grows at that rate at once, printing
+//! `progress BYTES NANOS` after each MiB (NANOS: CLOCK_MONOTONIC), then waits
+//! for commands.
+
+use std::io::{BufRead, Write};
+
+const MIB: usize = 1 << 20;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut rate = None;
+    let mut target = 0usize;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--ignore-term" => {
+                // SAFETY: installing SIG_IGN for SIGTERM.
+                unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+            }
+            "--grow-rate" => rate = iter.next().and_then(|v| v.parse::<f64>().ok()),
+            "--grow-to" => target = iter.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            other => {
+                eprintln!("procespy-testprog: unknown option {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let mut memory: Vec<Region> = Vec::new();
+    let stdout = std::io::stdout();
+    if let Some(rate) = rate {
+        grow_at_rate(&mut memory, rate, target);
+    }
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let mut words = line.split_whitespace();
+        let reply = match (words.next(), words.next()) {
+            (Some("grow"), Some(mib)) => match mib.parse::<usize>() {
+                Ok(mib) => {
+                    memory.push(Region::touched(mib * MIB));
+                    format!("ok {}", vm_rss())
+                }
+                Err(_) => "error bad size".to_owned(),
+            },
+            (Some("rename"), Some(name)) => {
+                let name = std::ffi::CString::new(name).unwrap_or_default();
+                // SAFETY: PR_SET_NAME reads a NUL-terminated string.
+                unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+                "ok".to_owned()
+            }
+            (Some("rss"), None) => format!("ok {}", vm_rss()),
+            (Some("exit"), None) => std::process::exit(0),
+            _ => format!("error unknown command {line:?}"),
+        };
+        let mut out = stdout.lock();
+        let _ = writeln!(out, "{reply}");
+        let _ = out.flush();
+    }
+}
+
+/// Grows by one MiB at a time at `rate` MiB/s up to `target` MiB.
+fn grow_at_rate(memory: &mut Vec<Region>, rate: f64, target: usize) {
+    let start = std::time::Instant::now();
+    let mut out = std::io::stdout().lock();
+    for done in 1..=target {
+        memory.push(Region::touched(MIB));
+        let _ = writeln!(out, "progress {} {}", done * MIB, monotonic_ns());
+        let _ = out.flush();
+        let due = std::time::Duration::from_secs_f64(done as f64 / rate);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `VmRSS` of this process, in bytes.
+fn vm_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// An anonymous mapping whose every page was written once.
+struct Region {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Region {
+    fn touched(len: usize) -> Self {
+        // SAFETY: a fresh private anonymous mapping.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(ptr != libc::MAP_FAILED, "mmap of {len} bytes failed");
+        let bytes = ptr.cast::<u8>();
+        for offset in (0..len).step_by(4096) {
+            // SAFETY: inside the mapping just made.
+            unsafe { bytes.add(offset).write_volatile(1) };
+        }
+        Region { ptr, len }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `touched` mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}

@@ -1,0 +1,85 @@
+//! The ring buffer of kernel events, read through tokio's `AsyncFd`.
+
+use anyhow::{Result, anyhow};
+use aya::maps::{Map, MapData, RingBuf};
+use procespy_common::{Event, EventKind};
+use tokio::io::{Interest, unix::AsyncFd};
+
+/// A kernel event, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The process (a thread id for [`EventKind::Rename`]).
+    pub pid: u32,
+    /// The parent, for [`EventKind::Fork`].
+    pub ppid: u32,
+    /// The task name, raw bytes.
+    pub comm: Vec<u8>,
+    /// RSS in bytes at a breach.
+    pub rss_bytes: u64,
+    /// Whether the kernel already sent SIGKILL (breach of a kill-now limit).
+    pub killed: bool,
+    /// `CLOCK_MONOTONIC` nanoseconds when the kernel made the event.
+    pub ktime_ns: u64,
+}
+
+impl KernelEvent {
+    /// Decodes one ring buffer record; `None` for a short or unknown record.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < size_of::<Event>() {
+            return None;
+        }
+        // SAFETY: the length is checked; `Event` is plain data, read unaligned.
+        let raw: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        Some(Self {
+            kind: EventKind::from_raw(raw.kind)?,
+            pid: raw.pid,
+            ppid: raw.ppid,
+            comm: raw.comm_bytes().to_vec(),
+            rss_bytes: raw.rss_bytes,
+            killed: raw.flags & procespy_common::EVENT_FLAG_KILLED != 0,
+            ktime_ns: raw.ktime_ns,
+        })
+    }
+}
+
+/// The stream of events from the kernel.
+pub struct EventStream {
+    ring: AsyncFd<RingBuf<MapData>>,
+}
+
+impl EventStream {
+    pub(super) fn new(map: Map) -> Result<Self> {
+        let ring = RingBuf::try_from(map)?;
+        // SAFETY: the ring buffer owns its map's descriptor and keeps it open,
+        // unchanged, until it is dropped with this `AsyncFd`.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|err| anyhow!("registering the ring buffer with tokio: {err}"))?;
+        Ok(Self { ring })
+    }
+
+    /// Waits for events and appends every one available to `out`.
+    pub async fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> Result<()> {
+        loop {
+            let mut guard = self.ring.readable_mut().await?;
+            let before = out.len();
+            drain(guard.get_inner_mut(), out);
+            guard.clear_ready();
+            // A record that landed between the drain and `clear_ready` would
+            // otherwise wait for the next wake-up.
+            drain(guard.get_inner_mut(), out);
+            if out.len() > before {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<KernelEvent>) {
+    while let Some(item) = ring.next() {
+        if let Some(event) = KernelEvent::decode(&item) {
+            out.push(event);
+        }
+    }
+}

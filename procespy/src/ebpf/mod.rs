@@ -1,0 +1,219 @@
+//! The kernel side, seen from userspace: loading and attaching the eBPF
+//! programs, the `WATCHED` map, and the stream of events.
+
+pub mod events;
+pub mod offsets;
+
+use std::{
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    path::Path,
+};
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{BtfTracePoint, TracePoint},
+};
+use procespy_common::{KernelConfig, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, Watched};
+
+pub use events::EventStream;
+
+use crate::process::Rss;
+
+/// The eBPF object built by `cargo xtask build-ebpf`, embedded at build time.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/procespy.bpf.o"));
+
+/// Classic tracepoints: (program, category, event).
+const TRACEPOINTS: [(&str, &str, &str); 3] = [
+    ("procespy_exec", "sched", "sched_process_exec"),
+    ("procespy_exit", "sched", "sched_process_exit"),
+    ("procespy_rename", "task", "task_rename"),
+];
+/// BTF tracepoints: (program, event).
+const BTF_TRACEPOINTS: [(&str, &str); 2] =
+    [("procespy_fork", "sched_process_fork"), ("procespy_rss", "rss_stat")];
+
+/// The loaded and attached programs and the maps userspace uses.
+///
+/// Dropping it detaches every program and frees every map: nothing stays in
+/// the kernel.
+pub struct Kernel {
+    _ebpf: Ebpf,
+    watched: HashMap<MapData, u32, Watched>,
+    lost: PerCpuArray<MapData, u64>,
+    page_size: u64,
+}
+
+/// What the kernel's map holds for one process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelRss {
+    /// The counters, in bytes.
+    pub rss: Rss,
+    /// Number of upward crossings of the limit so far.
+    pub breaches: u32,
+}
+
+/// Loads and attaches the programs; the error says why they could not be.
+pub fn load() -> Result<(Kernel, EventStream)> {
+    ensure_tracefs()?;
+    let btf_path = Path::new(offsets::VMLINUX_BTF);
+    if !btf_path.exists() {
+        return Err(anyhow!(
+            "the kernel has no BTF ({} is missing; CONFIG_DEBUG_INFO_BTF is off)",
+            btf_path.display()
+        ));
+    }
+    let config = offsets::kernel_config(btf_path, Path::new(offsets::TRACEFS))
+        .context("finding kernel offsets")?;
+    let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global("CONFIG", &config, true)
+        .load(OBJECT)
+        .map_err(|err| anyhow!("loading the eBPF object: {err}{}", privilege_hint()))?;
+
+    for (name, category, event) in TRACEPOINTS {
+        let program: &mut TracePoint = program(&mut ebpf, name)?.try_into()?;
+        program.load().map_err(|err| refused(name, err))?;
+        program
+            .attach(category, event)
+            .with_context(|| format!("attaching {name} to {category}:{event}"))?;
+    }
+    for (name, event) in BTF_TRACEPOINTS {
+        let program: &mut BtfTracePoint = program(&mut ebpf, name)?.try_into()?;
+        program.load(event, &btf).map_err(|err| refused(name, err))?;
+        program.attach().with_context(|| format!("attaching {name} to tp_btf/{event}"))?;
+    }
+
+    let watched = HashMap::try_from(take_map(&mut ebpf, "WATCHED")?)?;
+    let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST")?)?;
+    let events = EventStream::new(take_map(&mut ebpf, "EVENTS")?)?;
+    let kernel = Kernel { _ebpf: ebpf, watched, lost, page_size: page_size(&config) };
+    Ok((kernel, events))
+}
+
+fn page_size(config: &KernelConfig) -> u64 {
+    u64::from(config.page_size)
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name).ok_or_else(|| anyhow!("the eBPF object has no program {name}"))
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name).ok_or_else(|| anyhow!("the eBPF object has no map {name}"))
+}
+
+fn refused(name: &str, err: aya::programs::ProgramError) -> anyhow::Error {
+    // The verifier log is long; its last lines say why.
+    let text = format!("{err:#}");
+    anyhow!("the kernel refused program {name}: {text}{}", privilege_hint())
+}
+
+fn privilege_hint() -> &'static str {
+    if nix::unistd::geteuid().is_root() {
+        ""
+    } else {
+        " (procespy is not running as root; loading eBPF needs CAP_BPF and CAP_PERFMON)"
+    }
+}
+
+/// Mounts tracefs at [`offsets::TRACEFS`] unless it is there already.
+fn ensure_tracefs() -> Result<()> {
+    let events = Path::new(offsets::TRACEFS).join("events");
+    if events.exists() {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tracefs"),
+        offsets::TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|errno| {
+        anyhow!(
+            "tracefs is not mounted at {} and mounting it failed: {errno}{}",
+            offsets::TRACEFS,
+            privilege_hint()
+        )
+    })
+}
+
+impl Kernel {
+    /// Follows `pid` in the kernel, with `limit_bytes` (0: follow only).
+    ///
+    /// The entry is kept only if the process identified by `pidfd` is still
+    /// alive after the insert: its exit then removes it in the kernel. So a
+    /// PID that was reused meanwhile never inherits the entry.
+    pub fn watch(&mut self, pid: u32, pidfd: &OwnedFd, limit_bytes: u64, kill_now: bool) -> Result<()> {
+        let mut state = self.watched.get(&pid, 0).unwrap_or_default();
+        state.limit_bytes = limit_bytes;
+        state.flags = WATCH_NEEDS_FULL_READ | if kill_now { WATCH_KILL_NOW } else { 0 };
+        self.watched.insert(pid, state, 0).with_context(|| format!("watching {pid}"))?;
+        if has_exited(pidfd) {
+            let _ = self.watched.remove(&pid);
+        }
+        Ok(())
+    }
+
+    /// Stops following `pid` in the kernel.
+    pub fn unwatch(&mut self, pid: u32) {
+        let _ = self.watched.remove(&pid);
+    }
+
+    /// Whether `pid` has an entry in the kernel.
+    pub fn is_watched(&self, pid: u32) -> bool {
+        self.watched.get(&pid, 0).is_ok()
+    }
+
+    /// The kernel's figures for `pid`, if it is watched and has faulted since.
+    pub fn rss(&self, pid: u32) -> Option<KernelRss> {
+        let state = self.watched.get(&pid, 0).ok()?;
+        if state.flags & WATCH_NEEDS_FULL_READ != 0 {
+            return None; // no counter read since the entry was (re)made
+        }
+        let bytes = |pages: i64| u64::try_from(pages).unwrap_or(0) * self.page_size;
+        Some(KernelRss {
+            rss: Rss {
+                file: bytes(state.pages[procespy_common::MM_FILEPAGES as usize]),
+                anon: bytes(state.pages[procespy_common::MM_ANONPAGES as usize]),
+                shmem: bytes(state.pages[procespy_common::MM_SHMEMPAGES as usize]),
+            },
+            breaches: state.breaches,
+        })
+    }
+
+    /// The tgids that have an entry in the kernel.
+    pub fn watched_pids(&self) -> Vec<u32> {
+        self.watched.keys().filter_map(|key| key.ok()).collect()
+    }
+
+    /// Events the kernel could not put into the ring buffer, since load.
+    pub fn lost_events(&self) -> u64 {
+        self.lost
+            .get(&0, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+/// Opens a pidfd for `pid`: a handle that always means this very process.
+pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd polls readable).
+pub fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut poll = libc::pollfd { fd: pidfd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & libc::POLLIN != 0
+}

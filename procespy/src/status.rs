@@ -1,0 +1,94 @@
+//! What `procespy status` shows: built by the daemon as JSON, rendered as
+//! text by the client.
+
+use std::{path::Path, time::Duration};
+
+use serde_json::{Value, json};
+
+use crate::{ebpf::Kernel, process::Source, table::Table};
+
+/// Everything the status is made of.
+pub struct Inputs<'a> {
+    /// `"ebpf"` or `"proc"`.
+    pub mode: &'a str,
+    /// Why that mode.
+    pub mode_reason: &'a str,
+    /// Time since the daemon started.
+    pub uptime: Duration,
+    /// The configuration file, or `None` for the built-in default.
+    pub config_path: Option<&'a Path>,
+    /// The process table.
+    pub table: &'a Table,
+    /// The kernel side, in eBPF mode.
+    pub kernel: Option<&'a Kernel>,
+    /// Examinations merged so far.
+    pub examinations: u64,
+    /// Duration of the last examination.
+    pub last_examination: Option<Duration>,
+}
+
+/// Builds the status document. Processes are listed largest first; their RSS
+/// comes from the kernel's map where the kernel follows them.
+pub fn build(inputs: &Inputs<'_>) -> Value {
+    let mut processes: Vec<Value> = inputs
+        .table
+        .entries()
+        .map(|entry| {
+            let kernel = inputs.kernel.and_then(|kernel| kernel.rss(entry.pid));
+            let (rss, source) = match kernel {
+                Some(kernel) => (kernel.rss, Source::Ebpf),
+                None => (entry.rss, Source::Proc),
+            };
+            json!({
+                "pid": entry.pid,
+                "ppid": entry.ppid,
+                "name": entry.name_lossy(),
+                "uid": entry.uid,
+                "exe": entry.exe,
+                "rss_bytes": rss.total(),
+                "rss": rss,
+                "rss_source": source,
+            })
+        })
+        .collect();
+    processes.sort_by_key(|p| std::cmp::Reverse(p["rss_bytes"].as_u64().unwrap_or(0)));
+    json!({
+        "pid": std::process::id(),
+        "mode": inputs.mode,
+        "mode_reason": inputs.mode_reason,
+        "uptime_secs": inputs.uptime.as_secs_f64(),
+        "config": inputs.config_path.map(|p| p.display().to_string()),
+        "examinations": inputs.examinations,
+        "last_examination_ms": inputs.last_examination.map(|d| d.as_secs_f64() * 1000.0),
+        "lost_events": inputs.kernel.map(Kernel::lost_events),
+        "processes": processes,
+        "actions": [],
+        "alerts_queued": 0,
+    })
+}
+
+/// Renders the status document for a terminal.
+pub fn render_text(status: &Value) -> String {
+    let mut out = String::new();
+    let config = status["config"].as_str().unwrap_or("built-in default");
+    out.push_str(&format!(
+        "mode:     {} ({})\nuptime:   {:.0} s\nconfig:   {config}\n",
+        status["mode"].as_str().unwrap_or("?"),
+        status["mode_reason"].as_str().unwrap_or(""),
+        status["uptime_secs"].as_f64().unwrap_or(0.0),
+    ));
+    if let Some(lost) = status["lost_events"].as_u64() {
+        out.push_str(&format!("lost events: {lost}\n"));
+    }
+    let processes = status["processes"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    out.push_str(&format!("watched:  {} processes\n", processes.len()));
+    for process in processes.iter().take(10) {
+        out.push_str(&format!(
+            "  {:>7}  {:<16} {:>12} bytes\n",
+            process["pid"],
+            process["name"].as_str().unwrap_or("?"),
+            process["rss_bytes"],
+        ));
+    }
+    out
+}

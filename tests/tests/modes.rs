@@ -1,0 +1,64 @@
+//! Choosing between eBPF and /proc polling.
+
+use std::time::Duration;
+
+use procespy_tests::{Daemon, DaemonOptions, require_root};
+
+const NOBODY: (u32, u32) = (65534, 65534);
+
+#[test]
+fn ebpf_mode_without_privileges_exits_2_with_a_reason() {
+    if !require_root("ebpf_mode_without_privileges_exits_2_with_a_reason") {
+        return;
+    }
+    let daemon = Daemon::spawn(DaemonOptions {
+        config: "[monitor]\nmode = \"ebpf\"\n",
+        user: Some(NOBODY),
+        ..Default::default()
+    })
+    .expect("procespy starts");
+    let (status, log) = daemon.wait(Duration::from_secs(20)).expect("procespy exits");
+    assert_eq!(status.code(), Some(2), "exit code; log:\n{log}");
+    assert!(log.contains("mode = \\\"ebpf\\\"") || log.contains("mode = \"ebpf\""), "names the mode: {log}");
+    assert!(log.contains("cannot be loaded"), "says why: {log}");
+}
+
+#[test]
+fn auto_mode_without_privileges_polls_proc_and_says_so() {
+    if !require_root("auto_mode_without_privileges_polls_proc_and_says_so") {
+        return;
+    }
+    let daemon = Daemon::start(DaemonOptions {
+        config: "[monitor]\nmode = \"auto\"\nscan_interval = \"1s\"\n",
+        user: Some(NOBODY),
+        ..Default::default()
+    })
+    .expect("procespy starts as nobody");
+    let status = daemon.status().expect("status");
+    assert_eq!(status["mode"], "proc");
+    assert!(
+        status["mode_reason"].as_str().is_some_and(|r| r.contains("eBPF cannot be loaded")),
+        "status says why: {status}"
+    );
+    let warnings: Vec<_> = daemon
+        .log()
+        .into_iter()
+        .filter(|line| line["level"] == "WARN")
+        .collect();
+    assert_eq!(warnings.len(), 1, "exactly one warning saying why: {warnings:?}");
+    assert!(warnings[0]["message"].as_str().is_some_and(|m| m.contains("polling /proc")));
+    let stopped = daemon.stop().expect("stops");
+    assert!(stopped.success());
+}
+
+#[test]
+fn ebpf_mode_as_root_runs_on_ebpf() {
+    if !require_root("ebpf_mode_as_root_runs_on_ebpf") {
+        return;
+    }
+    let daemon = Daemon::start(DaemonOptions { config: "[monitor]\nmode = \"auto\"\n", ..Default::default() })
+        .expect("procespy starts");
+    let status = daemon.status().expect("status");
+    assert_eq!(status["mode"], "ebpf", "{status}");
+    daemon.stop().expect("stops");
+}

@@ -1,0 +1,183 @@
+//! The eBPF programs, loaded into this kernel, keep the daemon's process
+//! table in step with what `/proc` shows.
+
+use std::{
+    collections::HashSet,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use procespy_tests::{Daemon, DaemonOptions, TestProg, require_root, status_process, vm_rss};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+/// A config that watches without limits, in eBPF mode.
+const EBPF_WATCH_ONLY: &str = "[monitor]\nmode = \"ebpf\"\nscan_interval = \"2s\"\n";
+
+#[test]
+fn rss_from_the_kernel_map_tracks_vmrss_step_by_step() {
+    if !require_root("rss_from_the_kernel_map_tracks_vmrss_step_by_step") {
+        return;
+    }
+    let daemon = Daemon::start(DaemonOptions { config: EBPF_WATCH_ONLY, ..Default::default() })
+        .expect("daemon starts");
+    let mut prog = TestProg::start(&[]).expect("test program starts");
+    let pid = prog.pid();
+    daemon
+        .wait_status(Duration::from_secs(10), |s| status_process(s, pid).is_some())
+        .expect("the new process enters the table");
+
+    for step in 1..=16u64 {
+        prog.grow(16).expect("grow 16 MiB");
+        let expected = vm_rss(pid).expect("VmRSS");
+        let status = daemon
+            .wait_status(Duration::from_secs(5), |s| {
+                status_process(s, pid).is_some_and(|p| p["rss_source"] == "ebpf")
+            })
+            .expect("the kernel follows the process");
+        let entry = status_process(&status, pid).expect("listed");
+        let seen = entry["rss_bytes"].as_u64().expect("rss_bytes");
+        let diff = seen.abs_diff(expected);
+        assert!(
+            diff <= MIB,
+            "step {step}: the kernel map says {seen} bytes, VmRSS says {expected} ({diff} apart)"
+        );
+        assert!(seen >= step * 16 * MIB, "step {step}: {seen} bytes is less than what was touched");
+    }
+    daemon.stop().expect("daemon stops");
+}
+
+/// The PIDs a JSON log has lines for, by `event` field.
+fn logged_pids(log: &[Value], event: &str) -> HashSet<u32> {
+    log.iter()
+        .filter(|line| line["event"] == event)
+        .filter_map(|line| line["pid"].as_u64())
+        .map(|pid| pid as u32)
+        .collect()
+}
+
+#[test]
+fn every_exec_and_exit_of_2000_short_processes_reaches_the_table() {
+    if !require_root("every_exec_and_exit_of_2000_short_processes_reaches_the_table") {
+        return;
+    }
+    let daemon = Daemon::start(DaemonOptions { config: EBPF_WATCH_ONLY, ..Default::default() })
+        .expect("daemon starts");
+
+    // As fast as possible: up to 64 in flight at once.
+    let mut spawned = HashSet::new();
+    let mut running = Vec::new();
+    while spawned.len() < 2000 {
+        let child = Command::new("/bin/true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn /bin/true");
+        spawned.insert(child.id());
+        running.push(child);
+        if running.len() >= 64 {
+            for mut child in running.drain(..) {
+                child.wait().expect("wait");
+            }
+        }
+    }
+    for mut child in running {
+        child.wait().expect("wait");
+    }
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (missing_exec, missing_exit) = loop {
+        let log = daemon.log();
+        let execs = logged_pids(&log, "exec");
+        let exits = logged_pids(&log, "exit");
+        let missing_exec: Vec<_> = spawned.difference(&execs).copied().collect();
+        let missing_exit: Vec<_> = spawned.difference(&exits).copied().collect();
+        if (missing_exec.is_empty() && missing_exit.is_empty())
+            || std::time::Instant::now() > deadline
+        {
+            break (missing_exec, missing_exit);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(missing_exec.is_empty(), "{} execs never reached the table: {:?}", missing_exec.len(), &missing_exec[..missing_exec.len().min(10)]);
+    assert!(missing_exit.is_empty(), "{} exits never reached the table: {:?}", missing_exit.len(), &missing_exit[..missing_exit.len().min(10)]);
+
+    let status = daemon.status().expect("status");
+    let left: Vec<u32> = spawned.iter().copied().filter(|&pid| status_process(&status, pid).is_some()).collect();
+    assert!(left.is_empty(), "exited processes left in the table: {left:?}");
+    assert_eq!(status["lost_events"], 0, "the ring buffer lost events");
+    daemon.stop().expect("daemon stops");
+}
+
+#[test]
+fn a_process_that_renames_itself_shows_its_new_name() {
+    if !require_root("a_process_that_renames_itself_shows_its_new_name") {
+        return;
+    }
+    let daemon = Daemon::start(DaemonOptions { config: EBPF_WATCH_ONLY, ..Default::default() })
+        .expect("daemon starts");
+    let mut prog = TestProg::start(&[]).expect("test program starts");
+    let pid = prog.pid();
+    daemon
+        .wait_status(Duration::from_secs(10), |s| status_process(s, pid).is_some())
+        .expect("listed");
+    prog.command("rename renamed-by-test").expect("rename");
+    // comm keeps 15 bytes.
+    let status = daemon
+        .wait_status(Duration::from_secs(5), |s| {
+            status_process(s, pid).is_some_and(|p| p["name"] == "renamed-by-test")
+        })
+        .expect("the new name reaches the table");
+    assert_eq!(status_process(&status, pid).unwrap()["name"], "renamed-by-test");
+    daemon.stop().expect("daemon stops");
+}
+
+/// The ids of the BPF programs `pid` holds, from the `prog_id` lines of its
+/// descriptors' fdinfo.
+fn programs_held_by(pid: u32) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
+        ids.extend(text.lines().filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse::<u64>().ok()));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The ids of every loaded BPF program named `procespy_*`, from bpftool.
+fn loaded_procespy_programs() -> Vec<u64> {
+    let output = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool runs (package bpftool)");
+    assert!(output.status.success(), "bpftool failed: {}", String::from_utf8_lossy(&output.stderr));
+    let progs: Value = serde_json::from_slice(&output.stdout).expect("bpftool prints JSON");
+    progs
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("procespy_")))
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+#[test]
+fn sigterm_detaches_every_program() {
+    if !require_root("sigterm_detaches_every_program") {
+        return;
+    }
+    let daemon = Daemon::start(DaemonOptions { config: EBPF_WATCH_ONLY, ..Default::default() })
+        .expect("daemon starts");
+    let ours = programs_held_by(daemon.pid());
+    let loaded = loaded_procespy_programs();
+    assert_eq!(ours.len(), 5, "the running daemon should hold five programs: {ours:?}");
+    assert!(ours.iter().all(|id| loaded.contains(id)), "bpftool lists {loaded:?}, ours are {ours:?}");
+
+    let status = daemon.stop().expect("daemon stops");
+    assert!(status.success(), "procespy exits 0 on SIGTERM, got {status}");
+    let left: Vec<u64> =
+        loaded_procespy_programs().into_iter().filter(|id| ours.contains(id)).collect();
+    assert!(left.is_empty(), "programs still loaded after exit: {left:?}");
+}
