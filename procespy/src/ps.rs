@@ -1,9 +1,577 @@
-//! `procespy ps`. (Being written.)
+//! `procespy ps`: one examination of `/proc`, printed largest memory first.
+//!
+//! The I/O (reading `/proc`, looking up user names, writing stdout) lives in
+//! [`run`]; choosing, sorting and formatting are pure functions of the
+//! examined processes, tested here.
+//!
+//! Figures:
+//! - **RSS** is anon + file + shmem, as `VmRSS` shows it.
+//! - **%MEM** is RSS over `MemTotal`.
+//! - **CPU%** is the process's CPU time over its lifetime, as `ps` computes
+//!   it: (utime + stime) / (now − start time), both in clock ticks. It is not
+//!   a recent rate; a process with several busy threads can exceed 100.
+//! - **LIMIT** and **%LIMIT** are the limit that covers the process and RSS as
+//!   a percentage of it, when a limit covers it (`-` otherwise).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{ErrorKind, Write as _};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::Context as _;
+use procfs::Current as _;
+use serde::Serialize;
 
 use crate::app::Failure;
 use crate::cli::PsArgs;
+use crate::process::{ProcInfo, Rss};
 
-/// `procespy ps`.
-pub fn run(_args: &PsArgs) -> Result<(), Failure> {
-    Err(Failure::Runtime(anyhow::anyhow!("ps is not written yet")))
+/// What to show and how.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Print JSON instead of a table.
+    pub json: bool,
+    /// Show only the N largest processes.
+    pub top: Option<usize>,
+    /// Show only processes whose comm or executable file name is this.
+    pub name: Option<String>,
+}
+
+impl From<&PsArgs> for Options {
+    fn from(args: &PsArgs) -> Options {
+        Options {
+            json: args.json,
+            top: args.top,
+            name: args.name.clone(),
+        }
+    }
+}
+
+/// What the figures are computed against, read once per run.
+pub struct Context<'a> {
+    /// `MemTotal`, in bytes: the base of %MEM.
+    pub mem_total: u64,
+    /// Clock ticks since boot at the examination: the "now" of CPU%.
+    pub uptime_ticks: u64,
+    /// The name of a user id; the number is shown when it has none.
+    pub user_name: &'a dyn Fn(u32) -> Option<String>,
+}
+
+/// One line of the output, with every figure computed. Serialises as an
+/// element of the `--json` array.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Row {
+    /// Process id.
+    pub pid: u32,
+    /// Parent process id.
+    pub ppid: u32,
+    /// User name, or the uid as text when it has no name.
+    pub user: String,
+    /// Real user id.
+    pub uid: u32,
+    /// `comm`, with invalid UTF-8 replaced (not escaped: JSON escapes it,
+    /// the table escapes it when printing).
+    pub name: String,
+    /// The executable's path, with invalid UTF-8 replaced, when readable.
+    pub exe: Option<String>,
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+    /// Resident memory by kind, in bytes.
+    pub rss: Rss,
+    /// RSS as a percentage of `MemTotal`.
+    pub mem_percent: f64,
+    /// CPU time as a percentage of the process's lifetime.
+    pub cpu_percent: f64,
+    /// The limit that covers the process, in bytes.
+    pub limit_bytes: Option<u64>,
+    /// RSS as a percentage of the limit.
+    pub limit_percent: Option<f64>,
+}
+
+/// The processes to show: not kernel threads, not zombies, matching
+/// `--name` when given; largest RSS first (then lowest PID); at most
+/// `-n` of them.
+pub fn select<'p>(procs: &'p [ProcInfo], opts: &Options) -> Vec<&'p ProcInfo> {
+    let mut chosen: Vec<&ProcInfo> = procs
+        .iter()
+        .filter(|p| !p.kernel_thread && p.state != b'Z')
+        .filter(|p| {
+            opts.name
+                .as_deref()
+                .is_none_or(|name| name_matches(p, name))
+        })
+        .collect();
+    chosen.sort_by(|a, b| b.rss.total().cmp(&a.rss.total()).then(a.pid.cmp(&b.pid)));
+    if let Some(top) = opts.top {
+        chosen.truncate(top);
+    }
+    chosen
+}
+
+/// Whether `name` is the process's comm or its executable's file name (the
+/// ` (deleted)` the kernel appends to a replaced executable ignored).
+pub fn name_matches(proc: &ProcInfo, name: &str) -> bool {
+    let name = name.as_bytes();
+    proc.comm == name || proc.exe.as_deref().and_then(exe_file_name) == Some(name)
+}
+
+fn exe_file_name(exe: &Path) -> Option<&[u8]> {
+    let file = exe.file_name()?.as_bytes();
+    Some(file.strip_suffix(b" (deleted)").unwrap_or(file))
+}
+
+/// Computes the figures of one process.
+pub fn row(proc: &ProcInfo, ctx: &Context<'_>, limit: Option<u64>) -> Row {
+    let rss_bytes = proc.rss.total();
+    let elapsed = ctx.uptime_ticks.saturating_sub(proc.start_ticks);
+    Row {
+        pid: proc.pid,
+        ppid: proc.ppid,
+        user: (ctx.user_name)(proc.uid).unwrap_or_else(|| proc.uid.to_string()),
+        uid: proc.uid,
+        name: proc.name_lossy(),
+        exe: proc
+            .exe
+            .as_ref()
+            .map(|exe| exe.to_string_lossy().into_owned()),
+        rss_bytes,
+        rss: proc.rss,
+        mem_percent: percent(rss_bytes, ctx.mem_total),
+        cpu_percent: percent(proc.cpu_ticks, elapsed),
+        limit_bytes: limit,
+        limit_percent: limit.map(|limit| percent(rss_bytes, limit)),
+    }
+}
+
+/// `part` as a percentage of `whole`, rounded to hundredths; 0 when `whole`
+/// is 0.
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    (part as f64 * 10_000.0 / whole as f64).round() / 100.0
+}
+
+/// The whole output of `procespy ps`: the table, or the JSON array, ending
+/// in a newline. `limit_for` gives the limit that covers a process, if any.
+pub fn render(
+    procs: &[ProcInfo],
+    opts: &Options,
+    ctx: &Context<'_>,
+    limit_for: &dyn Fn(&ProcInfo) -> Option<u64>,
+) -> String {
+    let rows: Vec<Row> = select(procs, opts)
+        .into_iter()
+        .map(|proc| row(proc, ctx, limit_for(proc)))
+        .collect();
+    if opts.json {
+        render_json(&rows)
+    } else {
+        render_table(&rows)
+    }
+}
+
+/// The rows as a JSON array, one object per process.
+pub fn render_json(rows: &[Row]) -> String {
+    let mut json = serde_json::to_string_pretty(rows).expect("rows serialise");
+    json.push('\n');
+    json
+}
+
+/// Whether a column is aligned to the left or the right.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+const COLUMNS: [(&str, Align); 8] = [
+    ("PID", Align::Right),
+    ("USER", Align::Left),
+    ("NAME", Align::Left),
+    ("RSS", Align::Right),
+    ("%MEM", Align::Right),
+    ("CPU%", Align::Right),
+    ("LIMIT", Align::Right),
+    ("%LIMIT", Align::Right),
+];
+
+/// The rows as an aligned text table with a header line.
+pub fn render_table(rows: &[Row]) -> String {
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|row| {
+            [
+                row.pid.to_string(),
+                escape_name(&row.user),
+                escape_name(&row.name),
+                human_size(row.rss_bytes),
+                format!("{:.1}", row.mem_percent),
+                format!("{:.1}", row.cpu_percent),
+                row.limit_bytes.map_or_else(|| "-".to_owned(), human_size),
+                row.limit_percent
+                    .map_or_else(|| "-".to_owned(), |p| format!("{p:.1}")),
+            ]
+        })
+        .collect();
+    let mut widths = COLUMNS.map(|(title, _)| title.chars().count());
+    for line in &cells {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = COLUMNS.map(|(title, _)| title.to_owned());
+    for line in std::iter::once(&header).chain(&cells) {
+        for (i, (cell, ((_, align), width))) in
+            line.iter().zip(COLUMNS.iter().zip(widths)).enumerate()
+        {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            let pad = width - cell.chars().count();
+            let last = i + 1 == COLUMNS.len();
+            match align {
+                Align::Right => {
+                    out.extend(std::iter::repeat_n(' ', pad));
+                    out.push_str(cell);
+                }
+                Align::Left => {
+                    out.push_str(cell);
+                    if !last {
+                        out.extend(std::iter::repeat_n(' ', pad));
+                    }
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A name made safe for a terminal: control characters (and the invisible
+/// bidirectional overrides that reorder text) are written as escapes —
+/// `\n`, `\t`, `\r`, `\xNN`, `\u{NNNN}` — and a backslash as `\\`, so an odd
+/// name cannot break the table or pass for another.
+pub fn escape_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() || is_bidi_control(c) => {
+                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A size in bytes for people, in binary units: `0 B`, `824 KiB`, `312 MiB`,
+/// `1.2 GiB`. One decimal below 10 of a unit, none above.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    // Rounding may carry into the next unit: 1023.7 KiB is 1.0 MiB.
+    if value.round() >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 9.95 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
+/// Looks user names up once per uid.
+#[derive(Default)]
+struct UserNames(RefCell<HashMap<u32, Option<String>>>);
+
+impl UserNames {
+    fn get(&self, uid: u32) -> Option<String> {
+        self.0
+            .borrow_mut()
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|user| user.name)
+            })
+            .clone()
+    }
+}
+
+/// `procespy ps`: examines `/proc` once and prints the table (or JSON) on
+/// stdout. Needs no privileges: what other users' processes hide (their
+/// executables) is left out.
+///
+/// Limits appear in the LIMIT columns when a configuration is given
+/// (`--config`); until the configuration is wired in here, no process is
+/// shown as covered.
+pub fn run(args: &PsArgs) -> Result<(), Failure> {
+    let opts = Options::from(args);
+    let mut scanner = crate::scan::Scanner::new().context("cannot open /proc")?;
+    let exam = scanner.examine().context("cannot list /proc")?;
+    // After the examination, so that no process examined is younger.
+    let uptime_ticks = crate::scan::uptime_ticks();
+    let mem_total = procfs::Meminfo::current()
+        .context("cannot read /proc/meminfo")?
+        .mem_total;
+    let users = UserNames::default();
+    let user_name = |uid| users.get(uid);
+    let ctx = Context {
+        mem_total,
+        uptime_ticks,
+        user_name: &user_name,
+    };
+    let text = render(&exam.procs, &opts, &ctx, &|_| None);
+    write_stdout(&text).context("cannot write to stdout")?;
+    Ok(())
+}
+
+/// Writes `text` to stdout; a reader that went away (`procespy ps | head -1`)
+/// is not an error.
+fn write_stdout(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() == ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn proc(pid: u32, comm: &[u8], rss_mib: u64) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid: 1,
+            comm: comm.to_vec(),
+            exe: Some(PathBuf::from(format!(
+                "/usr/bin/{}",
+                String::from_utf8_lossy(comm)
+            ))),
+            uid: 1000,
+            start_ticks: 1000,
+            rss: Rss {
+                anon: rss_mib * MIB,
+                file: 0,
+                shmem: 0,
+            },
+            cpu_ticks: 250,
+            state: b'S',
+            ..ProcInfo::default()
+        }
+    }
+
+    fn names(procs: &[&ProcInfo]) -> Vec<u32> {
+        procs.iter().map(|p| p.pid).collect()
+    }
+
+    fn user_name(uid: u32) -> Option<String> {
+        (uid == 1000).then(|| "alice".to_owned())
+    }
+
+    fn ctx() -> Context<'static> {
+        Context {
+            mem_total: 1000 * MIB,
+            uptime_ticks: 2000,
+            user_name: &user_name,
+        }
+    }
+
+    fn sample() -> Vec<ProcInfo> {
+        let mut kthread = proc(2, b"kthreadd", 0);
+        kthread.kernel_thread = true;
+        let mut zombie = proc(50, b"defunct", 0);
+        zombie.state = b'Z';
+        vec![
+            proc(10, b"small", 5),
+            kthread,
+            proc(30, b"big", 500),
+            zombie,
+            proc(20, b"medium", 50),
+            proc(40, b"twin", 50),
+        ]
+    }
+
+    #[test]
+    fn sorted_largest_first_without_kernel_threads_and_zombies() {
+        let procs = sample();
+        let chosen = select(&procs, &Options::default());
+        // Equal RSS: lower PID first.
+        assert_eq!(names(&chosen), [30, 20, 40, 10]);
+    }
+
+    #[test]
+    fn top_n() {
+        let procs = sample();
+        let opts = |top| Options {
+            top: Some(top),
+            ..Options::default()
+        };
+        assert_eq!(names(&select(&procs, &opts(2))), [30, 20]);
+        assert_eq!(names(&select(&procs, &opts(0))), [] as [u32; 0]);
+        assert_eq!(names(&select(&procs, &opts(99))), [30, 20, 40, 10]);
+    }
+
+    #[test]
+    fn name_filter_on_comm_or_exe() {
+        let mut procs = sample();
+        // comm is cut at 15 bytes; the executable's name is whole.
+        let mut long = proc(60, b"a-very-long-nam", 1);
+        long.exe = Some(PathBuf::from("/opt/bin/a-very-long-name (deleted)"));
+        procs.push(long);
+        let by = |name: &str| Options {
+            name: Some(name.to_owned()),
+            ..Options::default()
+        };
+        assert_eq!(names(&select(&procs, &by("medium"))), [20]);
+        assert_eq!(names(&select(&procs, &by("a-very-long-name"))), [60]);
+        assert_eq!(names(&select(&procs, &by("a-very-long-nam"))), [60]);
+        assert_eq!(names(&select(&procs, &by("med"))), [] as [u32; 0]);
+        assert_eq!(names(&select(&procs, &by("bin"))), [] as [u32; 0]);
+        // Filtered first, then cut to N.
+        let both = Options {
+            name: Some("twin".to_owned()),
+            top: Some(1),
+            ..Options::default()
+        };
+        assert_eq!(names(&select(&procs, &both)), [40]);
+    }
+
+    #[test]
+    fn figures() {
+        let mut p = proc(30, b"big", 500);
+        p.uid = 4242;
+        let r = row(&p, &ctx(), Some(1000 * MIB));
+        assert_eq!(r.user, "4242");
+        assert_eq!(r.rss_bytes, 500 * MIB);
+        assert_eq!(r.mem_percent, 50.0);
+        // 250 ticks of CPU over 1000 ticks of life.
+        assert_eq!(r.cpu_percent, 25.0);
+        assert_eq!(r.limit_percent, Some(50.0));
+        // Started this very tick: no division by zero.
+        p.start_ticks = 2000;
+        assert_eq!(row(&p, &ctx(), None).cpu_percent, 0.0);
+    }
+
+    #[test]
+    fn json_shape() {
+        let procs = vec![proc(30, b"big", 500), proc(10, b"small", 5)];
+        let opts = Options {
+            json: true,
+            ..Options::default()
+        };
+        let limit_for = |p: &ProcInfo| (p.pid == 30).then_some(1000 * MIB);
+        let text = render(&procs, &opts, &ctx(), &limit_for);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let expected = serde_json::json!([
+            {
+                "pid": 30, "ppid": 1, "user": "alice", "uid": 1000, "name": "big",
+                "exe": "/usr/bin/big", "rss_bytes": 500 * MIB,
+                "rss": { "file": 0, "anon": 500 * MIB, "shmem": 0 },
+                "mem_percent": 50.0, "cpu_percent": 25.0,
+                "limit_bytes": 1000 * MIB, "limit_percent": 50.0
+            },
+            {
+                "pid": 10, "ppid": 1, "user": "alice", "uid": 1000, "name": "small",
+                "exe": "/usr/bin/small", "rss_bytes": 5 * MIB,
+                "rss": { "file": 0, "anon": 5 * MIB, "shmem": 0 },
+                "mem_percent": 0.5, "cpu_percent": 25.0,
+                "limit_bytes": null, "limit_percent": null
+            }
+        ]);
+        assert_eq!(value, expected);
+        let empty = render(&[], &opts, &ctx(), &|_| None);
+        assert_eq!(empty.trim(), "[]");
+    }
+
+    #[test]
+    fn json_keeps_odd_names_as_text() {
+        let mut p = proc(7, b"a\nb\xff", 1);
+        p.exe = None;
+        let r = row(&p, &ctx(), None);
+        let value = serde_json::to_value(&r).unwrap();
+        assert_eq!(value["name"], "a\nb\u{fffd}");
+        assert_eq!(value["exe"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn table_layout() {
+        let procs = vec![proc(30, b"big", 1536), proc(7, b"a\nb", 1)];
+        let limit_for = |p: &ProcInfo| (p.pid == 30).then_some(2048 * MIB);
+        let text = render(&procs, &Options::default(), &ctx(), &limit_for);
+        let expected = "\
+PID  USER   NAME      RSS   %MEM  CPU%    LIMIT  %LIMIT
+ 30  alice  big   1.5 GiB  153.6  25.0  2.0 GiB    75.0
+  7  alice  a\\nb  1.0 MiB    0.1  25.0        -       -
+";
+        assert_eq!(text, expected);
+        assert!(text.lines().all(|line| !line.ends_with(' ')));
+        // Header only when nothing matches.
+        let none = Options {
+            name: Some("nothing".to_owned()),
+            ..Options::default()
+        };
+        assert_eq!(render(&procs, &none, &ctx(), &limit_for).lines().count(), 1);
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escape_name("plain name"), "plain name");
+        assert_eq!(escape_name("a\nb\tc\rd"), "a\\nb\\tc\\rd");
+        assert_eq!(escape_name("esc\x1b[31m"), "esc\\x1b[31m");
+        assert_eq!(escape_name("nul\0del\x7f"), "nul\\x00del\\x7f");
+        assert_eq!(escape_name("back\\slash"), "back\\\\slash");
+        assert_eq!(escape_name("c1\u{85}"), "c1\\u{0085}");
+        assert_eq!(escape_name("evil\u{202e}txt"), "evil\\u{202e}txt");
+        assert_eq!(
+            escape_name("bad \u{fffd} utf8 ünï"),
+            "bad \u{fffd} utf8 ünï"
+        );
+        assert_eq!(escape_name(""), "");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1024), "1.0 KiB");
+        assert_eq!(human_size(824 * 1024), "824 KiB");
+        assert_eq!(human_size(312 * MIB), "312 MiB");
+        assert_eq!(human_size(1288 * MIB), "1.3 GiB");
+        assert_eq!(human_size(1229 * MIB), "1.2 GiB");
+        assert_eq!(human_size(9 * MIB + 1000 * 1024), "10 MiB");
+        assert_eq!(human_size(1024 * MIB - 1), "1.0 GiB");
+        assert_eq!(human_size(3 * 1024 * 1024 * MIB), "3.0 TiB");
+        assert_eq!(human_size(u64::MAX), "16 EiB");
+    }
 }
