@@ -124,7 +124,11 @@ impl Watched {
         let pages = self.pages[MM_FILEPAGES as usize]
             + self.pages[MM_ANONPAGES as usize]
             + self.pages[MM_SHMEMPAGES as usize];
-        if pages < 0 { 0 } else { pages as u64 * page_size }
+        if pages < 0 {
+            0
+        } else {
+            pages as u64 * page_size
+        }
     }
 }
 

@@ -88,7 +88,9 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<Incoming>) -> Result<()> {
     let uid = stream.peer_cred()?.uid();
     let (read, mut write) = stream.into_split();
     let reply = if uid != 0 {
-        Err(format!("permission denied: uid {uid} is not root; only root may use the control socket"))
+        Err(format!(
+            "permission denied: uid {uid} is not root; only root may use the control socket"
+        ))
     } else {
         let mut line = String::new();
         tokio::time::timeout(TIMEOUT, AsyncBufReader::new(read).read_line(&mut line))
@@ -98,7 +100,9 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<Incoming>) -> Result<()> {
             Err(err) => Err(format!("bad request: {err}")),
             Ok(request) => {
                 let (reply, rx) = oneshot::channel();
-                tx.send(Incoming { request, reply }).await.context("the daemon is stopping")?;
+                tx.send(Incoming { request, reply })
+                    .await
+                    .context("the daemon is stopping")?;
                 tokio::time::timeout(TIMEOUT, rx)
                     .await
                     .context("the daemon did not answer")?
@@ -141,7 +145,10 @@ pub fn ask(socket: &Path, request: Request) -> Result<Value> {
     if answer["ok"] == Value::Bool(true) {
         Ok(answer["reply"].clone())
     } else {
-        Err(anyhow!("the daemon refused: {}", answer["error"].as_str().unwrap_or("no reason given")))
+        Err(anyhow!(
+            "the daemon refused: {}",
+            answer["error"].as_str().unwrap_or("no reason given")
+        ))
     }
 }
 
@@ -160,7 +167,9 @@ pub fn status_command(args: &StatusArgs) -> Result<(), Failure> {
 /// `procespy reload`.
 pub fn reload_command(args: &SocketArgs) -> Result<(), Failure> {
     let reply = ask(&args.socket, Request::Reload)?;
-    let text = reply["message"].as_str().unwrap_or("configuration reloaded");
+    let text = reply["message"]
+        .as_str()
+        .unwrap_or("configuration reloaded");
     crate::output::print_stdout(text).context("printing the reply")?;
     Ok(())
 }

@@ -24,6 +24,7 @@ use crate::{
     config::{Config, Mode},
     control::{self, Incoming, Request},
     ebpf::{self, EventStream, Kernel, events::KernelEvent},
+    guard::{Deferred, Guard},
     scan::{self, Examination},
     status,
     table::{Change, Table},
@@ -46,6 +47,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The kernel side, in eBPF mode.
+    pub fn kernel_mut(&mut self) -> Option<&mut Kernel> {
+        match self {
+            Backend::Ebpf { kernel, .. } => Some(kernel),
+            Backend::Proc { .. } => None,
+        }
+    }
+
     /// `"ebpf"` or `"proc"`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -83,14 +92,20 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), Failure
         return Ok((Config::builtin_default(), None));
     }
     let config = Config::load(&path).map_err(|err| Failure::Usage(err.to_string()))?;
-    tracing::info!("configuration {} loaded: {} limits", path.display(), config.limits.len());
+    tracing::info!(
+        "configuration {} loaded: {} limits",
+        path.display(),
+        config.limits.len()
+    );
     Ok((config, Some(path)))
 }
 
 /// Chooses and starts the backend for `mode`.
 fn start_backend(mode: Mode) -> Result<Backend, Failure> {
     match mode {
-        Mode::Proc => Ok(Backend::Proc { reason: "mode = \"proc\" was asked for".into() }),
+        Mode::Proc => Ok(Backend::Proc {
+            reason: "mode = \"proc\" was asked for".into(),
+        }),
         Mode::Ebpf => match ebpf::load() {
             Ok((kernel, events)) => Ok(Backend::Ebpf { kernel, events }),
             Err(err) => Err(Failure::Runtime(anyhow!(
@@ -110,7 +125,8 @@ fn start_backend(mode: Mode) -> Result<Backend, Failure> {
 
 /// The daemon's state, owned by its event loop.
 pub struct Daemon {
-    config: Config,
+    guard: Guard,
+    deferred_rx: mpsc::UnboundedReceiver<Deferred>,
     config_path: Option<PathBuf>,
     socket: PathBuf,
     backend: Backend,
@@ -122,7 +138,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn start(config: Config, config_path: Option<PathBuf>, args: &RunArgs) -> Result<Self, Failure> {
+    fn start(
+        config: Config,
+        config_path: Option<PathBuf>,
+        args: &RunArgs,
+    ) -> Result<Self, Failure> {
+        let scan_interval = config.monitor.scan_interval;
         let mode = match args.mode {
             Some(ModeArg::Auto) => Mode::Auto,
             Some(ModeArg::Ebpf) => Mode::Ebpf,
@@ -133,15 +154,20 @@ impl Daemon {
         match &backend {
             Backend::Ebpf { .. } => tracing::info!(mode = "ebpf", "following processes with eBPF"),
             Backend::Proc { reason } => {
-                tracing::info!(mode = "proc", "polling /proc every {:?} ({reason})", config.monitor.scan_interval)
+                tracing::info!(
+                    mode = "proc",
+                    "polling /proc every {scan_interval:?} ({reason})"
+                )
             }
         }
         let listener = control::bind(&args.socket)?;
         let (tx, control_rx) = mpsc::channel(16);
         tokio::spawn(control::serve(listener, tx));
         tracing::info!("control socket: {}", args.socket.display());
+        let (deferred_tx, deferred_rx) = mpsc::unbounded_channel();
         Ok(Self {
-            config,
+            guard: Guard::new(config, args.dry_run, deferred_tx),
+            deferred_rx,
             config_path,
             socket: args.socket.clone(),
             backend,
@@ -157,7 +183,7 @@ impl Daemon {
         let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
         let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
         let mut sighup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
-        let mut scan_timer = tokio::time::interval(self.config.monitor.scan_interval);
+        let mut scan_timer = tokio::time::interval(self.guard.config().monitor.scan_interval);
         scan_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut scan: Option<JoinHandle<Examination>> = None;
         let mut batch = Vec::with_capacity(256);
@@ -180,6 +206,9 @@ impl Daemon {
                     }
                 }
                 Some(incoming) = self.control_rx.recv() => self.on_request(incoming),
+                Some(deferred) = self.deferred_rx.recv() => {
+                    self.guard.on_deferred(deferred, &self.table);
+                }
                 _ = sighup.recv() => {
                     let _ = self.reload();
                 }
@@ -193,9 +222,17 @@ impl Daemon {
     }
 
     fn on_event(&mut self, event: &KernelEvent) {
-        if event.kind == EventKind::Breach {
-            tracing::debug!(pid = event.pid, rss = event.rss_bytes, "breach reported by the kernel");
-            return;
+        match event.kind {
+            EventKind::Breach => {
+                self.guard
+                    .on_kernel_breach(event.pid, event.rss_bytes, event.killed, &self.table);
+                return;
+            }
+            EventKind::Usage => {
+                self.guard.on_usage(event.pid, event.rss_bytes, &self.table);
+                return;
+            }
+            _ => {}
         }
         let change = self.table.apply_event(event, Instant::now());
         let name = String::from_utf8_lossy(&event.comm);
@@ -209,26 +246,46 @@ impl Daemon {
                 if let Ok(info) = scan::read_process(pid) {
                     self.table.absorb(&info);
                 }
-                self.follow(pid);
+                // After exec the kernel dropped the old limit: apply anew.
+                let force = matches!(change, Change::Replaced(_)) || event.kind == EventKind::Exec;
+                self.rematch(pid, force);
             }
-            Change::Renamed(pid) => tracing::debug!(event = "rename", pid, name = %name, "rename"),
-            Change::Removed(pid) => tracing::debug!(event = "exit", pid, name = %name, "exit"),
+            Change::Renamed(pid) => {
+                tracing::debug!(event = "rename", pid, name = %name, "rename");
+                self.rematch(pid, false);
+            }
+            Change::Removed(pid) => {
+                tracing::debug!(event = "exit", pid, name = %name, "exit");
+                self.guard.forget(pid, None);
+            }
             Change::None => {}
         }
+        self.after_actions();
+    }
+
+    fn rematch(&mut self, pid: u32, force: bool) {
+        self.guard
+            .rematch(pid, &self.table, self.backend.kernel_mut(), force);
     }
 
     fn on_examination(&mut self, exam: &Examination) {
         let merge = self.table.merge(exam);
         self.examinations += 1;
         self.last_examination = Some(exam.started.elapsed());
-        for &pid in merge.added.iter().chain(&merge.reused) {
-            self.follow(pid);
+        for &pid in &merge.removed {
+            self.guard.forget(pid, self.backend.kernel_mut());
         }
-        if let Backend::Ebpf { kernel, .. } = &mut self.backend {
-            for &pid in &merge.removed {
-                kernel.unwatch(pid);
+        let reused: std::collections::HashSet<u32> = merge.reused.iter().copied().collect();
+        let pids: Vec<u32> = self.table.entries().map(|e| e.pid).collect();
+        for pid in pids {
+            if reused.contains(&pid) {
+                self.guard.forget(pid, self.backend.kernel_mut());
             }
+            self.rematch(pid, false);
         }
+        let polling = matches!(self.backend, Backend::Proc { .. });
+        self.guard.after_examination(&self.table, polling);
+        self.after_actions();
         tracing::trace!(
             processes = self.table.len(),
             added = merge.added.len(),
@@ -237,27 +294,17 @@ impl Daemon {
         );
     }
 
-    /// Makes sure the kernel follows `pid`.
-    fn follow(&mut self, pid: u32) {
-        let Backend::Ebpf { kernel, .. } = &mut self.backend else {
-            return;
-        };
-        if kernel.is_watched(pid) {
-            return;
-        }
-        // No pidfd: the process is gone already; its exit event follows.
-        let Ok(pidfd) = ebpf::pidfd_open(pid) else {
-            return;
-        };
-        if let Err(err) = kernel.watch(pid, &pidfd, 0, false) {
-            tracing::warn!("cannot follow {pid} in the kernel: {err:#}");
-        }
+    /// Hands the actions just recorded on to the alerts.
+    fn after_actions(&mut self) {
+        let _ = self.guard.take_new_actions();
     }
 
     fn on_request(&mut self, incoming: Incoming) {
         let reply = match incoming.request {
             Request::Status => Ok(self.status()),
-            Request::Reload => self.reload().map(|message| serde_json::json!({ "message": message })),
+            Request::Reload => self
+                .reload()
+                .map(|message| serde_json::json!({ "message": message })),
         };
         let _ = incoming.reply.send(reply);
     }
@@ -272,14 +319,19 @@ impl Daemon {
         };
         match Config::load(&path) {
             Ok(config) => {
-                let message =
-                    format!("configuration {} reloaded: {} limits", path.display(), config.limits.len());
+                let message = format!(
+                    "configuration {} reloaded: {} limits",
+                    path.display(),
+                    config.limits.len()
+                );
                 tracing::info!("{message}");
-                self.config = config;
+                self.guard
+                    .replace_config(config, &self.table, self.backend.kernel_mut());
                 Ok(message)
             }
             Err(err) => {
-                let message = format!("reload refused, the old configuration stays in force:\n{err}");
+                let message =
+                    format!("reload refused, the old configuration stays in force:\n{err}");
                 tracing::error!("{message}");
                 Err(message)
             }
@@ -302,6 +354,7 @@ impl Daemon {
             config_path: self.config_path.as_deref(),
             table: &self.table,
             kernel,
+            guard: &self.guard,
             examinations: self.examinations,
             last_examination: self.last_examination,
         })

@@ -104,12 +104,44 @@ pub struct ActionRecord {
 impl ActionRecord {
     /// Logs the record: a warning for a signal, info otherwise.
     pub fn log(&self) {
-        let Self { pid, name, user, rss, limit, rule, action, result, .. } = self;
+        let Self {
+            pid,
+            name,
+            user,
+            rss,
+            limit,
+            rule,
+            action,
+            result,
+            ..
+        } = self;
         let message = format!("{action} {name} (pid {pid}, user {user}): {result}");
         if action.contains("SIG") && result == "sent" {
-            tracing::warn!(event = "action", pid, name, user, rss, limit, rule, action, result, "{message}");
+            tracing::warn!(
+                event = "action",
+                pid,
+                name,
+                user,
+                rss,
+                limit,
+                rule,
+                action,
+                result,
+                "{message}"
+            );
         } else {
-            tracing::info!(event = "action", pid, name, user, rss, limit, rule, action, result, "{message}");
+            tracing::info!(
+                event = "action",
+                pid,
+                name,
+                user,
+                rss,
+                limit,
+                rule,
+                action,
+                result,
+                "{message}"
+            );
         }
     }
 }
@@ -127,7 +159,10 @@ mod tests {
 
     #[test]
     fn a_signal_to_an_exited_process_is_reported_gone() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let pidfd = pidfd_open(child.id()).unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
@@ -137,7 +172,10 @@ mod tests {
 
     #[test]
     fn a_signal_reaches_the_live_process() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let pidfd = pidfd_open(child.id()).unwrap();
         assert!(!has_exited(&pidfd));
         assert_eq!(send(&pidfd, Signal::Term).unwrap(), Delivery::Sent);

@@ -142,11 +142,17 @@ pub fn decide(
         return Verdict::Refused(protection);
     }
     let verdict = match limit.action {
-        Action::Kill => Verdict::Terminate { grace: enforce.grace },
+        Action::Kill => Verdict::Terminate {
+            grace: enforce.grace,
+        },
         Action::KillNow => Verdict::Kill,
         Action::Alert => Verdict::Alert,
     };
-    if enforce.dry_run { Verdict::DryRun(Box::new(verdict)) } else { verdict }
+    if enforce.dry_run {
+        Verdict::DryRun(Box::new(verdict))
+    } else {
+        verdict
+    }
 }
 
 /// For a limit on the sum over several processes: which to stop, largest
@@ -192,7 +198,14 @@ mod tests {
     }
 
     fn subject<'a>(pid: u32, comm: &'a [u8], exe: Option<&'a Path>) -> Subject<'a> {
-        Subject { pid, comm, exe, cmdline: b"", uid: Some(1000), kernel_thread: false }
+        Subject {
+            pid,
+            comm,
+            exe,
+            cmdline: b"",
+            uid: Some(1000),
+            kernel_thread: false,
+        }
     }
 
     fn enforce(dry_run: bool, protect: &[&str]) -> Enforce {
@@ -206,11 +219,25 @@ mod tests {
     #[test]
     fn names_match_comm_or_executable() {
         let exe = PathBuf::from("/opt/app/a-twenty-char-name-x");
-        assert!(name_matches("a-twenty-char-name-x", b"a-twenty-char-n", Some(&exe)));
-        assert!(!name_matches("a-twenty-char-n-other", b"a-twenty-char-n", Some(&exe)));
-        assert!(!name_matches("a-twenty-char-name-x", b"a-twenty-char-n", None), "no truncated match");
+        assert!(name_matches(
+            "a-twenty-char-name-x",
+            b"a-twenty-char-n",
+            Some(&exe)
+        ));
+        assert!(!name_matches(
+            "a-twenty-char-n-other",
+            b"a-twenty-char-n",
+            Some(&exe)
+        ));
+        assert!(
+            !name_matches("a-twenty-char-name-x", b"a-twenty-char-n", None),
+            "no truncated match"
+        );
         assert!(name_matches("chromium", b"chromium", None));
-        assert!(!name_matches("chrom", b"chromium", None), "exact, not prefix");
+        assert!(
+            !name_matches("chrom", b"chromium", None),
+            "exact, not prefix"
+        );
         let deleted = PathBuf::from("/usr/bin/worker (deleted)");
         assert!(name_matches("worker", b"w", Some(&deleted)));
     }
@@ -219,20 +246,38 @@ mod tests {
     fn odd_names_match_exactly_or_not_at_all() {
         assert!(name_matches("my (odd) app", b"my (odd) app", None));
         assert!(!name_matches("my", b"my (odd) app", None));
-        assert!(!name_matches("\u{fffd}", b"\xff", None), "invalid UTF-8 never matches lossily");
+        assert!(
+            !name_matches("\u{fffd}", b"\xff", None),
+            "invalid UTF-8 never matches lossily"
+        );
         assert!(!name_matches("a", b"a\nb", None));
     }
 
     #[test]
     fn the_first_matching_limit_wins() {
         let limits = vec![
-            Limit { index: 0, ..limit(name("python3"), Action::Alert) },
-            Limit { index: 1, ..limit(Matcher::Pattern(regex::bytes::Regex::new("manage\\.py").unwrap()), Action::Kill) },
+            Limit {
+                index: 0,
+                ..limit(name("python3"), Action::Alert)
+            },
+            Limit {
+                index: 1,
+                ..limit(
+                    Matcher::Pattern(regex::bytes::Regex::new("manage\\.py").unwrap()),
+                    Action::Kill,
+                )
+            },
         ];
         let cmdline = b"python3 manage.py runserver";
-        let s = Subject { cmdline, ..subject(5, b"python3", None) };
+        let s = Subject {
+            cmdline,
+            ..subject(5, b"python3", None)
+        };
         assert_eq!(limit_for(&limits, &s).map(|l| l.index), Some(0));
-        let s = Subject { cmdline, ..subject(5, b"uwsgi", None) };
+        let s = Subject {
+            cmdline,
+            ..subject(5, b"uwsgi", None)
+        };
         assert_eq!(limit_for(&limits, &s).map(|l| l.index), Some(1));
         let s = subject(5, b"bash", None);
         assert!(limit_for(&limits, &s).is_none());
@@ -240,25 +285,61 @@ mod tests {
 
     #[test]
     fn patterns_work_on_non_utf8_command_lines() {
-        let l = limit(Matcher::Pattern(regex::bytes::Regex::new("^tool --x").unwrap()), Action::Kill);
-        let s = Subject { cmdline: b"tool --x \xff\xfe", ..subject(5, b"tool", None) };
+        let l = limit(
+            Matcher::Pattern(regex::bytes::Regex::new("^tool --x").unwrap()),
+            Action::Kill,
+        );
+        let s = Subject {
+            cmdline: b"tool --x \xff\xfe",
+            ..subject(5, b"tool", None)
+        };
         assert!(covers(&l, &s));
-        let s = Subject { cmdline: b"", ..subject(5, b"tool", None) };
-        assert!(!covers(&l, &s), "an unknown command line matches no pattern");
+        let s = Subject {
+            cmdline: b"",
+            ..subject(5, b"tool", None)
+        };
+        assert!(
+            !covers(&l, &s),
+            "an unknown command line matches no pattern"
+        );
     }
 
     #[test]
     fn user_filters_on_the_real_uid() {
-        let l = Limit { user: Some(1000), ..limit(name("app"), Action::Kill) };
+        let l = Limit {
+            user: Some(1000),
+            ..limit(name("app"), Action::Kill)
+        };
         assert!(covers(&l, &subject(5, b"app", None)));
-        assert!(!covers(&l, &Subject { uid: Some(0), ..subject(5, b"app", None) }));
-        assert!(!covers(&l, &Subject { uid: None, ..subject(5, b"app", None) }), "unknown user: no match");
+        assert!(!covers(
+            &l,
+            &Subject {
+                uid: Some(0),
+                ..subject(5, b"app", None)
+            }
+        ));
+        assert!(
+            !covers(
+                &l,
+                &Subject {
+                    uid: None,
+                    ..subject(5, b"app", None)
+                }
+            ),
+            "unknown user: no match"
+        );
     }
 
     #[test]
     fn kernel_threads_are_never_covered() {
         let l = limit(name("kworker"), Action::Kill);
-        assert!(!covers(&l, &Subject { kernel_thread: true, ..subject(5, b"kworker", None) }));
+        assert!(!covers(
+            &l,
+            &Subject {
+                kernel_thread: true,
+                ..subject(5, b"kworker", None)
+            }
+        ));
     }
 
     #[test]
@@ -268,7 +349,13 @@ mod tests {
         let own = 4242;
         let cases = [
             (subject(1, b"x", None), Protection::Init),
-            (Subject { kernel_thread: true, ..subject(7, b"x", None) }, Protection::KernelThread),
+            (
+                Subject {
+                    kernel_thread: true,
+                    ..subject(7, b"x", None)
+                },
+                Protection::KernelThread,
+            ),
             (subject(own, b"x", None), Protection::Myself),
             (subject(9, b"sshd", None), Protection::Listed("sshd".into())),
         ];
@@ -283,11 +370,22 @@ mod tests {
         let s = subject(50, b"x", None);
         assert_eq!(
             decide(&limit(name("x"), Action::Kill), &e, &s, 1, false),
-            Verdict::Terminate { grace: Duration::from_secs(3) }
+            Verdict::Terminate {
+                grace: Duration::from_secs(3)
+            }
         );
-        assert_eq!(decide(&limit(name("x"), Action::KillNow), &e, &s, 1, false), Verdict::Kill);
-        assert_eq!(decide(&limit(name("x"), Action::Alert), &e, &s, 1, false), Verdict::Alert);
-        assert_eq!(decide(&limit(name("x"), Action::KillNow), &e, &s, 1, true), Verdict::KilledByKernel);
+        assert_eq!(
+            decide(&limit(name("x"), Action::KillNow), &e, &s, 1, false),
+            Verdict::Kill
+        );
+        assert_eq!(
+            decide(&limit(name("x"), Action::Alert), &e, &s, 1, false),
+            Verdict::Alert
+        );
+        assert_eq!(
+            decide(&limit(name("x"), Action::KillNow), &e, &s, 1, true),
+            Verdict::KilledByKernel
+        );
     }
 
     #[test]
@@ -307,6 +405,10 @@ mod tests {
         assert_eq!(total_victims(&members, 150), vec![10, 11]);
         assert_eq!(total_victims(&members, 600), Vec::<u32>::new());
         let with_protected = [(10, 300, true), (11, 200, false), (12, 100, false)];
-        assert_eq!(total_victims(&with_protected, 350), vec![11, 12], "protected never chosen");
+        assert_eq!(
+            total_victims(&with_protected, 350),
+            vec![11, 12],
+            "protected never chosen"
+        );
     }
 }

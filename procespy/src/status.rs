@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 
 use serde_json::{Value, json};
 
-use crate::{ebpf::Kernel, process::Source, table::Table};
+use crate::{ebpf::Kernel, guard::Guard, table::Table};
 
 /// Everything the status is made of.
 pub struct Inputs<'a> {
@@ -21,48 +21,31 @@ pub struct Inputs<'a> {
     pub table: &'a Table,
     /// The kernel side, in eBPF mode.
     pub kernel: Option<&'a Kernel>,
+    /// The covered processes and the actions.
+    pub guard: &'a Guard,
     /// Examinations merged so far.
     pub examinations: u64,
     /// Duration of the last examination.
     pub last_examination: Option<Duration>,
 }
 
-/// Builds the status document. Processes are listed largest first; their RSS
-/// comes from the kernel's map where the kernel follows them.
+/// Builds the status document. Watched processes are listed largest first;
+/// their RSS comes from the kernel's map where the kernel follows them.
 pub fn build(inputs: &Inputs<'_>) -> Value {
-    let mut processes: Vec<Value> = inputs
-        .table
-        .entries()
-        .map(|entry| {
-            let kernel = inputs.kernel.and_then(|kernel| kernel.rss(entry.pid));
-            let (rss, source) = match kernel {
-                Some(kernel) => (kernel.rss, Source::Ebpf),
-                None => (entry.rss, Source::Proc),
-            };
-            json!({
-                "pid": entry.pid,
-                "ppid": entry.ppid,
-                "name": entry.name_lossy(),
-                "uid": entry.uid,
-                "exe": entry.exe,
-                "rss_bytes": rss.total(),
-                "rss": rss,
-                "rss_source": source,
-            })
-        })
-        .collect();
-    processes.sort_by_key(|p| std::cmp::Reverse(p["rss_bytes"].as_u64().unwrap_or(0)));
+    let actions: Vec<_> = inputs.guard.actions().rev().take(20).collect();
     json!({
         "pid": std::process::id(),
         "mode": inputs.mode,
         "mode_reason": inputs.mode_reason,
         "uptime_secs": inputs.uptime.as_secs_f64(),
         "config": inputs.config_path.map(|p| p.display().to_string()),
+        "limits": inputs.guard.config().limits.len(),
+        "table_size": inputs.table.len(),
         "examinations": inputs.examinations,
         "last_examination_ms": inputs.last_examination.map(|d| d.as_secs_f64() * 1000.0),
         "lost_events": inputs.kernel.map(Kernel::lost_events),
-        "processes": processes,
-        "actions": [],
+        "processes": inputs.guard.watched_status(inputs.table, inputs.kernel),
+        "actions": actions,
         "alerts_queued": 0,
     })
 }
@@ -80,7 +63,10 @@ pub fn render_text(status: &Value) -> String {
     if let Some(lost) = status["lost_events"].as_u64() {
         out.push_str(&format!("lost events: {lost}\n"));
     }
-    let processes = status["processes"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let processes = status["processes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     out.push_str(&format!("watched:  {} processes\n", processes.len()));
     for process in processes.iter().take(10) {
         out.push_str(&format!(

@@ -208,7 +208,9 @@ impl Table {
     /// PID was reused in between).
     pub fn absorb(&mut self, info: &ProcInfo) {
         if let Some(entry) = self.entries.get_mut(&info.pid)
-            && entry.start_ticks.is_none_or(|start| start == info.start_ticks)
+            && entry
+                .start_ticks
+                .is_none_or(|start| start == info.start_ticks)
         {
             entry.absorb(info);
         }
@@ -237,7 +239,8 @@ impl Table {
                 }
                 Some(entry) => entry.absorb(info),
                 None => {
-                    self.entries.insert(info.pid, Entry::from_info(info, exam.started));
+                    self.entries
+                        .insert(info.pid, Entry::from_info(info, exam.started));
                     merge.added.push(info.pid);
                 }
             }
@@ -250,7 +253,8 @@ impl Table {
             !gone
         });
         // Later examinations start after these exits: they cannot see them.
-        self.tombstones.retain(|_, &mut exited| exited >= exam.started);
+        self.tombstones
+            .retain(|_, &mut exited| exited >= exam.started);
         merge.added.sort_unstable();
         merge.removed.sort_unstable();
         merge.reused.sort_unstable();
@@ -260,7 +264,8 @@ impl Table {
     /// Drops tombstones older than `age`, for a table that gets events but no
     /// examinations for a long time.
     pub fn forget_exits_before(&mut self, now: Instant, age: Duration) {
-        self.tombstones.retain(|_, &mut exited| now.duration_since(exited) < age);
+        self.tombstones
+            .retain(|_, &mut exited| now.duration_since(exited) < age);
     }
 }
 
@@ -292,41 +297,71 @@ mod tests {
     }
 
     fn exam(started: Instant, procs: Vec<ProcInfo>) -> Examination {
-        Examination { procs, started, vanished: 0 }
+        Examination {
+            procs,
+            started,
+            vanished: 0,
+        }
     }
 
     #[test]
     fn exec_adds_and_exit_removes() {
         let mut table = Table::new();
         let now = Instant::now();
-        assert_eq!(table.apply_event(&event(EventKind::Exec, 10, b"sh"), now), Change::Added(10));
+        assert_eq!(
+            table.apply_event(&event(EventKind::Exec, 10, b"sh"), now),
+            Change::Added(10)
+        );
         assert_eq!(table.get(10).unwrap().comm, b"sh");
-        assert_eq!(table.apply_event(&event(EventKind::Exit, 10, b"sh"), now), Change::Removed(10));
+        assert_eq!(
+            table.apply_event(&event(EventKind::Exit, 10, b"sh"), now),
+            Change::Removed(10)
+        );
         assert!(table.is_empty());
-        assert_eq!(table.apply_event(&event(EventKind::Exit, 10, b"sh"), now), Change::None);
+        assert_eq!(
+            table.apply_event(&event(EventKind::Exit, 10, b"sh"), now),
+            Change::None
+        );
     }
 
     #[test]
     fn exec_of_a_known_process_forgets_its_old_image() {
         let mut table = Table::new();
         let t0 = Instant::now();
-        table.merge(&exam(t0, vec![ProcInfo { cmdline: b"bash -l".to_vec(), ..info(10, b"bash", 7) }]));
+        table.merge(&exam(
+            t0,
+            vec![ProcInfo {
+                cmdline: b"bash -l".to_vec(),
+                ..info(10, b"bash", 7)
+            }],
+        ));
         let change = table.apply_event(&event(EventKind::Exec, 10, b"python3"), t0);
         assert_eq!(change, Change::Replaced(10));
         let entry = table.get(10).unwrap();
         assert_eq!(entry.comm, b"python3");
         assert!(entry.cmdline.is_empty());
         assert!(!entry.detailed);
-        assert_eq!(entry.start_ticks, Some(7), "exec keeps the process's identity");
+        assert_eq!(
+            entry.start_ticks,
+            Some(7),
+            "exec keeps the process's identity"
+        );
     }
 
     #[test]
     fn fork_inherits_what_the_parent_runs() {
         let mut table = Table::new();
         let t0 = Instant::now();
-        let parent = ProcInfo { uid: 1000, cmdline: b"worker --x".to_vec(), ..info(10, b"worker", 7) };
+        let parent = ProcInfo {
+            uid: 1000,
+            cmdline: b"worker --x".to_vec(),
+            ..info(10, b"worker", 7)
+        };
         table.merge(&exam(t0, vec![parent]));
-        let fork = KernelEvent { ppid: 10, ..event(EventKind::Fork, 11, b"worker") };
+        let fork = KernelEvent {
+            ppid: 10,
+            ..event(EventKind::Fork, 11, b"worker")
+        };
         assert_eq!(table.apply_event(&fork, t0), Change::Added(11));
         let child = table.get(11).unwrap();
         assert_eq!((child.ppid, child.uid), (10, Some(1000)));
@@ -338,18 +373,30 @@ mod tests {
         let mut table = Table::new();
         let now = Instant::now();
         table.apply_event(&event(EventKind::Exec, 10, b"old"), now);
-        assert_eq!(table.apply_event(&event(EventKind::Rename, 10, b"new"), now), Change::Renamed(10));
+        assert_eq!(
+            table.apply_event(&event(EventKind::Rename, 10, b"new"), now),
+            Change::Renamed(10)
+        );
         assert_eq!(table.get(10).unwrap().comm, b"new");
         // A thread id is not a key: ignored.
-        assert_eq!(table.apply_event(&event(EventKind::Rename, 11, b"thread"), now), Change::None);
+        assert_eq!(
+            table.apply_event(&event(EventKind::Rename, 11, b"thread"), now),
+            Change::None
+        );
         // The same name again is no change.
-        assert_eq!(table.apply_event(&event(EventKind::Rename, 10, b"new"), now), Change::None);
+        assert_eq!(
+            table.apply_event(&event(EventKind::Rename, 10, b"new"), now),
+            Change::None
+        );
     }
 
     #[test]
     fn examination_finds_processes_that_predate_procespy() {
         let mut table = Table::new();
-        let merge = table.merge(&exam(Instant::now(), vec![info(5, b"a", 1), info(6, b"b", 2)]));
+        let merge = table.merge(&exam(
+            Instant::now(),
+            vec![info(5, b"a", 1), info(6, b"b", 2)],
+        ));
         assert_eq!(merge.added, vec![5, 6]);
         assert!(table.get(5).unwrap().detailed);
     }
@@ -357,8 +404,14 @@ mod tests {
     #[test]
     fn examination_skips_kernel_threads_and_zombies() {
         let mut table = Table::new();
-        let kthread = ProcInfo { kernel_thread: true, ..info(2, b"kthreadd", 0) };
-        let zombie = ProcInfo { state: b'Z', ..info(9, b"defunct", 3) };
+        let kthread = ProcInfo {
+            kernel_thread: true,
+            ..info(2, b"kthreadd", 0)
+        };
+        let zombie = ProcInfo {
+            state: b'Z',
+            ..info(9, b"defunct", 3)
+        };
         table.merge(&exam(Instant::now(), vec![kthread, zombie]));
         assert!(table.is_empty());
     }
@@ -400,7 +453,10 @@ mod tests {
     fn a_process_born_during_the_examination_is_kept() {
         let mut table = Table::new();
         let started = Instant::now();
-        table.apply_event(&event(EventKind::Exec, 10, b"new"), started + Duration::from_millis(1));
+        table.apply_event(
+            &event(EventKind::Exec, 10, b"new"),
+            started + Duration::from_millis(1),
+        );
         let merge = table.merge(&exam(started, vec![]));
         assert!(merge.removed.is_empty());
         assert!(table.get(10).is_some());
@@ -411,7 +467,10 @@ mod tests {
         let mut table = Table::new();
         let t0 = Instant::now();
         table.merge(&exam(t0, vec![info(5, b"old", 1)]));
-        let merge = table.merge(&exam(t0 + Duration::from_secs(5), vec![info(5, b"new", 99)]));
+        let merge = table.merge(&exam(
+            t0 + Duration::from_secs(5),
+            vec![info(5, b"new", 99)],
+        ));
         assert_eq!(merge.reused, vec![5]);
         assert_eq!(table.get(5).unwrap().comm, b"new");
         // A late read of the new process does not go into an entry of another.

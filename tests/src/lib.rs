@@ -39,7 +39,10 @@ pub fn require_root(test: &str) -> bool {
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
     // target/debug/deps/<test> → target/debug
-    exe.parent().and_then(Path::parent).expect("tests run from target/*/deps").to_owned()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/*/deps")
+        .to_owned()
 }
 
 /// The procespy binary: `$PROCESPY_BIN`, else the one beside the tests.
@@ -58,7 +61,11 @@ pub fn procespy_bin() -> PathBuf {
 /// The test program (`procespy-testprog`).
 pub fn testprog_bin() -> PathBuf {
     let path = target_dir().join("procespy-testprog");
-    assert!(path.exists(), "{} does not exist: run `cargo build -p procespy-tests`", path.display());
+    assert!(
+        path.exists(),
+        "{} does not exist: run `cargo build -p procespy-tests`",
+        path.display()
+    );
     path
 }
 
@@ -73,7 +80,8 @@ impl Scratch {
     pub fn new(label: &str) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("procespy-{label}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("procespy-{label}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create a scratch directory");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -120,7 +128,11 @@ pub struct DaemonOptions<'a> {
 
 impl Default for DaemonOptions<'_> {
     fn default() -> Self {
-        DaemonOptions { config: "", args: &[], user: None }
+        DaemonOptions {
+            config: "",
+            args: &[],
+            user: None,
+        }
     }
 }
 
@@ -165,7 +177,12 @@ impl Daemon {
                 sink.lock().expect("log lock").push(line);
             }
         });
-        Ok(Daemon { child, socket, lines, _scratch: scratch })
+        Ok(Daemon {
+            child,
+            socket,
+            lines,
+            _scratch: scratch,
+        })
     }
 
     /// The daemon's PID.
@@ -185,7 +202,10 @@ impl Daemon {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("procespy did not answer within {timeout:?}; its log:\n{}", self.log_text());
+                bail!(
+                    "procespy did not answer within {timeout:?}; its log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -222,7 +242,10 @@ impl Daemon {
     /// The log lines so far, each parsed as JSON (non-JSON lines are skipped).
     pub fn log(&self) -> Vec<Value> {
         let lines = self.lines.lock().expect("log lock");
-        lines.iter().filter_map(|line| serde_json::from_str(line).ok()).collect()
+        lines
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// The log so far, as text.
@@ -299,7 +322,11 @@ impl TestProg {
             .with_context(|| format!("starting {}", exe.display()))?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        Ok(TestProg { child, stdin, stdout })
+        Ok(TestProg {
+            child,
+            stdin,
+            stdout,
+        })
     }
 
     /// The process id.
@@ -352,7 +379,13 @@ pub fn vm_rss(pid: u32) -> Result<u64> {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map(|kib| kib * 1024)
         .ok_or_else(|| anyhow!("no VmRSS for {pid}"))
 }

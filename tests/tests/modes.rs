@@ -17,9 +17,14 @@ fn ebpf_mode_without_privileges_exits_2_with_a_reason() {
         ..Default::default()
     })
     .expect("procespy starts");
-    let (status, log) = daemon.wait(Duration::from_secs(20)).expect("procespy exits");
+    let (status, log) = daemon
+        .wait(Duration::from_secs(20))
+        .expect("procespy exits");
     assert_eq!(status.code(), Some(2), "exit code; log:\n{log}");
-    assert!(log.contains("mode = \\\"ebpf\\\"") || log.contains("mode = \"ebpf\""), "names the mode: {log}");
+    assert!(
+        log.contains("mode = \\\"ebpf\\\"") || log.contains("mode = \"ebpf\""),
+        "names the mode: {log}"
+    );
     assert!(log.contains("cannot be loaded"), "says why: {log}");
 }
 
@@ -37,7 +42,9 @@ fn auto_mode_without_privileges_polls_proc_and_says_so() {
     let status = daemon.status().expect("status");
     assert_eq!(status["mode"], "proc");
     assert!(
-        status["mode_reason"].as_str().is_some_and(|r| r.contains("eBPF cannot be loaded")),
+        status["mode_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("eBPF cannot be loaded")),
         "status says why: {status}"
     );
     let warnings: Vec<_> = daemon
@@ -45,8 +52,16 @@ fn auto_mode_without_privileges_polls_proc_and_says_so() {
         .into_iter()
         .filter(|line| line["level"] == "WARN")
         .collect();
-    assert_eq!(warnings.len(), 1, "exactly one warning saying why: {warnings:?}");
-    assert!(warnings[0]["message"].as_str().is_some_and(|m| m.contains("polling /proc")));
+    assert_eq!(
+        warnings.len(),
+        1,
+        "exactly one warning saying why: {warnings:?}"
+    );
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("polling /proc"))
+    );
     let stopped = daemon.stop().expect("stops");
     assert!(stopped.success());
 }
@@ -56,8 +71,11 @@ fn ebpf_mode_as_root_runs_on_ebpf() {
     if !require_root("ebpf_mode_as_root_runs_on_ebpf") {
         return;
     }
-    let daemon = Daemon::start(DaemonOptions { config: "[monitor]\nmode = \"auto\"\n", ..Default::default() })
-        .expect("procespy starts");
+    let daemon = Daemon::start(DaemonOptions {
+        config: "[monitor]\nmode = \"auto\"\n",
+        ..Default::default()
+    })
+    .expect("procespy starts");
     let status = daemon.status().expect("status");
     assert_eq!(status["mode"], "ebpf", "{status}");
     daemon.stop().expect("stops");

@@ -13,7 +13,11 @@ fn ps_json(args: &[&str]) -> Vec<Value> {
         .args(args)
         .output()
         .expect("procespy ps runs");
-    assert!(output.status.success(), "ps failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "ps failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let value: Value = serde_json::from_slice(&output.stdout).expect("ps --json prints JSON");
     value.as_array().expect("a JSON array").clone()
 }
@@ -25,17 +29,29 @@ fn ps_json_is_sorted_and_shows_the_right_rss() {
     let expected = vm_rss(prog.pid()).expect("VmRSS");
 
     let procs = ps_json(&[]);
-    let rss: Vec<u64> = procs.iter().map(|p| p["rss_bytes"].as_u64().expect("rss_bytes")).collect();
-    assert!(rss.windows(2).all(|w| w[0] >= w[1]), "not sorted by RSS, largest first: {rss:?}");
+    let rss: Vec<u64> = procs
+        .iter()
+        .map(|p| p["rss_bytes"].as_u64().expect("rss_bytes"))
+        .collect();
+    assert!(
+        rss.windows(2).all(|w| w[0] >= w[1]),
+        "not sorted by RSS, largest first: {rss:?}"
+    );
 
     let me = u64::from(std::process::id());
-    assert!(procs.iter().any(|p| p["pid"] == me), "the test's own process is missing");
+    assert!(
+        procs.iter().any(|p| p["pid"] == me),
+        "the test's own process is missing"
+    );
     let entry = procs
         .iter()
         .find(|p| p["pid"] == u64::from(prog.pid()))
         .expect("the test program is listed");
     let seen = entry["rss_bytes"].as_u64().unwrap();
-    assert!(seen.abs_diff(expected) <= MIB, "ps says {seen} bytes, VmRSS says {expected}");
+    assert!(
+        seen.abs_diff(expected) <= MIB,
+        "ps says {seen} bytes, VmRSS says {expected}"
+    );
     assert_eq!(entry["name"], "procespy-testpr", "comm keeps 15 bytes");
 }
 
@@ -49,7 +65,10 @@ fn ps_top_n_and_name_filter() {
         named.iter().any(|p| p["pid"] == u64::from(prog.pid())),
         "--name matches the executable's file name"
     );
-    assert!(named.iter().all(|p| p["name"] == "procespy-testpr"), "only that name: {named:?}");
+    assert!(
+        named.iter().all(|p| p["name"] == "procespy-testpr"),
+        "only that name: {named:?}"
+    );
 }
 
 #[test]
@@ -64,8 +83,17 @@ fn ps_works_without_root() {
         .gid(65534)
         .output()
         .expect("procespy ps runs as nobody");
-    assert!(output.status.success(), "ps as nobody failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "ps as nobody failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.lines().next().is_some_and(|h| h.contains("PID") && h.contains("RSS")), "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|h| h.contains("PID") && h.contains("RSS")),
+        "{text}"
+    );
     assert_eq!(text.lines().count(), 6, "a header and five rows: {text}");
 }

@@ -12,20 +12,40 @@ use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
-/// A config that watches without limits, in eBPF mode.
-const EBPF_WATCH_ONLY: &str = "[monitor]\nmode = \"ebpf\"\nscan_interval = \"2s\"\n";
+/// eBPF mode; the test program and `true` are covered by limits they never
+/// reach, so the kernel follows them.
+const EBPF_WATCH_ONLY: &str = r#"
+[monitor]
+mode = "ebpf"
+scan_interval = "2s"
+
+[[limit]]
+name = "procespy-testprog"
+max_memory = "8GiB"
+action = "alert"
+
+[[limit]]
+name = "true"
+max_memory = "8GiB"
+action = "alert"
+"#;
 
 #[test]
 fn rss_from_the_kernel_map_tracks_vmrss_step_by_step() {
     if !require_root("rss_from_the_kernel_map_tracks_vmrss_step_by_step") {
         return;
     }
-    let daemon = Daemon::start(DaemonOptions { config: EBPF_WATCH_ONLY, ..Default::default() })
-        .expect("daemon starts");
+    let daemon = Daemon::start(DaemonOptions {
+        config: EBPF_WATCH_ONLY,
+        ..Default::default()
+    })
+    .expect("daemon starts");
     let mut prog = TestProg::start(&[]).expect("test program starts");
     let pid = prog.pid();
     daemon
-        .wait_status(Duration::from_secs(10), |s| status_process(s, pid).is_some())
+        .wait_status(Duration::from_secs(10), |s| {
+            status_process(s, pid).is_some()
+        })
         .expect("the new process enters the table");
 
     for step in 1..=16u64 {
@@ -43,7 +63,10 @@ fn rss_from_the_kernel_map_tracks_vmrss_step_by_step() {
             diff <= MIB,
             "step {step}: the kernel map says {seen} bytes, VmRSS says {expected} ({diff} apart)"
         );
-        assert!(seen >= step * 16 * MIB, "step {step}: {seen} bytes is less than what was touched");
+        assert!(
+            seen >= step * 16 * MIB,
+            "step {step}: {seen} bytes is less than what was touched"
+        );
     }
     daemon.stop().expect("daemon stops");
 }
@@ -62,8 +85,11 @@ fn every_exec_and_exit_of_2000_short_processes_reaches_the_table() {
     if !require_root("every_exec_and_exit_of_2000_short_processes_reaches_the_table") {
         return;
     }
-    let daemon = Daemon::start(DaemonOptions { config: EBPF_WATCH_ONLY, ..Default::default() })
-        .expect("daemon starts");
+    let daemon = Daemon::start(DaemonOptions {
+        config: EBPF_WATCH_ONLY,
+        ..Default::default()
+    })
+    .expect("daemon starts");
 
     // As fast as possible: up to 64 in flight at once.
     let mut spawned = HashSet::new();
@@ -100,12 +126,29 @@ fn every_exec_and_exit_of_2000_short_processes_reaches_the_table() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(missing_exec.is_empty(), "{} execs never reached the table: {:?}", missing_exec.len(), &missing_exec[..missing_exec.len().min(10)]);
-    assert!(missing_exit.is_empty(), "{} exits never reached the table: {:?}", missing_exit.len(), &missing_exit[..missing_exit.len().min(10)]);
+    assert!(
+        missing_exec.is_empty(),
+        "{} execs never reached the table: {:?}",
+        missing_exec.len(),
+        &missing_exec[..missing_exec.len().min(10)]
+    );
+    assert!(
+        missing_exit.is_empty(),
+        "{} exits never reached the table: {:?}",
+        missing_exit.len(),
+        &missing_exit[..missing_exit.len().min(10)]
+    );
 
     let status = daemon.status().expect("status");
-    let left: Vec<u32> = spawned.iter().copied().filter(|&pid| status_process(&status, pid).is_some()).collect();
-    assert!(left.is_empty(), "exited processes left in the table: {left:?}");
+    let left: Vec<u32> = spawned
+        .iter()
+        .copied()
+        .filter(|&pid| status_process(&status, pid).is_some())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "exited processes left in the table: {left:?}"
+    );
     assert_eq!(status["lost_events"], 0, "the ring buffer lost events");
     daemon.stop().expect("daemon stops");
 }
@@ -115,12 +158,17 @@ fn a_process_that_renames_itself_shows_its_new_name() {
     if !require_root("a_process_that_renames_itself_shows_its_new_name") {
         return;
     }
-    let daemon = Daemon::start(DaemonOptions { config: EBPF_WATCH_ONLY, ..Default::default() })
-        .expect("daemon starts");
+    let daemon = Daemon::start(DaemonOptions {
+        config: EBPF_WATCH_ONLY,
+        ..Default::default()
+    })
+    .expect("daemon starts");
     let mut prog = TestProg::start(&[]).expect("test program starts");
     let pid = prog.pid();
     daemon
-        .wait_status(Duration::from_secs(10), |s| status_process(s, pid).is_some())
+        .wait_status(Duration::from_secs(10), |s| {
+            status_process(s, pid).is_some()
+        })
         .expect("listed");
     prog.command("rename renamed-by-test").expect("rename");
     // comm keeps 15 bytes.
@@ -129,7 +177,10 @@ fn a_process_that_renames_itself_shows_its_new_name() {
             status_process(s, pid).is_some_and(|p| p["name"] == "renamed-by-test")
         })
         .expect("the new name reaches the table");
-    assert_eq!(status_process(&status, pid).unwrap()["name"], "renamed-by-test");
+    assert_eq!(
+        status_process(&status, pid).unwrap()["name"],
+        "renamed-by-test"
+    );
     daemon.stop().expect("daemon stops");
 }
 
@@ -139,7 +190,10 @@ fn programs_held_by(pid: u32) -> Vec<u64> {
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
         let text = std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
-        ids.extend(text.lines().filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse::<u64>().ok()));
+        ids.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse::<u64>().ok()),
+        );
     }
     ids.sort_unstable();
     ids.dedup();
@@ -152,13 +206,21 @@ fn loaded_procespy_programs() -> Vec<u64> {
         .args(["prog", "show", "--json"])
         .output()
         .expect("bpftool runs (package bpftool)");
-    assert!(output.status.success(), "bpftool failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "bpftool failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let progs: Value = serde_json::from_slice(&output.stdout).expect("bpftool prints JSON");
     progs
         .as_array()
         .expect("a list")
         .iter()
-        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("procespy_")))
+        .filter(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("procespy_"))
+        })
         .filter_map(|p| p["id"].as_u64())
         .collect()
 }
@@ -168,16 +230,34 @@ fn sigterm_detaches_every_program() {
     if !require_root("sigterm_detaches_every_program") {
         return;
     }
-    let daemon = Daemon::start(DaemonOptions { config: EBPF_WATCH_ONLY, ..Default::default() })
-        .expect("daemon starts");
+    let daemon = Daemon::start(DaemonOptions {
+        config: EBPF_WATCH_ONLY,
+        ..Default::default()
+    })
+    .expect("daemon starts");
     let ours = programs_held_by(daemon.pid());
     let loaded = loaded_procespy_programs();
-    assert_eq!(ours.len(), 5, "the running daemon should hold five programs: {ours:?}");
-    assert!(ours.iter().all(|id| loaded.contains(id)), "bpftool lists {loaded:?}, ours are {ours:?}");
+    assert_eq!(
+        ours.len(),
+        5,
+        "the running daemon should hold five programs: {ours:?}"
+    );
+    assert!(
+        ours.iter().all(|id| loaded.contains(id)),
+        "bpftool lists {loaded:?}, ours are {ours:?}"
+    );
 
     let status = daemon.stop().expect("daemon stops");
-    assert!(status.success(), "procespy exits 0 on SIGTERM, got {status}");
-    let left: Vec<u64> =
-        loaded_procespy_programs().into_iter().filter(|id| ours.contains(id)).collect();
-    assert!(left.is_empty(), "programs still loaded after exit: {left:?}");
+    assert!(
+        status.success(),
+        "procespy exits 0 on SIGTERM, got {status}"
+    );
+    let left: Vec<u64> = loaded_procespy_programs()
+        .into_iter()
+        .filter(|id| ours.contains(id))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "programs still loaded after exit: {left:?}"
+    );
 }

@@ -15,7 +15,9 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray},
     programs::{BtfTracePoint, TracePoint},
 };
-use procespy_common::{KernelConfig, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, Watched};
+use procespy_common::{
+    KernelConfig, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_REPORT_USAGE, Watched,
+};
 
 pub use events::EventStream;
 
@@ -31,8 +33,10 @@ const TRACEPOINTS: [(&str, &str, &str); 3] = [
     ("procespy_rename", "task", "task_rename"),
 ];
 /// BTF tracepoints: (program, event).
-const BTF_TRACEPOINTS: [(&str, &str); 2] =
-    [("procespy_fork", "sched_process_fork"), ("procespy_rss", "rss_stat")];
+const BTF_TRACEPOINTS: [(&str, &str); 2] = [
+    ("procespy_fork", "sched_process_fork"),
+    ("procespy_rss", "rss_stat"),
+];
 
 /// The loaded and attached programs and the maps userspace uses.
 ///
@@ -43,6 +47,17 @@ pub struct Kernel {
     watched: HashMap<MapData, u32, Watched>,
     lost: PerCpuArray<MapData, u64>,
     page_size: u64,
+}
+
+/// How the kernel is to follow one process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchSpec {
+    /// Report a breach above this many bytes; 0: follow only.
+    pub limit_bytes: u64,
+    /// Send SIGKILL from the kernel at the page that crosses the limit.
+    pub kill_now: bool,
+    /// Report every move of the RSS to another MiB (total-scope limits).
+    pub report_usage: bool,
 }
 
 /// What the kernel's map holds for one process.
@@ -82,14 +97,23 @@ pub fn load() -> Result<(Kernel, EventStream)> {
     }
     for (name, event) in BTF_TRACEPOINTS {
         let program: &mut BtfTracePoint = program(&mut ebpf, name)?.try_into()?;
-        program.load(event, &btf).map_err(|err| refused(name, err))?;
-        program.attach().with_context(|| format!("attaching {name} to tp_btf/{event}"))?;
+        program
+            .load(event, &btf)
+            .map_err(|err| refused(name, err))?;
+        program
+            .attach()
+            .with_context(|| format!("attaching {name} to tp_btf/{event}"))?;
     }
 
     let watched = HashMap::try_from(take_map(&mut ebpf, "WATCHED")?)?;
     let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST")?)?;
     let events = EventStream::new(take_map(&mut ebpf, "EVENTS")?)?;
-    let kernel = Kernel { _ebpf: ebpf, watched, lost, page_size: page_size(&config) };
+    let kernel = Kernel {
+        _ebpf: ebpf,
+        watched,
+        lost,
+        page_size: page_size(&config),
+    };
     Ok((kernel, events))
 }
 
@@ -98,17 +122,22 @@ fn page_size(config: &KernelConfig) -> u64 {
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
-    ebpf.program_mut(name).ok_or_else(|| anyhow!("the eBPF object has no program {name}"))
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("the eBPF object has no program {name}"))
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
-    ebpf.take_map(name).ok_or_else(|| anyhow!("the eBPF object has no map {name}"))
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("the eBPF object has no map {name}"))
 }
 
 fn refused(name: &str, err: aya::programs::ProgramError) -> anyhow::Error {
     // The verifier log is long; its last lines say why.
     let text = format!("{err:#}");
-    anyhow!("the kernel refused program {name}: {text}{}", privilege_hint())
+    anyhow!(
+        "the kernel refused program {name}: {text}{}",
+        privilege_hint()
+    )
 }
 
 fn privilege_hint() -> &'static str {
@@ -142,16 +171,25 @@ fn ensure_tracefs() -> Result<()> {
 }
 
 impl Kernel {
-    /// Follows `pid` in the kernel, with `limit_bytes` (0: follow only).
+    /// Follows `pid` in the kernel as `spec` says.
     ///
     /// The entry is kept only if the process identified by `pidfd` is still
     /// alive after the insert: its exit then removes it in the kernel. So a
     /// PID that was reused meanwhile never inherits the entry.
-    pub fn watch(&mut self, pid: u32, pidfd: &OwnedFd, limit_bytes: u64, kill_now: bool) -> Result<()> {
+    pub fn watch(&mut self, pid: u32, pidfd: &OwnedFd, spec: WatchSpec) -> Result<()> {
         let mut state = self.watched.get(&pid, 0).unwrap_or_default();
-        state.limit_bytes = limit_bytes;
-        state.flags = WATCH_NEEDS_FULL_READ | if kill_now { WATCH_KILL_NOW } else { 0 };
-        self.watched.insert(pid, state, 0).with_context(|| format!("watching {pid}"))?;
+        state.limit_bytes = spec.limit_bytes;
+        state.reported_mib = 0;
+        state.flags = WATCH_NEEDS_FULL_READ
+            | if spec.kill_now { WATCH_KILL_NOW } else { 0 }
+            | if spec.report_usage {
+                WATCH_REPORT_USAGE
+            } else {
+                0
+            };
+        self.watched
+            .insert(pid, state, 0)
+            .with_context(|| format!("watching {pid}"))?;
         if has_exited(pidfd) {
             let _ = self.watched.remove(&pid);
         }
@@ -212,7 +250,11 @@ pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
 
 /// Whether the process behind `pidfd` has exited (its pidfd polls readable).
 pub fn has_exited(pidfd: &OwnedFd) -> bool {
-    let mut poll = libc::pollfd { fd: pidfd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd, zero timeout.
     let ready = unsafe { libc::poll(&mut poll, 1, 0) };
     ready > 0 && poll.revents & libc::POLLIN != 0

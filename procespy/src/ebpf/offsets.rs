@@ -39,7 +39,10 @@ impl KernelTypes {
     }
 
     fn offset_of(&self, ty: &str, path: &str) -> Result<u32> {
-        let id = self.0.id_of(ty).ok_or_else(|| anyhow!("BTF has no type {ty}"))?;
+        let id = self
+            .0
+            .id_of(ty)
+            .ok_or_else(|| anyhow!("BTF has no type {ty}"))?;
         match self.0.offset_of(id, path) {
             Ok((_, Offset::ByteOffset(offset))) => Ok(offset),
             Ok((_, Offset::BitOffsetAndSize(..))) => bail!("{ty}.{path} is a bit field"),
@@ -68,8 +71,7 @@ fn tracepoint_field(tracefs: &Path, event: &str, field: &str) -> Result<u32> {
     let path = tracefs.join("events").join(event).join("format");
     let format =
         fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    field_offset(&format, field)
-        .ok_or_else(|| anyhow!("{} has no field {field}", path.display()))
+    field_offset(&format, field).ok_or_else(|| anyhow!("{} has no field {field}", path.display()))
 }
 
 /// Computes the programs' [`KernelConfig`] for the running kernel.
@@ -135,6 +137,10 @@ mod tests {
         let rss1 = types.offset_of("mm_struct", "rss_stat[1]").unwrap();
         assert!(rss1 > rss0);
         assert!(types.offset_of("task_struct", "tgid").unwrap() > 0);
-        assert!(types.offset_of("task_struct", "nonexistent_member").is_err());
+        assert!(
+            types
+                .offset_of("task_struct", "nonexistent_member")
+                .is_err()
+        );
     }
 }
