@@ -1,12 +1,15 @@
 //! `cargo xtask`: procespy's developer tasks.
 //!
-//! Every subcommand does what it needs first (setup before a build), so it
-//! works on a fresh machine.
+//! Every subcommand does what it needs first (setup, eBPF build), so
+//! `cargo xtask run` and `cargo xtask test` work on a fresh machine.
 
+mod bench;
 mod build;
 mod cmd;
 mod ebpf;
+mod run;
 mod setup;
+mod test;
 
 use std::process::ExitCode;
 
@@ -39,6 +42,26 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
+    /// Build everything, then run procespy as root on config/procespy.toml.
+    Run {
+        /// Extra arguments for `procespy run`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Setup, build, fmt, clippy, then every test of the workspace.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. `-- --test lifecycle`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run a benchmark; without NAME, list them.
+    Bench {
+        /// The benchmark to run.
+        name: Option<String>,
+        /// Extra arguments for the benchmark.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +70,9 @@ fn main() -> ExitCode {
         Command::Setup { test } => setup::run(setup::Set::from_test_flag(test)),
         Command::BuildEbpf => ebpf::setup_and_build().map(|_| ()),
         Command::Build { release } => build::run(release),
+        Command::Run { args } => run::run(&args),
+        Command::Test { args } => test::run(&args),
+        Command::Bench { name, args } => bench::run(name.as_deref(), &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
