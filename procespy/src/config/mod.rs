@@ -1,9 +1,458 @@
-//! The configuration file. (Being written.)
+//! The configuration file (`/etc/procespy.toml`): its types, defaults,
+//! loading and validation, and `procespy check-config`.
+//!
+//! Reading goes in three steps: [`raw`] deserializes the TOML into structures
+//! that mirror the file, [`validate`] resolves them (units, users, regexes,
+//! defaults) into a [`Config`], and [`Config::load`] adds the file-system
+//! checks (owner and permissions of the config and of the password file).
+//! Every step collects all the problems it can find, so that one run of
+//! `check-config` shows them all.
+//!
+//! Defaults not spelled out by SPEC.md, chosen here:
+//! - a missing `[enforce] protect` means `["sshd", "systemd-journald"]`, the
+//!   list the example shows; `protect = []` protects only what is always
+//!   protected (PID 1, kernel threads, procespy itself, handled elsewhere);
+//! - `[notify.email] port` defaults to 587, or 465 with `security = "tls"`;
+//! - a `[metrics]` table without `listen` listens on `127.0.0.1:9613`.
 
-use crate::app::Failure;
-use crate::cli::CheckConfigArgs;
+mod check;
+mod diagnostic;
+mod raw;
+mod security;
+mod units;
+mod validate;
 
-/// `procespy check-config [PATH]`.
-pub fn check_config_command(_args: &CheckConfigArgs) -> Result<(), Failure> {
-    Err(Failure::Runtime(anyhow::anyhow!("check-config is not written yet")))
+#[cfg(test)]
+mod tests;
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+pub use check::check_config_command;
+pub use diagnostic::{ConfigError, Diagnostic};
+pub use units::{parse_duration, parse_size, size_from_integer};
+
+/// Default `[monitor] scan_interval`.
+pub const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(5);
+/// Default `[enforce] grace`.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3);
+/// Default `[enforce] protect`.
+pub const DEFAULT_PROTECT: &[&str] = &["sshd", "systemd-journald"];
+/// Default `[notify] cooldown`.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
+/// Default `[notify.email] port` (with `security = "none"` or `"starttls"`).
+pub const DEFAULT_SMTP_PORT: u16 = 587;
+/// Default `[notify.email] port` with `security = "tls"`.
+pub const DEFAULT_SMTPS_PORT: u16 = 465;
+/// Default `[notify.email] spool_dir`.
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/procespy/outbox";
+/// Default `[metrics] listen`, when a `[metrics]` table is present.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9613";
+
+/// A validated configuration: every value resolved, every default filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[monitor]`: how processes are followed.
+    pub monitor: Monitor,
+    /// `[enforce]`: how breaches are acted on.
+    pub enforce: Enforce,
+    /// The `[[limit]]` tables, in file order. Empty: watch only.
+    pub limits: Vec<Limit>,
+    /// `[notify]`: who is told.
+    pub notify: Notify,
+    /// `[metrics]`, when present.
+    pub metrics: Option<Metrics>,
+    /// Where this configuration came from.
+    pub origin: Origin,
+}
+
+/// Where a [`Config`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Read from this file.
+    File(PathBuf),
+    /// [`Config::builtin_default`]: no file.
+    BuiltIn,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::BuiltIn => f.write_str("built-in default"),
+        }
+    }
+}
+
+/// `[monitor]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    /// `mode`: eBPF, `/proc` polling, or eBPF where it loads.
+    pub mode: Mode,
+    /// `scan_interval`: period of the full `/proc` examination (never zero).
+    pub scan_interval: Duration,
+}
+
+/// `[monitor] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// eBPF where it loads, else `/proc` polling.
+    Auto,
+    /// eBPF, or refuse to start.
+    Ebpf,
+    /// `/proc` polling only.
+    Proc,
+}
+
+/// `[enforce]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enforce {
+    /// `dry_run`: decide and alert, never signal.
+    pub dry_run: bool,
+    /// `grace`: time between SIGTERM and SIGKILL for action `kill`.
+    pub grace: Duration,
+    /// `protect`: process names never signalled (besides the ones always
+    /// protected: PID 1, kernel threads, procespy itself).
+    pub protect: Vec<String>,
+}
+
+/// One `[[limit]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// 0-based position among the `[[limit]]` tables of the file.
+    pub index: usize,
+    /// The name, or the pattern's text: how logs and alerts refer to the limit.
+    pub label: String,
+    /// Which processes it covers.
+    pub matcher: Matcher,
+    /// `user`, resolved to a uid: only processes of this user.
+    pub user: Option<u32>,
+    /// `max_memory` in bytes (percentages resolved against MemTotal).
+    pub max_memory: u64,
+    /// `max_memory` as written, e.g. `"1.5GiB"`, `"10%"` or `"1048576"`.
+    pub max_memory_text: String,
+    /// `scope`: per process, or summed over the matching processes.
+    pub scope: Scope,
+    /// `action`: what is done on a breach.
+    pub action: Action,
+}
+
+/// How a [`Limit`] picks its processes.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// `name`: exact match on the process name (comm) or on the file name of
+    /// its executable.
+    Name(String),
+    /// `pattern`: regex searched in the full command line.
+    Pattern(regex::bytes::Regex),
+}
+
+impl PartialEq for Matcher {
+    /// Names compare as strings, patterns by their source text.
+    fn eq(&self, other: &Matcher) -> bool {
+        match (self, other) {
+            (Matcher::Name(a), Matcher::Name(b)) => a == b,
+            (Matcher::Pattern(a), Matcher::Pattern(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Matcher {}
+
+/// `[[limit]] scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// Each matching process on its own.
+    Process,
+    /// All matching processes summed; the largest is killed first.
+    Total,
+}
+
+/// `[[limit]] action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// SIGTERM, then SIGKILL after the grace period if still over.
+    Kill,
+    /// SIGKILL at once.
+    KillNow,
+    /// Notify only.
+    Alert,
+}
+
+/// `[notify]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    /// `cooldown`: per limit, at most one popup and one email per period.
+    pub cooldown: Duration,
+    /// `[notify.desktop]`.
+    pub desktop: Desktop,
+    /// `[notify.email]`.
+    pub email: Email,
+}
+
+/// `[notify.desktop]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desktop {
+    /// `enabled`.
+    pub enabled: bool,
+    /// `users`: user names to notify; empty means every user with a session bus.
+    pub users: Vec<String>,
+    /// `urgency` of the popups.
+    pub urgency: Urgency,
+}
+
+/// `[notify.desktop] urgency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    /// Low.
+    Low,
+    /// Normal.
+    Normal,
+    /// Critical: stays on screen until dismissed.
+    Critical,
+}
+
+/// `[notify.email]`. When `enabled` is false, the other fields may hold
+/// defaults and empty strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    /// `enabled`.
+    pub enabled: bool,
+    /// `server`: SMTP host name.
+    pub server: String,
+    /// `port`.
+    pub port: u16,
+    /// `security`: how the connection is encrypted.
+    pub security: Security,
+    /// `username`, set together with `password_file`.
+    pub username: Option<String>,
+    /// `password_file`: absolute path of a file holding the SMTP password.
+    pub password_file: Option<PathBuf>,
+    /// `from`: sender address.
+    pub from: String,
+    /// `to`: recipient addresses (at least one when enabled).
+    pub to: Vec<String>,
+    /// `spool_dir`: absolute path where unsent mail waits.
+    pub spool_dir: PathBuf,
+}
+
+/// `[notify.email] security`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Plain SMTP.
+    None,
+    /// SMTP upgraded with STARTTLS.
+    StartTls,
+    /// SMTP inside TLS from the first byte.
+    Tls,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metrics {
+    /// `listen`: address of the Prometheus endpoint.
+    pub listen: SocketAddr,
+}
+
+/// What validation needs from the system, so that [`Config::parse`] stays
+/// pure and tests can supply their own.
+#[derive(Debug, Clone, Copy)]
+pub struct Env {
+    /// Total memory in bytes (MemTotal), for percentage sizes; 0 if unknown.
+    pub mem_total: u64,
+    /// Resolves a user name to its uid.
+    pub lookup_user: fn(&str) -> Option<u32>,
+}
+
+impl Env {
+    /// The running system: MemTotal from `/proc/meminfo` (0 if it cannot be
+    /// read) and the system's user database.
+    pub fn system() -> Env {
+        Env {
+            mem_total: std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .as_deref()
+                .and_then(mem_total)
+                .unwrap_or(0),
+            lookup_user: |name| {
+                nix::unistd::User::from_name(name)
+                    .ok()
+                    .flatten()
+                    .map(|user| user.uid.as_raw())
+            },
+        }
+    }
+}
+
+/// The `MemTotal` line of a `/proc/meminfo` text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Gives an enumeration of the file its names: `as_str`, `NAMES`, `Display`,
+/// and a `Deserialize` that accepts only those names and lists them when the
+/// value is wrong. (`Serialize` is derived, with the same names.)
+macro_rules! file_names {
+    ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            /// Every name the file may use, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            /// The name used in the file.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),*
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl serde::de::Visitor<'_> for Visitor {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(&one_of($ty::NAMES))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<$ty, E> {
+                        match value {
+                            $($name => Ok($ty::$variant),)*
+                            _ => Err(E::unknown_variant(value, $ty::NAMES)),
+                        }
+                    }
+                }
+                deserializer.deserialize_str(Visitor)
+            }
+        }
+    };
+}
+
+/// "one of `a`, `b`, `c`", or "`a` or `b`", as serde words it.
+fn one_of(names: &[&str]) -> String {
+    match names {
+        [a, b] => format!("`{a}` or `{b}`"),
+        _ => format!(
+            "one of {}",
+            names
+                .iter()
+                .map(|name| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+file_names!(Mode { Auto => "auto", Ebpf => "ebpf", Proc => "proc" });
+file_names!(Scope { Process => "process", Total => "total" });
+file_names!(Action { Kill => "kill", KillNow => "kill-now", Alert => "alert" });
+file_names!(Urgency { Low => "low", Normal => "normal", Critical => "critical" });
+file_names!(Security { None => "none", StartTls => "starttls", Tls => "tls" });
+
+impl Default for Email {
+    /// Disabled, with the defaults of the optional keys.
+    fn default() -> Email {
+        Email {
+            enabled: false,
+            server: String::new(),
+            port: DEFAULT_SMTP_PORT,
+            security: Security::StartTls,
+            username: None,
+            password_file: None,
+            from: String::new(),
+            to: Vec::new(),
+            spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
+        }
+    }
+}
+
+impl Config {
+    /// The configuration used when `/etc/procespy.toml` does not exist:
+    /// no limits (watch only), desktop popups on, email off, every other
+    /// value at its default. The same as an empty file.
+    pub fn builtin_default() -> Config {
+        Config {
+            monitor: Monitor {
+                mode: Mode::Auto,
+                scan_interval: DEFAULT_SCAN_INTERVAL,
+            },
+            enforce: Enforce {
+                dry_run: false,
+                grace: DEFAULT_GRACE,
+                protect: DEFAULT_PROTECT
+                    .iter()
+                    .map(|name| name.to_string())
+                    .collect(),
+            },
+            limits: Vec::new(),
+            notify: Notify {
+                cooldown: DEFAULT_COOLDOWN,
+                desktop: Desktop {
+                    enabled: true,
+                    users: Vec::new(),
+                    urgency: Urgency::Critical,
+                },
+                email: Email::default(),
+            },
+            metrics: None,
+            origin: Origin::BuiltIn,
+        }
+    }
+
+    /// Parses and validates a configuration text. `path` is only used in
+    /// diagnostics and as the [`Origin`]; `env` supplies MemTotal and user
+    /// lookups. Touches nothing outside its arguments.
+    ///
+    /// On error, returns every problem found: a TOML syntax error alone, else
+    /// all unknown keys, wrong types and invalid values, sorted by position.
+    pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> {
+        validate::parse(text, path, env).map(|parsed| parsed.config)
+    }
+
+    /// Reads, parses and validates a configuration file, refusing it unless
+    /// it is a regular file owned by root and not writable by group or
+    /// others. When email is enabled with a `password_file`, that file is
+    /// checked the same way (the diagnostic points at the `password_file`
+    /// key). Uses [`Env::system`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        security::check_file(path, "config")
+            .map_err(|message| Diagnostic::whole_file(path, message))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| Diagnostic::whole_file(path, format!("cannot read: {err}")))?;
+        let parsed = validate::parse(&text, path, &Env::system())?;
+        let email = &parsed.config.notify.email;
+        if let (true, Some(file), Some(at)) = (
+            email.enabled,
+            &email.password_file,
+            &parsed.password_file_at,
+        ) && let Err(message) = security::check_file(file, "password file")
+        {
+            let mut diagnostic = at.clone();
+            diagnostic.message =
+                format!("notify.email.password_file {}: {message}", file.display());
+            return Err(diagnostic.into());
+        }
+        Ok(parsed.config)
+    }
 }
