@@ -11,10 +11,19 @@ use std::{
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let workspace = manifest.parent().expect("procespy lives in the workspace").to_owned();
+    let workspace = manifest
+        .parent()
+        .expect("procespy lives in the workspace")
+        .to_owned();
     let target = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|dir| if dir.is_absolute() { dir } else { workspace.join(dir) })
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace.join(dir)
+            }
+        })
         .unwrap_or_else(|| workspace.join("target"));
     let object = target.join("bpfel-unknown-none/release/procespy");
     let sources = [

@@ -25,8 +25,8 @@ use aya_ebpf::{
 };
 use procespy_common::{
     COMM_LEN, EVENT_FLAG_KILLED, Event, EventKind, KernelConfig, MAX_WATCHED, MM_ANONPAGES,
-    MM_FILEPAGES, MM_SHMEMPAGES, NR_MM_COUNTERS, RING_BYTES, WATCH_KILL_NOW,
-    WATCH_NEEDS_FULL_READ, WATCH_OVER, WATCH_REPORT_USAGE, Watched,
+    MM_FILEPAGES, MM_SHMEMPAGES, NR_MM_COUNTERS, RING_BYTES, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ,
+    WATCH_OVER, WATCH_REPORT_USAGE, Watched,
 };
 
 /// Offsets and settings, written by userspace before load.
@@ -86,11 +86,11 @@ fn send(kind: EventKind, pid: u32, ppid: u32, flags: u32, rss_bytes: u64, comm: 
         rss_bytes,
         comm,
     };
-    if EVENTS.output::<Event>(&event, 0).is_err() {
-        if let Some(lost) = LOST.get_ptr_mut(0) {
-            // SAFETY: the pointer comes from a successful lookup; per-CPU, so no race.
-            unsafe { *lost += 1 };
-        }
+    if EVENTS.output::<Event>(&event, 0).is_err()
+        && let Some(lost) = LOST.get_ptr_mut(0)
+    {
+        // SAFETY: the pointer comes from a successful lookup; per-CPU, so no race.
+        unsafe { *lost += 1 };
     }
 }
 
@@ -102,7 +102,7 @@ fn current_comm() -> [u8; COMM_LEN] {
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn procespy_exec(_ctx: TracePointContext) -> u32 {
     let tgid = current_tgid();
-    if let Some(watched) = WATCHED.get_ptr_mut(&tgid) {
+    if let Some(watched) = WATCHED.get_ptr_mut(tgid) {
         // A new image may not match the old limit: follow it, but enforce
         // nothing until userspace has matched it again. The old mm's counters
         // are gone, so read all of the new one's at the next change.
@@ -122,7 +122,8 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
     let child: *const u8 = ctx.arg(1);
     // SAFETY: reads of kernel memory through the helper, which checks them.
     let (pid, tgid) = unsafe {
-        let pid = bpf_probe_read_kernel(child.wrapping_add(config!(task_pid) as usize) as *const i32);
+        let pid =
+            bpf_probe_read_kernel(child.wrapping_add(config!(task_pid) as usize) as *const i32);
         let tgid =
             bpf_probe_read_kernel(child.wrapping_add(config!(task_tgid) as usize) as *const i32);
         (pid.unwrap_or(0), tgid.unwrap_or(-1))
@@ -133,7 +134,7 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
     let child_tgid = pid as u32;
     let parent_tgid = current_tgid();
     // SAFETY: the value is copied out at once, before any other map operation.
-    if let Some(parent) = unsafe { WATCHED.get(&parent_tgid) }.copied() {
+    if let Some(parent) = unsafe { WATCHED.get(parent_tgid) }.copied() {
         // The child runs the same image under the same name: it inherits the
         // parent's limit from its first page on.
         let inherited = Watched {
@@ -143,9 +144,16 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
             breaches: 0,
             reported_mib: 0,
         };
-        let _ = WATCHED.insert(&child_tgid, &inherited, 0);
+        let _ = WATCHED.insert(child_tgid, inherited, 0);
     }
-    send(EventKind::Fork, child_tgid, parent_tgid, 0, 0, current_comm());
+    send(
+        EventKind::Fork,
+        child_tgid,
+        parent_tgid,
+        0,
+        0,
+        current_comm(),
+    );
     0
 }
 
@@ -158,7 +166,7 @@ pub fn procespy_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let tgid = current_tgid();
-    let _ = WATCHED.remove(&tgid);
+    let _ = WATCHED.remove(tgid);
     send(EventKind::Exit, tgid, 0, 0, 0, current_comm());
     0
 }
@@ -169,7 +177,8 @@ pub fn procespy_rename(ctx: TracePointContext) -> u32 {
     // SAFETY: the offsets come from the tracepoint's format file.
     let (pid, comm) = unsafe {
         (
-            ctx.read_at::<i32>(config!(rename_pid) as usize).unwrap_or(0),
+            ctx.read_at::<i32>(config!(rename_pid) as usize)
+                .unwrap_or(0),
             ctx.read_at::<[u8; COMM_LEN]>(config!(rename_newcomm) as usize)
                 .unwrap_or([0; COMM_LEN]),
         )
@@ -196,7 +205,7 @@ unsafe fn read_counter(mm: *const u8, member: u32) -> i64 {
 #[btf_tracepoint(function = "rss_stat")]
 pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
     let tgid = current_tgid();
-    let Some(watched) = WATCHED.get_ptr_mut(&tgid) else {
+    let Some(watched) = WATCHED.get_ptr_mut(tgid) else {
         return 0; // the common case: one lookup and out
     };
     let mm: *const u8 = ctx.arg(0);

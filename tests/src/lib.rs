@@ -93,6 +93,14 @@ impl Scratch {
         &self.path
     }
 
+    /// Copies the test program here as `name` (so limits can match it by a
+    /// name no other test uses) and returns its path.
+    pub fn testprog_named(&self, name: &str) -> PathBuf {
+        let path = self.path.join(name);
+        std::fs::copy(testprog_bin(), &path).expect("copy the test program");
+        path
+    }
+
     /// Writes `name` with `text`, mode 0644, and returns its path.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path.join(name);
@@ -124,6 +132,8 @@ pub struct DaemonOptions<'a> {
     pub args: &'a [&'a str],
     /// Run as this uid/gid instead of root.
     pub user: Option<(u32, u32)>,
+    /// Extra environment variables.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Default for DaemonOptions<'_> {
@@ -132,6 +142,7 @@ impl Default for DaemonOptions<'_> {
             config: "",
             args: &[],
             user: None,
+            env: &[],
         }
     }
 }
@@ -160,6 +171,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&socket)
             .args(options.args)
+            .envs(options.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -253,6 +265,31 @@ impl Daemon {
         self.lines.lock().expect("log lock").join("\n")
     }
 
+    /// Log lines (JSON) whose `event` is `event` and `pid` is `pid`.
+    pub fn events_for(&self, event: &str, pid: u32) -> Vec<Value> {
+        self.log()
+            .into_iter()
+            .filter(|l| l["event"] == event && l["pid"].as_u64() == Some(u64::from(pid)))
+            .collect()
+    }
+
+    /// Waits until the log has an `event` line for `pid`, and returns it.
+    pub fn wait_event(&self, event: &str, pid: u32, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.events_for(event, pid).pop() {
+                return Ok(line);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no {event} line for {pid} within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(mut self) -> Result<ExitStatus> {
         signal(self.child.id(), libc::SIGTERM)?;
@@ -314,6 +351,12 @@ impl TestProg {
 
     /// Starts the test program from `exe` (a copy under another name, say).
     pub fn start_as(exe: &Path, args: &[&str]) -> Result<Self> {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        Self::start_os(exe, &args)
+    }
+
+    /// Starts the test program from `exe` with arguments that need not be UTF-8.
+    pub fn start_os(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<Self> {
         let mut child = Command::new(exe)
             .args(args)
             .stdin(Stdio::piped())
@@ -360,9 +403,35 @@ impl TestProg {
         Ok(self.command(&format!("grow {mib}"))?.parse()?)
     }
 
-    /// The child process handle.
-    pub fn child(&mut self) -> &mut Child {
-        &mut self.child
+    /// Sends a command without waiting for an answer (the program may die).
+    pub fn send(&mut self, line: &str) -> Result<()> {
+        writeln!(self.stdin, "{line}")?;
+        Ok(self.stdin.flush()?)
+    }
+
+    /// Waits for the program to end; returns the signal that ended it, if any.
+    pub fn wait_signal(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        use std::os::unix::process::ExitStatusExt;
+        Ok(wait_timeout(&mut self.child, timeout)?.signal())
+    }
+
+    /// Whether the program is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Reads `progress` lines until the program's output ends; returns the
+    /// last byte count reported.
+    pub fn last_progress(&mut self) -> u64 {
+        let mut last = 0;
+        let mut line = String::new();
+        while self.stdout.read_line(&mut line).unwrap_or(0) > 0 {
+            if let Some(bytes) = line.split_whitespace().nth(1).and_then(|b| b.parse().ok()) {
+                last = bytes;
+            }
+            line.clear();
+        }
+        last
     }
 }
 

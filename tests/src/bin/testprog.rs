@@ -4,7 +4,9 @@
 //! Commands, one per line on stdin; each is answered with one line on stdout:
 //! - `grow MIB`: allocates and touches MIB more MiB of anonymous memory;
 //!   answers `ok VMRSS_BYTES`.
-//! - `rename NAME`: sets its name with prctl(PR_SET_NAME); answers `ok`.
+//! - `rename NAME`: sets its name (the rest of the line, spaces included) with prctl(PR_SET_NAME); answers `ok`.
+//! - `rate MIB_PER_S MIB`: grows to MIB MiB at that rate, printing
+//!   `progress BYTES NANOS` after each MiB; answers `ok VMRSS_BYTES`.
 //! - `rss`: answers `ok VMRSS_BYTES`.
 //! - `exit`: exits 0.
 //!
@@ -18,7 +20,10 @@ use std::io::{BufRead, Write};
 const MIB: usize = 1 << 20;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
     let mut rate = None;
     let mut target = 0usize;
     let mut iter = args.iter();
@@ -30,6 +35,8 @@ fn main() {
             }
             "--grow-rate" => rate = iter.next().and_then(|v| v.parse::<f64>().ok()),
             "--grow-to" => target = iter.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            // Whatever follows `--` only makes the command line (odd bytes, say).
+            "--" => break,
             other => {
                 eprintln!("procespy-testprog: unknown option {other}");
                 std::process::exit(2);
@@ -52,11 +59,20 @@ fn main() {
                 }
                 Err(_) => "error bad size".to_owned(),
             },
-            (Some("rename"), Some(name)) => {
+            (Some("rename"), Some(_)) => {
+                let name = line
+                    .trim_start()
+                    .strip_prefix("rename ")
+                    .unwrap_or_default();
                 let name = std::ffi::CString::new(name).unwrap_or_default();
                 // SAFETY: PR_SET_NAME reads a NUL-terminated string.
                 unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
                 "ok".to_owned()
+            }
+            (Some("rate"), Some(rate)) => {
+                let target = words.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+                grow_at_rate(&mut memory, rate.parse().unwrap_or(1.0), target);
+                format!("ok {}", vm_rss())
             }
             (Some("rss"), None) => format!("ok {}", vm_rss()),
             (Some("exit"), None) => std::process::exit(0),

@@ -1,0 +1,429 @@
+//! Limits enforced for real: test programs grow past their limits and
+//! procespy stops them, in eBPF mode and in proc mode.
+//!
+//! Every test copies the test program under a name of its own, so the
+//! daemons of tests running side by side never cover each other's children.
+
+use std::{process::Command, time::Duration};
+
+use procespy_tests::{Daemon, DaemonOptions, Scratch, TestProg, require_root, status_process};
+
+const MIB: u64 = 1 << 20;
+const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
+
+fn config(mode: &str, limits: &str) -> String {
+    format!(
+        "[monitor]\nmode = \"{mode}\"\nscan_interval = \"200ms\"\n\n[enforce]\ngrace = \"1s\"\nprotect = [\"tp-protected\"]\n\n{limits}"
+    )
+}
+
+fn limit(name: &str, max: &str, action: &str) -> String {
+    format!("[[limit]]\nname = \"{name}\"\nmax_memory = \"{max}\"\naction = \"{action}\"\n\n")
+}
+
+/// Starts a daemon with `cfg`, and the test program copied as `name`.
+fn setup(cfg: &str, name: &str, args: &[&str]) -> (Daemon, TestProg, Scratch) {
+    let scratch = Scratch::new("enforce");
+    let exe = scratch.testprog_named(name);
+    let daemon = Daemon::start(DaemonOptions {
+        config: cfg,
+        ..Default::default()
+    })
+    .expect("daemon starts");
+    let prog = TestProg::start_as(&exe, args).expect("test program starts");
+    (daemon, prog, scratch)
+}
+
+/// Waits until the daemon covers `pid` (matched at exec or by an examination).
+fn wait_covered(daemon: &Daemon, pid: u32) {
+    daemon
+        .wait_status(Duration::from_secs(10), |s| {
+            status_process(s, pid).is_some()
+        })
+        .expect("the process is covered by its limit");
+}
+
+fn kill_grows_past(mode: &str, name: &str) {
+    let (daemon, mut prog, _scratch) =
+        setup(&config(mode, &limit(name, "64MiB", "kill")), name, &[]);
+    wait_covered(&daemon, prog.pid());
+    prog.send("grow 96").expect("grow");
+    assert_eq!(
+        prog.wait_signal(Duration::from_secs(10)).expect("dies"),
+        Some(SIGTERM)
+    );
+    let action = daemon
+        .wait_event("action", prog.pid(), Duration::from_secs(5))
+        .expect("logged");
+    assert_eq!(action["action"], "SIGTERM");
+    assert_eq!(action["result"], "sent");
+    assert_eq!(action["rule"], name);
+    assert_eq!(action["limit"], 64 * MIB);
+    assert!(action["rss"].as_u64().unwrap() > 64 * MIB);
+}
+
+#[test]
+fn kill_sends_sigterm_ebpf() {
+    if require_root("kill_sends_sigterm_ebpf") {
+        kill_grows_past("ebpf", "tp-kill-ebpf");
+    }
+}
+
+#[test]
+fn kill_sends_sigterm_proc() {
+    if require_root("kill_sends_sigterm_proc") {
+        kill_grows_past("proc", "tp-kill-proc");
+    }
+}
+
+fn kill_escalates_after_grace(mode: &str, name: &str) {
+    let (daemon, mut prog, _scratch) = setup(
+        &config(mode, &limit(name, "64MiB", "kill")),
+        name,
+        &["--ignore-term"],
+    );
+    wait_covered(&daemon, prog.pid());
+    let start = std::time::Instant::now();
+    prog.send("grow 96").expect("grow");
+    assert_eq!(
+        prog.wait_signal(Duration::from_secs(10)).expect("dies"),
+        Some(SIGKILL)
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "SIGKILL came before the 1 s grace"
+    );
+    let actions: Vec<String> = daemon
+        .events_for("action", prog.pid())
+        .iter()
+        .map(|a| a["action"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(actions, ["SIGTERM", "SIGKILL"]);
+}
+
+#[test]
+fn kill_escalates_to_sigkill_after_grace_ebpf() {
+    if require_root("kill_escalates_to_sigkill_after_grace_ebpf") {
+        kill_escalates_after_grace("ebpf", "tp-grace-ebpf");
+    }
+}
+
+#[test]
+fn kill_escalates_to_sigkill_after_grace_proc() {
+    if require_root("kill_escalates_to_sigkill_after_grace_proc") {
+        kill_escalates_after_grace("proc", "tp-grace-proc");
+    }
+}
+
+#[test]
+fn kill_now_dies_in_the_kernel_before_limit_plus_1mib() {
+    if !require_root("kill_now_dies_in_the_kernel_before_limit_plus_1mib") {
+        return;
+    }
+    let name = "tp-killnow-ebpf";
+    let (daemon, mut prog, _scratch) = setup(
+        &config("ebpf", &limit(name, "256MiB", "kill-now")),
+        name,
+        &[],
+    );
+    wait_covered(&daemon, prog.pid());
+    // Grow as fast as it can (4 GiB/s), reporting every MiB.
+    prog.send("rate 4096 512").expect("start growing");
+    let last = prog.last_progress();
+    assert_eq!(
+        prog.wait_signal(Duration::from_secs(10)).expect("dies"),
+        Some(SIGKILL)
+    );
+    assert!(
+        last <= 256 * MIB + MIB,
+        "reported {} MiB before dying",
+        last / MIB
+    );
+    let action = daemon
+        .wait_event("action", prog.pid(), Duration::from_secs(5))
+        .expect("logged");
+    assert_eq!(action["action"], "SIGKILL (kernel)");
+}
+
+#[test]
+fn kill_now_in_proc_mode_sends_sigkill() {
+    if !require_root("kill_now_in_proc_mode_sends_sigkill") {
+        return;
+    }
+    let name = "tp-killnow-proc";
+    let (daemon, mut prog, _scratch) = setup(
+        &config("proc", &limit(name, "64MiB", "kill-now")),
+        name,
+        &[],
+    );
+    wait_covered(&daemon, prog.pid());
+    prog.send("grow 96").expect("grow");
+    assert_eq!(
+        prog.wait_signal(Duration::from_secs(10)).expect("dies"),
+        Some(SIGKILL)
+    );
+}
+
+#[test]
+fn under_limit_other_names_and_protected_are_never_signalled() {
+    if !require_root("under_limit_other_names_and_protected_are_never_signalled") {
+        return;
+    }
+    let limits = [
+        limit("tp-under", "512MiB", "kill-now"),
+        limit("tp-protected", "16MiB", "kill-now"),
+    ]
+    .concat();
+    let scratch = Scratch::new("never");
+    let daemon = Daemon::start(DaemonOptions {
+        config: &config("ebpf", &limits),
+        ..Default::default()
+    })
+    .expect("daemon starts");
+    let mut under = TestProg::start_as(&scratch.testprog_named("tp-under"), &[]).unwrap();
+    let mut other = TestProg::start_as(&scratch.testprog_named("tp-other"), &[]).unwrap();
+    let mut protected = TestProg::start_as(&scratch.testprog_named("tp-protected"), &[]).unwrap();
+    wait_covered(&daemon, under.pid());
+    wait_covered(&daemon, protected.pid());
+    under.grow(64).expect("under its limit");
+    other.grow(64).expect("no limit covers it");
+    protected.grow(64).expect("protected");
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(under.alive() && other.alive() && protected.alive());
+    let refusal = daemon
+        .wait_event("action", protected.pid(), Duration::from_secs(5))
+        .expect("logged");
+    assert_eq!(refusal["action"], "none");
+    assert!(
+        refusal["result"].as_str().unwrap().contains("refused"),
+        "{refusal}"
+    );
+    assert!(daemon.events_for("action", under.pid()).is_empty());
+    assert!(daemon.events_for("action", other.pid()).is_empty());
+}
+
+#[test]
+fn pid_1_is_refused_even_when_over_its_limit() {
+    if !require_root("pid_1_is_refused_even_when_over_its_limit") {
+        return;
+    }
+    // Dry run, so that other processes sharing PID 1's name are safe too:
+    // protection is decided before dry run, so the refusal shows either way.
+    let init = std::fs::read_to_string("/proc/1/comm").expect("PID 1's name");
+    let cfg = config("proc", &limit(init.trim(), "1B", "kill-now"));
+    let daemon = Daemon::start(DaemonOptions {
+        config: &cfg,
+        args: &["--dry-run"],
+        ..Default::default()
+    })
+    .expect("daemon starts");
+    let pid1 = daemon
+        .wait_event("action", 1, Duration::from_secs(10))
+        .expect("PID 1's breach is logged");
+    assert_eq!(pid1["action"], "none");
+    assert!(
+        pid1["result"]
+            .as_str()
+            .unwrap()
+            .contains("PID 1 is never signalled"),
+        "{pid1}"
+    );
+}
+
+#[test]
+fn dry_run_logs_the_decision_and_never_signals() {
+    if !require_root("dry_run_logs_the_decision_and_never_signals") {
+        return;
+    }
+    let name = "tp-dryrun";
+    let cfg = config("ebpf", &limit(name, "32MiB", "kill-now"));
+    let scratch = Scratch::new("dryrun");
+    let daemon = Daemon::start(DaemonOptions {
+        config: &cfg,
+        args: &["--dry-run"],
+        ..Default::default()
+    })
+    .expect("daemon starts");
+    let mut prog = TestProg::start_as(&scratch.testprog_named(name), &[]).unwrap();
+    wait_covered(&daemon, prog.pid());
+    prog.grow(64).expect("grows past the limit and lives");
+    let action = daemon
+        .wait_event("action", prog.pid(), Duration::from_secs(5))
+        .expect("logged");
+    assert_eq!(action["action"], "SIGKILL");
+    assert_eq!(action["result"], "dry-run: not sent");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(prog.alive());
+}
+
+/// Makes the next fork get `pid` (via `ns_last_pid`) and starts `sleep` there.
+fn respawn_at(pid: u32) -> Option<std::process::Child> {
+    for _ in 0..20 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).ok()?;
+        let child = Command::new("sleep").arg("30").spawn().ok()?;
+        if child.id() == pid {
+            return Some(child);
+        }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
+
+#[test]
+fn a_reused_pid_is_never_signalled() {
+    if !require_root("a_reused_pid_is_never_signalled") {
+        return;
+    }
+    let name = "tp-reuse";
+    let scratch = Scratch::new("reuse");
+    let daemon = Daemon::start(DaemonOptions {
+        config: &config("ebpf", &limit(name, "32MiB", "kill")),
+        env: &[("PROCESPY_TEST_ACT_DELAY_MS", "1500")],
+        ..Default::default()
+    })
+    .expect("daemon starts");
+    let mut prog = TestProg::start_as(&scratch.testprog_named(name), &[]).unwrap();
+    let pid = prog.pid();
+    wait_covered(&daemon, pid);
+    prog.send("grow 64").expect("grow");
+    daemon
+        .wait_event("decision", pid, Duration::from_secs(5))
+        .expect("decided");
+    // Between the decision and the signal: the process exits, another takes its PID.
+    procespy_tests::signal(pid, SIGKILL).unwrap();
+    assert_eq!(
+        prog.wait_signal(Duration::from_secs(5)).unwrap(),
+        Some(SIGKILL)
+    );
+    let mut newcomer = respawn_at(pid).expect("a new process gets the PID");
+    let action = daemon
+        .wait_event("action", pid, Duration::from_secs(5))
+        .expect("logged");
+    assert!(
+        action["result"].as_str().unwrap().starts_with("gone"),
+        "{action}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        newcomer.try_wait().unwrap().is_none(),
+        "the newcomer was signalled"
+    );
+    let _ = newcomer.kill();
+    let _ = newcomer.wait();
+}
+
+#[test]
+fn total_scope_kills_the_largest_and_spares_the_rest() {
+    if !require_root("total_scope_kills_the_largest_and_spares_the_rest") {
+        return;
+    }
+    let name = "tp-total";
+    let cfg = config(
+        "ebpf",
+        &format!(
+            "[[limit]]\nname = \"{name}\"\nmax_memory = \"180MiB\"\nscope = \"total\"\naction = \"kill\"\n"
+        ),
+    );
+    let scratch = Scratch::new("total");
+    let exe = scratch.testprog_named(name);
+    let daemon = Daemon::start(DaemonOptions {
+        config: &cfg,
+        ..Default::default()
+    })
+    .expect("daemon starts");
+    let mut procs: Vec<TestProg> = (0..3)
+        .map(|_| TestProg::start_as(&exe, &[]).unwrap())
+        .collect();
+    for p in &procs {
+        wait_covered(&daemon, p.pid());
+    }
+    procs[0].grow(100).unwrap();
+    procs[1].grow(50).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        procs.iter_mut().all(|p| p.alive()),
+        "150 MiB in all is under 180 MiB"
+    );
+    procs[2].send("grow 40").unwrap();
+    assert_eq!(
+        procs[0].wait_signal(Duration::from_secs(10)).unwrap(),
+        Some(SIGTERM)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        procs[1].alive() && procs[2].alive(),
+        "only the largest dies"
+    );
+}
+
+#[test]
+fn a_twenty_char_name_matches_through_the_executable() {
+    if !require_root("a_twenty_char_name_matches_through_the_executable") {
+        return;
+    }
+    let name = "tp-twenty-char-namex";
+    assert_eq!(name.len(), 20);
+    let (daemon, mut prog, _scratch) =
+        setup(&config("ebpf", &limit(name, "32MiB", "kill")), name, &[]);
+    wait_covered(&daemon, prog.pid());
+    prog.send("grow 64").unwrap();
+    assert_eq!(
+        prog.wait_signal(Duration::from_secs(10)).unwrap(),
+        Some(SIGTERM)
+    );
+}
+
+#[test]
+fn a_name_with_spaces_and_parentheses_matches_after_rename() {
+    if !require_root("a_name_with_spaces_and_parentheses_matches_after_rename") {
+        return;
+    }
+    let odd = "tp (odd) name";
+    let (daemon, mut prog, _scratch) = setup(
+        &config("ebpf", &limit(odd, "32MiB", "kill")),
+        "tp-renamer",
+        &[],
+    );
+    prog.command(&format!("rename {odd}")).unwrap();
+    wait_covered(&daemon, prog.pid());
+    prog.send("grow 64").unwrap();
+    assert_eq!(
+        prog.wait_signal(Duration::from_secs(10)).unwrap(),
+        Some(SIGTERM)
+    );
+}
+
+#[test]
+fn non_utf8_command_lines_match_byte_patterns_and_crash_nothing() {
+    if !require_root("non_utf8_command_lines_match_byte_patterns_and_crash_nothing") {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let cfg = config(
+        "ebpf",
+        "[[limit]]\npattern = 'tp-bytes -- (?-u:\\xff)'\nmax_memory = \"32MiB\"\naction = \"kill\"\n",
+    );
+    let scratch = Scratch::new("bytes");
+    let exe = scratch.testprog_named("tp-bytes");
+    let daemon = Daemon::start(DaemonOptions {
+        config: &cfg,
+        ..Default::default()
+    })
+    .expect("daemon starts");
+    let odd = std::ffi::OsStr::from_bytes(b"\xff\xfe(x)\n");
+    let spare = std::ffi::OsStr::from_bytes(b"\xfe");
+    let mut matching = TestProg::start_os(&exe, &["--".as_ref(), odd]).unwrap();
+    let mut sparing = TestProg::start_os(&exe, &["--".as_ref(), spare]).unwrap();
+    wait_covered(&daemon, matching.pid());
+    matching.send("grow 64").unwrap();
+    sparing.grow(64).unwrap();
+    assert_eq!(
+        matching.wait_signal(Duration::from_secs(10)).unwrap(),
+        Some(SIGTERM)
+    );
+    assert!(sparing.alive());
+    assert!(daemon.status().is_ok(), "the daemon is still answering");
+}
