@@ -282,7 +282,8 @@ fn describe(message: &str, steps: &[Step]) -> String {
         .replace("unknown variant", "unknown value")
         .replace("expected struct ", "expected a table ")
         .replace("invalid type: map", "invalid type: table")
-        .replace("a sequence", "an array");
+        .replace("expected a sequence", "expected an array")
+        .replace("expected u16", "expected a port number (1 to 65535)");
     let Some((Step::Key(key), table)) = steps.split_last() else {
         return message;
     };

@@ -202,7 +202,7 @@ port = "smtp"
         "28:8: limit[3].name: invalid type: integer `5`, expected a string",
         "32:12: notify.cooldown: invalid type: integer `60`, expected a duration string",
         "34:1: notify.email: enabled, but `server`, `from`, `to` not set",
-        "36:8: notify.email.port: invalid type: string \"smtp\", expected u16",
+        "36:8: notify.email.port: invalid type: string \"smtp\", expected a port number (1 to 65535)",
     ];
     assert_eq!(got.len(), expected.len(), "{got:#?}");
     for (got, expected) in got.iter().zip(expected) {
