@@ -30,14 +30,17 @@ use crate::{
     table::{Change, Table},
 };
 
+/// How often the kernel's count of lost events is looked at.
+const LOSS_CHECK: Duration = Duration::from_millis(500);
+
 /// How the daemon follows processes, and why.
 pub enum Backend {
     /// eBPF programs are attached.
     Ebpf {
-        /// The programs and maps.
-        kernel: Kernel,
+        /// The programs and maps (boxed: they are large, and live as long as the daemon).
+        kernel: Box<Kernel>,
         /// Their events.
-        events: EventStream,
+        events: Box<EventStream>,
     },
     /// `/proc` is polled at the scan interval.
     Proc {
@@ -50,7 +53,7 @@ impl Backend {
     /// The kernel side, in eBPF mode.
     pub fn kernel_mut(&mut self) -> Option<&mut Kernel> {
         match self {
-            Backend::Ebpf { kernel, .. } => Some(kernel),
+            Backend::Ebpf { kernel, .. } => Some(kernel.as_mut()),
             Backend::Proc { .. } => None,
         }
     }
@@ -107,13 +110,19 @@ fn start_backend(mode: Mode) -> Result<Backend, Failure> {
             reason: "mode = \"proc\" was asked for".into(),
         }),
         Mode::Ebpf => match ebpf::load() {
-            Ok((kernel, events)) => Ok(Backend::Ebpf { kernel, events }),
+            Ok((kernel, events)) => Ok(Backend::Ebpf {
+                kernel: Box::new(kernel),
+                events: Box::new(events),
+            }),
             Err(err) => Err(Failure::Runtime(anyhow!(
                 "mode = \"ebpf\", but the eBPF programs cannot be loaded: {err:#}"
             ))),
         },
         Mode::Auto => match ebpf::load() {
-            Ok((kernel, events)) => Ok(Backend::Ebpf { kernel, events }),
+            Ok((kernel, events)) => Ok(Backend::Ebpf {
+                kernel: Box::new(kernel),
+                events: Box::new(events),
+            }),
             Err(err) => {
                 let reason = format!("eBPF cannot be loaded: {err:#}");
                 tracing::warn!("{reason}; polling /proc instead");
@@ -186,6 +195,9 @@ impl Daemon {
         let mut scan_timer = tokio::time::interval(self.guard.config().monitor.scan_interval);
         scan_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut scan: Option<JoinHandle<Examination>> = None;
+        // Lost kernel events are healed by an examination at once.
+        let mut loss_check = tokio::time::interval(LOSS_CHECK);
+        let mut lost_seen = 0;
         let mut batch = Vec::with_capacity(256);
         loop {
             tokio::select! {
@@ -197,6 +209,17 @@ impl Daemon {
                 }
                 _ = scan_timer.tick(), if scan.is_none() => {
                     scan = Some(tokio::task::spawn_blocking(scan::examine));
+                }
+                _ = loss_check.tick(), if scan.is_none() => {
+                    let lost = self.backend.kernel_mut().map_or(0, |kernel| kernel.lost_events());
+                    if lost > lost_seen {
+                        tracing::warn!(
+                            lost = lost - lost_seen,
+                            "the ring buffer was full and kernel events were lost: examining /proc now"
+                        );
+                        lost_seen = lost;
+                        scan = Some(tokio::task::spawn_blocking(scan::examine));
+                    }
                 }
                 exam = async { scan.as_mut().expect("guarded").await }, if scan.is_some() => {
                     scan = None;
@@ -340,7 +363,7 @@ impl Daemon {
 
     fn status(&self) -> Value {
         let kernel = match &self.backend {
-            Backend::Ebpf { kernel, .. } => Some(kernel),
+            Backend::Ebpf { kernel, .. } => Some(kernel.as_ref()),
             Backend::Proc { .. } => None,
         };
         let reason = match &self.backend {
