@@ -13,11 +13,7 @@
 //! - **LIMIT** and **%LIMIT** are the limit that covers the process and RSS as
 //!   a percentage of it, when a limit covers it (`-` otherwise).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{ErrorKind, Write as _};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -25,8 +21,12 @@ use procfs::Current as _;
 use serde::Serialize;
 
 use crate::app::Failure;
-use crate::cli::PsArgs;
+use crate::cli::{DEFAULT_CONFIG, PsArgs};
+use crate::config::{Config, Limit};
+use crate::output::print_stdout;
 use crate::process::{ProcInfo, Rss};
+use crate::rules::{self, Subject};
+use crate::users::UserNames;
 
 /// What to show and how.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,16 +110,10 @@ pub fn select<'p>(procs: &'p [ProcInfo], opts: &Options) -> Vec<&'p ProcInfo> {
     chosen
 }
 
-/// Whether `name` is the process's comm or its executable's file name (the
-/// ` (deleted)` the kernel appends to a replaced executable ignored).
+/// Whether `name` is the process's comm or its executable's file name, as
+/// limits match names ([`rules::name_matches`]).
 pub fn name_matches(proc: &ProcInfo, name: &str) -> bool {
-    let name = name.as_bytes();
-    proc.comm == name || proc.exe.as_deref().and_then(exe_file_name) == Some(name)
-}
-
-fn exe_file_name(exe: &Path) -> Option<&[u8]> {
-    let file = exe.file_name()?.as_bytes();
-    Some(file.strip_suffix(b" (deleted)").unwrap_or(file))
+    rules::name_matches(name, &proc.comm, proc.exe.as_deref())
 }
 
 /// Computes the figures of one process.
@@ -304,34 +298,15 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
-/// Looks user names up once per uid.
-#[derive(Default)]
-struct UserNames(RefCell<HashMap<u32, Option<String>>>);
-
-impl UserNames {
-    fn get(&self, uid: u32) -> Option<String> {
-        self.0
-            .borrow_mut()
-            .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map(|user| user.name)
-            })
-            .clone()
-    }
-}
-
 /// `procespy ps`: examines `/proc` once and prints the table (or JSON) on
 /// stdout. Needs no privileges: what other users' processes hide (their
 /// executables) is left out.
 ///
-/// Limits appear in the LIMIT columns when a configuration is given
-/// (`--config`); until the configuration is wired in here, no process is
-/// shown as covered.
+/// The LIMIT columns show the limit that covers each process, from
+/// `--config`, or from /etc/procespy.toml when it exists.
 pub fn run(args: &PsArgs) -> Result<(), Failure> {
     let opts = Options::from(args);
+    let limits = load_limits(args.config.as_deref())?;
     let mut scanner = crate::scan::Scanner::new().context("cannot open /proc")?;
     let exam = scanner.examine().context("cannot list /proc")?;
     // After the examination, so that no process examined is younger.
@@ -340,24 +315,40 @@ pub fn run(args: &PsArgs) -> Result<(), Failure> {
         .context("cannot read /proc/meminfo")?
         .mem_total;
     let users = UserNames::default();
-    let user_name = |uid| users.get(uid);
+    let user_name = |uid| Some(users.name(Some(uid)));
     let ctx = Context {
         mem_total,
         uptime_ticks,
         user_name: &user_name,
     };
-    let text = render(&exam.procs, &opts, &ctx, &|_| None);
-    write_stdout(&text).context("cannot write to stdout")?;
+    let limit_for = |proc: &ProcInfo| {
+        rules::limit_for(&limits, &Subject::from_info(proc)).map(|limit| limit.max_memory)
+    };
+    let text = render(&exam.procs, &opts, &ctx, &limit_for);
+    print_stdout(&text).context("cannot write to stdout")?;
     Ok(())
 }
 
-/// Writes `text` to stdout; a reader that went away (`procespy ps | head -1`)
-/// is not an error.
-fn write_stdout(text: &str) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(err) if err.kind() == ErrorKind::BrokenPipe => Ok(()),
-        other => other,
+/// The limits of `--config`, or of the default config when it exists. A
+/// default config that cannot be used is reported and left out: `ps` still
+/// shows the processes.
+fn load_limits(path: Option<&Path>) -> Result<Vec<Limit>, Failure> {
+    match path {
+        Some(path) => Config::load(path)
+            .map(|config| config.limits)
+            .map_err(|err| Failure::Usage(err.to_string())),
+        None => {
+            let path = Path::new(DEFAULT_CONFIG);
+            if !path.exists() {
+                return Ok(Vec::new());
+            }
+            Config::load(path)
+                .map(|config| config.limits)
+                .or_else(|err| {
+                    eprintln!("procespy: limits not shown: {err}");
+                    Ok(Vec::new())
+                })
+        }
     }
 }
 

@@ -3,7 +3,10 @@
 
 use std::{path::Path, time::Duration};
 
-use crate::config::{Action, Enforce, Limit, Matcher};
+use crate::{
+    config::{Action, Enforce, Limit, Matcher},
+    process::ProcInfo,
+};
 
 /// What the rules look at in a process.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +23,20 @@ pub struct Subject<'a> {
     pub uid: Option<u32>,
     /// A kernel thread.
     pub kernel_thread: bool,
+}
+
+impl<'a> Subject<'a> {
+    /// The rules' view of a process read from `/proc`.
+    pub fn from_info(info: &'a ProcInfo) -> Self {
+        Subject {
+            pid: info.pid,
+            comm: &info.comm,
+            exe: info.exe.as_deref(),
+            cmdline: &info.cmdline,
+            uid: Some(info.uid),
+            kernel_thread: info.kernel_thread,
+        }
+    }
 }
 
 /// The executable's file name, without the ` (deleted)` the kernel appends
