@@ -120,6 +120,7 @@ impl Drop for Scratch {
 pub struct Daemon {
     child: Child,
     socket: PathBuf,
+    config: PathBuf,
     lines: Arc<Mutex<Vec<String>>>,
     _scratch: Scratch,
 }
@@ -192,6 +193,7 @@ impl Daemon {
         Ok(Daemon {
             child,
             socket,
+            config,
             lines,
             _scratch: scratch,
         })
@@ -205,6 +207,11 @@ impl Daemon {
     /// The control socket's path.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The configuration file the daemon was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     fn wait_ready(&self, timeout: Duration) -> Result<()> {
