@@ -146,6 +146,18 @@ impl ActionRecord {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: the guard keeps a
+/// pidfd for every covered process.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {err}");
+    }
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn now_epoch() -> f64 {
     SystemTime::now()

@@ -85,6 +85,7 @@ impl Guard {
             .ok()
             .and_then(|ms| ms.parse().ok())
             .map(Duration::from_millis);
+        enforce::raise_fd_limit();
         if let Some(delay) = act_delay {
             tracing::warn!("PROCESPY_TEST_ACT_DELAY_MS is set: every signal waits {delay:?}");
         }

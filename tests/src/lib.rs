@@ -126,6 +126,7 @@ pub struct Daemon {
 }
 
 /// How to start a [`Daemon`].
+#[derive(Default)]
 pub struct DaemonOptions<'a> {
     /// The configuration file's text.
     pub config: &'a str,
@@ -135,17 +136,6 @@ pub struct DaemonOptions<'a> {
     pub user: Option<(u32, u32)>,
     /// Extra environment variables.
     pub env: &'a [(&'a str, &'a str)],
-}
-
-impl Default for DaemonOptions<'_> {
-    fn default() -> Self {
-        DaemonOptions {
-            config: "",
-            args: &[],
-            user: None,
-            env: &[],
-        }
-    }
 }
 
 impl Daemon {

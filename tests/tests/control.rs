@@ -155,7 +155,7 @@ fn a_bad_reload_keeps_the_old_rules_in_force() {
     })
     .expect("starts");
     let config = daemon.config_path();
-    std::fs::write(&config, "[[limit]]\nname = \"x\"\nmax_memory = \"lots\"\n").unwrap();
+    std::fs::write(config, "[[limit]]\nname = \"x\"\nmax_memory = \"lots\"\n").unwrap();
 
     let output = Command::new(procespy_bin())
         .args(["reload", "--socket"])
@@ -184,7 +184,7 @@ fn a_bad_reload_keeps_the_old_rules_in_force() {
     assert_eq!(prog.wait_signal(Duration::from_secs(10)).unwrap(), Some(15));
 
     // A good reload takes effect: the limit is gone.
-    std::fs::write(&config, "[monitor]\nmode = \"ebpf\"\n").unwrap();
+    std::fs::write(config, "[monitor]\nmode = \"ebpf\"\n").unwrap();
     let output = Command::new(procespy_bin())
         .args(["reload", "--socket"])
         .arg(daemon.socket())
