@@ -1,7 +1,12 @@
 //! `cargo xtask test`: everything CI checks, in order, stopping at the
 //! first step that fails.
 
-use anyhow::{Context, Result};
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+};
+
+use anyhow::{Context, Result, bail};
 
 use crate::{cmd, ebpf, setup};
 
@@ -59,13 +64,95 @@ fn build_bins() -> Result<()> {
 }
 
 /// `cargo test --workspace` with PROCESPY_BIN pointing at the debug daemon.
+///
+/// The output passes through as it comes; the `test result:` lines of every
+/// test binary are added up into one closing line, so the last line says
+/// what the whole run did (the doc-test binaries that close cargo's output
+/// often hold no tests).
 fn cargo_test(args: &[String]) -> Result<()> {
     let binary = cmd::target_dir().join("debug").join("procespy");
-    cmd::run(
-        cmd::cargo()
-            .env("PROCESPY_BIN", &binary)
-            .args(["test", "--workspace", "--exclude", ebpf::PACKAGE])
-            .args(args),
-        "see the failing tests above",
-    )
+    let mut command = cmd::cargo();
+    command
+        .env("PROCESPY_BIN", &binary)
+        .args(["test", "--workspace", "--exclude", ebpf::PACKAGE])
+        .args(args)
+        .stdout(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", cmd::describe(&command)))?;
+    let mut tally = Tally::default();
+    let stdout = child.stdout.take().context("cargo test's stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test's output")?;
+        println!("{line}");
+        tally.add(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!(
+        "\ntests: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.ignored
+    );
+    if !status.success() {
+        bail!(
+            "`{}` failed ({status}); see the failing tests above",
+            cmd::describe(&command)
+        );
+    }
+    if tally.passed == 0 {
+        bail!("cargo test ran no test");
+    }
+    Ok(())
+}
+
+/// Sums of cargo's `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    /// Adds a line like `test result: ok. 7 passed; 0 failed; 1 ignored; …`.
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match what {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_adds_result_lines() {
+        let mut tally = Tally::default();
+        tally.add("test result: ok. 7 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.61s");
+        tally.add("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out");
+        tally.add("test something ... ok");
+        assert_eq!(
+            tally,
+            Tally {
+                passed: 9,
+                failed: 3,
+                ignored: 1
+            }
+        );
+    }
 }
