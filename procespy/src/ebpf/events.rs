@@ -83,3 +83,49 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<KernelEvent>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use procespy_common::{COMM_LEN, EVENT_FLAG_KILLED};
+
+    use super::*;
+
+    fn raw(kind: u32, comm: &[u8]) -> Vec<u8> {
+        let mut name = [0u8; COMM_LEN];
+        name[..comm.len()].copy_from_slice(comm);
+        let event = Event {
+            kind,
+            pid: 42,
+            ppid: 7,
+            flags: EVENT_FLAG_KILLED,
+            ktime_ns: 5,
+            rss_bytes: 1 << 20,
+            comm: name,
+        };
+        // SAFETY: `Event` is plain data; viewing it as bytes is sound.
+        unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<Event>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_a_breach() {
+        let event = KernelEvent::decode(&raw(EventKind::Breach as u32, b"chromium")).unwrap();
+        assert_eq!(event.kind, EventKind::Breach);
+        assert_eq!((event.pid, event.ppid, event.rss_bytes), (42, 7, 1 << 20));
+        assert!(event.killed);
+        assert_eq!(event.comm, b"chromium");
+    }
+
+    #[test]
+    fn keeps_a_full_length_name_and_odd_bytes() {
+        let event =
+            KernelEvent::decode(&raw(EventKind::Exec as u32, b"a (b) \xff\ncdefghij")).unwrap();
+        assert_eq!(event.comm, b"a (b) \xff\ncdefghij");
+    }
+
+    #[test]
+    fn refuses_short_and_unknown_records() {
+        assert!(KernelEvent::decode(&[0u8; 8]).is_none());
+        assert!(KernelEvent::decode(&raw(99, b"x")).is_none());
+    }
+}
