@@ -261,3 +261,34 @@ fn sigterm_detaches_every_program() {
         "programs still loaded after exit: {left:?}"
     );
 }
+
+#[test]
+fn a_full_ring_buffer_is_counted_and_healed_by_an_examination() {
+    if !require_root("a_full_ring_buffer_is_counted_and_healed_by_an_examination") {
+        return;
+    }
+    // A long scan interval: healing must come from the loss, not the schedule.
+    let cfg = EBPF_WATCH_ONLY.replace("scan_interval = \"2s\"", "scan_interval = \"10m\"");
+    let daemon = Daemon::start(DaemonOptions { config: &cfg, ..Default::default() }).expect("daemon starts");
+    procespy_tests::signal(daemon.pid(), libc::SIGSTOP).unwrap();
+    // While the daemon sleeps, overflow its 1 MiB ring (three events a process).
+    for _ in 0..8000 {
+        let mut child = Command::new("/bin/true").stdin(Stdio::null()).spawn().expect("spawn");
+        child.wait().expect("wait");
+    }
+    let prog = TestProg::start(&[]).expect("test program starts");
+    procespy_tests::signal(daemon.pid(), libc::SIGCONT).unwrap();
+
+    let status = daemon
+        .wait_status(Duration::from_secs(20), |s| {
+            s["lost_events"].as_u64().is_some_and(|lost| lost > 0) && status_process(s, prog.pid()).is_some()
+        })
+        .expect("losses are counted and the table heals");
+    assert!(status["examinations"].as_u64().unwrap() >= 2, "an examination ran after the loss: {status}");
+    let warned = daemon
+        .log()
+        .iter()
+        .any(|l| l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains("lost")));
+    assert!(warned, "the loss is logged");
+    daemon.stop().expect("daemon stops");
+}
