@@ -6,6 +6,7 @@
 //! [`control`] socket. `procespy ps` ([`ps`]) reads `/proc` once and prints.
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod app;
 pub mod cli;
 pub mod config;

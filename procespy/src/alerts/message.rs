@@ -1,0 +1,585 @@
+//! What people read: the popup's summary and body, the email's subject and
+//! body. Pure: every input (the actions, the host name, the clock's
+//! rendering, the largest processes) is passed in.
+
+use std::fmt::Write as _;
+
+use crate::{enforce::ActionRecord, ps::human_size};
+
+/// What kind of thing an action is, for the alerts. Actions of no kind
+/// (the process was gone before the signal, it was back under the limit on
+/// confirmation or after the grace) are logged but never alerted about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A signal was sent (`SIGTERM`, `SIGKILL`, or `SIGKILL (kernel)`).
+    Kill,
+    /// The limit's action is `alert`: the process was left running.
+    Alert,
+    /// A dry run: the signal that would have been sent.
+    DryRun,
+    /// A protected process: nothing was sent.
+    Refusal,
+    /// Sending the signal failed.
+    Failure,
+}
+
+impl Kind {
+    /// The kind of `record`, or `None` for an action nobody needs to hear of.
+    pub fn of(record: &ActionRecord) -> Option<Kind> {
+        let (action, result) = (record.action.as_str(), record.result.as_str());
+        if result.starts_with("dry-run") {
+            Some(Kind::DryRun)
+        } else if result.starts_with("refused") {
+            Some(Kind::Refusal)
+        } else if action == "alert" {
+            Some(Kind::Alert)
+        } else if action.starts_with("SIG") && result == "sent" {
+            Some(Kind::Kill)
+        } else if action.starts_with("SIG") && result.starts_with("failed") {
+            Some(Kind::Failure)
+        } else {
+            None
+        }
+    }
+
+    /// The plural noun used in summaries: "kills", "alerts", ….
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::Kill => "kills",
+            Kind::Alert => "alerts",
+            Kind::DryRun => "dry-run decisions",
+            Kind::Refusal => "refusals",
+            Kind::Failure => "failed kills",
+        }
+    }
+
+    /// The singular noun.
+    fn singular(self) -> &'static str {
+        match self {
+            Kind::Kill => "kill",
+            Kind::Alert => "alert",
+            Kind::DryRun => "dry-run decision",
+            Kind::Refusal => "refusal",
+            Kind::Failure => "failed kill",
+        }
+    }
+}
+
+/// One message about one limit, as the cooldown lets it out: the action it
+/// is about, and those held back since the last message about the limit.
+#[derive(Clone, Debug)]
+pub struct Notice {
+    /// The action the message is about (the latest one).
+    pub headline: ActionRecord,
+    /// Actions held back by the cooldown, oldest first, not counting the
+    /// headline: new processes and follow-ups (a later action on a process
+    /// already reported, like SIGKILL after the grace).
+    pub earlier: Vec<ActionRecord>,
+    /// How many of `earlier` are new processes (the rest are follow-ups).
+    pub more: usize,
+    /// When the previous message about this limit went out, if `earlier`
+    /// is not empty: the "since" of "and 14 more kills of chromium since 10:02".
+    pub since: Option<f64>,
+}
+
+impl Notice {
+    /// A notice about `record` alone.
+    pub fn single(record: ActionRecord) -> Notice {
+        Notice {
+            headline: record,
+            earlier: Vec::new(),
+            more: 0,
+            since: None,
+        }
+    }
+
+    /// "and 14 more kills of chromium since 10:02", or `None` when nothing
+    /// was held back.
+    pub fn summary_line(&self, clock: &dyn Fn(f64) -> LocalTime) -> Option<String> {
+        if self.more == 0 {
+            return None;
+        }
+        let kinds: Vec<Kind> = self.earlier.iter().filter_map(Kind::of).collect();
+        let first = kinds.first().copied().unwrap_or(Kind::Kill);
+        let noun = if kinds.iter().all(|&k| k == first) {
+            if self.more == 1 {
+                first.singular()
+            } else {
+                first.plural()
+            }
+        } else if self.more == 1 {
+            "action"
+        } else {
+            "actions"
+        };
+        let preposition = match first {
+            Kind::Kill | Kind::Failure => "of",
+            _ => "on",
+        };
+        let mut line = format!(
+            "and {} more {noun} {preposition} {}",
+            self.more, self.headline.name
+        );
+        if let Some(since) = self.since {
+            let _ = write!(line, " since {}", clock(since).hour_minute());
+        }
+        Some(line)
+    }
+}
+
+/// A moment in local time, broken down (see [`LocalTime::from_epoch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalTime {
+    /// Year, e.g. 2025.
+    pub year: i32,
+    /// Month, 1–12.
+    pub month: u32,
+    /// Day of the month, 1–31.
+    pub day: u32,
+    /// Hour, 0–23.
+    pub hour: u32,
+    /// Minute, 0–59.
+    pub minute: u32,
+    /// Second, 0–60.
+    pub second: u32,
+    /// Offset from UTC in seconds (east positive).
+    pub offset: i64,
+}
+
+impl LocalTime {
+    /// `epoch` (seconds since 1970) in the system's time zone (`TZ`,
+    /// `/etc/localtime`), via `localtime_r`; UTC if that fails.
+    pub fn from_epoch(epoch: f64) -> LocalTime {
+        let secs = epoch.floor() as libc::time_t;
+        // SAFETY: localtime_r fills the zeroed tm we own; tzset is called by
+        // localtime_r as needed.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        let ok = !unsafe { libc::localtime_r(&secs, &mut tm) }.is_null();
+        if !ok {
+            return LocalTime::utc(epoch);
+        }
+        LocalTime {
+            year: tm.tm_year + 1900,
+            month: (tm.tm_mon + 1) as u32,
+            day: tm.tm_mday as u32,
+            hour: tm.tm_hour as u32,
+            minute: tm.tm_min as u32,
+            second: tm.tm_sec as u32,
+            offset: tm.tm_gmtoff,
+        }
+    }
+
+    /// `epoch` in UTC (pure; for tests and as a fallback).
+    pub fn utc(epoch: f64) -> LocalTime {
+        let secs = epoch.floor() as i64;
+        let days = secs.div_euclid(86_400);
+        let rest = secs.rem_euclid(86_400);
+        // Civil from days (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+        LocalTime {
+            year,
+            month,
+            day,
+            hour: (rest / 3600) as u32,
+            minute: (rest / 60 % 60) as u32,
+            second: (rest % 60) as u32,
+            offset: 0,
+        }
+    }
+
+    /// `10:02`.
+    pub fn hour_minute(&self) -> String {
+        format!("{:02}:{:02}", self.hour, self.minute)
+    }
+
+    /// `10:02:13`.
+    pub fn clock(&self) -> String {
+        format!("{:02}:{:02}:{:02}", self.hour, self.minute, self.second)
+    }
+
+    /// `2025-11-25 10:02:13 +0100`.
+    pub fn full(&self) -> String {
+        let sign = if self.offset < 0 { '-' } else { '+' };
+        let offset = self.offset.abs();
+        format!(
+            "{:04}-{:02}-{:02} {} {sign}{:02}{:02}",
+            self.year,
+            self.month,
+            self.day,
+            self.clock(),
+            offset / 3600,
+            offset / 60 % 60
+        )
+    }
+}
+
+/// One of the largest processes, for the email.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopProcess {
+    /// Its PID.
+    pub pid: u32,
+    /// Its user's name.
+    pub user: String,
+    /// Its name.
+    pub name: String,
+    /// Its RSS in bytes.
+    pub rss: u64,
+}
+
+/// A popup's text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PopupText {
+    /// The one-line summary: "procespy stopped chromium".
+    pub summary: String,
+    /// The body: PID, user, RSS, limit and the action.
+    pub body: String,
+}
+
+/// An email's text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmailText {
+    /// The subject.
+    pub subject: String,
+    /// The plain-text body.
+    pub body: String,
+}
+
+/// "procespy stopped chromium", "chromium is over its memory limit", ….
+fn headline(record: &ActionRecord) -> String {
+    let name = &record.name;
+    match Kind::of(record) {
+        Some(Kind::Kill) => format!("procespy stopped {name}"),
+        Some(Kind::Alert) => format!("{name} is over its memory limit"),
+        Some(Kind::DryRun) => format!("procespy would stop {name} (dry run)"),
+        Some(Kind::Refusal) => format!("{name} is over its memory limit but protected"),
+        Some(Kind::Failure) => format!("procespy could not stop {name}"),
+        None => format!("procespy: {name}"),
+    }
+}
+
+/// "SIGTERM: sent", "alert only: the process keeps running", ….
+fn action_text(record: &ActionRecord) -> String {
+    match Kind::of(record) {
+        Some(Kind::Alert) => "alert only: the process keeps running".to_owned(),
+        Some(Kind::Refusal) => format!("no signal: {}", record.result),
+        Some(Kind::DryRun) => format!("{} not sent (dry run)", record.action),
+        _ => format!("{}: {}", record.action, record.result),
+    }
+}
+
+/// Escapes the characters the notification spec's body markup gives a meaning.
+fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The popup for `notice`.
+pub fn popup(notice: &Notice, clock: &dyn Fn(f64) -> LocalTime) -> PopupText {
+    let r = &notice.headline;
+    let mut body = format!(
+        "PID {}, user {}\nRSS {}, limit {} (rule {})\n{}",
+        r.pid,
+        r.user,
+        human_size(r.rss),
+        human_size(r.limit),
+        r.rule,
+        action_text(r)
+    );
+    if let Some(line) = notice.summary_line(clock) {
+        body.push('\n');
+        body.push_str(&line);
+    }
+    PopupText {
+        summary: headline(r),
+        body: escape_markup(&body),
+    }
+}
+
+/// The email for `notice`, sent from `host`, with the largest processes.
+pub fn email(
+    notice: &Notice,
+    host: &str,
+    top: &[TopProcess],
+    now: f64,
+    clock: &dyn Fn(f64) -> LocalTime,
+) -> EmailText {
+    let r = &notice.headline;
+    let mut subject = format!(
+        "[procespy@{host}] {} (PID {}, RSS {} / limit {})",
+        headline(r).trim_start_matches("procespy "),
+        r.pid,
+        human_size(r.rss),
+        human_size(r.limit)
+    );
+    let summary = notice.summary_line(clock);
+    if let Some(line) = &summary {
+        subject.push_str(", ");
+        subject.push_str(line);
+    }
+    let mut body = String::new();
+    let _ = writeln!(body, "{} on {host}.\n", headline(r));
+    let rows = [
+        ("Time", clock(r.time).full()),
+        ("Host", host.to_owned()),
+        ("Process", format!("{} (PID {})", r.name, r.pid)),
+        ("User", r.user.clone()),
+        ("RSS", format!("{} ({} bytes)", human_size(r.rss), r.rss)),
+        (
+            "Limit",
+            format!("{} ({} bytes)", human_size(r.limit), r.limit),
+        ),
+        ("Rule", r.rule.clone()),
+        ("Action", r.action.clone()),
+        ("Result", r.result.clone()),
+    ];
+    for (label, value) in rows {
+        let _ = writeln!(body, "{:<8} {value}", format!("{label}:"));
+    }
+    if let Some(line) = &summary {
+        let _ = writeln!(body, "\n{line}:");
+        for e in &notice.earlier {
+            let _ = writeln!(
+                body,
+                "  {}  PID {:<7} {:<10} RSS {:<9} {}: {}",
+                clock(e.time).clock(),
+                e.pid,
+                e.user,
+                human_size(e.rss),
+                e.action,
+                e.result
+            );
+        }
+    }
+    let _ = writeln!(
+        body,
+        "\nThe {} largest processes at {}:",
+        top.len(),
+        clock(now).clock()
+    );
+    let _ = writeln!(
+        body,
+        "  {:>7}  {:<12} {:<16} {:>9}",
+        "PID", "USER", "NAME", "RSS"
+    );
+    for p in top {
+        let _ = writeln!(
+            body,
+            "  {:>7}  {:<12} {:<16} {:>9}",
+            p.pid,
+            p.user,
+            p.name,
+            human_size(p.rss)
+        );
+    }
+    let _ = write!(body, "\n-- \nprocespy, the memory guard on {host}\n");
+    EmailText { subject, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    pub(crate) fn record(pid: u32, action: &str, result: &str, time: f64) -> ActionRecord {
+        ActionRecord {
+            time,
+            pid,
+            name: "chromium".into(),
+            user: "alice".into(),
+            rss: 1600 * MIB,
+            limit: 1536 * MIB,
+            rule: "chromium".into(),
+            action: action.into(),
+            result: result.into(),
+        }
+    }
+
+    fn utc(epoch: f64) -> LocalTime {
+        LocalTime::utc(epoch)
+    }
+
+    // 2025-11-25 10:02:13 UTC
+    const T: f64 = 1_764_064_933.0;
+
+    #[test]
+    fn kinds_pick_what_matters() {
+        let kind = |action, result| Kind::of(&record(1, action, result, T));
+        assert_eq!(kind("SIGTERM", "sent"), Some(Kind::Kill));
+        assert_eq!(kind("SIGKILL (kernel)", "sent"), Some(Kind::Kill));
+        assert_eq!(kind("alert", "over the limit"), Some(Kind::Alert));
+        assert_eq!(kind("SIGTERM", "dry-run: not sent"), Some(Kind::DryRun));
+        assert_eq!(kind("none", "refused: protected"), Some(Kind::Refusal));
+        assert_eq!(kind("SIGKILL", "failed: EPERM"), Some(Kind::Failure));
+        assert_eq!(kind("SIGTERM", "gone: the process exited first"), None);
+        assert_eq!(
+            kind("none", "under the limit on confirmation (5 bytes)"),
+            None
+        );
+        assert_eq!(kind("none", "back under the limit after grace"), None);
+    }
+
+    #[test]
+    fn utc_breaks_down_a_known_moment() {
+        let t = LocalTime::utc(T);
+        assert_eq!((t.year, t.month, t.day), (2025, 11, 25));
+        assert_eq!(t.full(), "2025-11-25 10:02:13 +0000");
+        assert_eq!(t.hour_minute(), "10:02");
+        let leap = LocalTime::utc(951_782_400.0); // 2000-02-29
+        assert_eq!((leap.year, leap.month, leap.day), (2000, 2, 29));
+    }
+
+    #[test]
+    fn offsets_are_written_with_sign() {
+        let mut t = LocalTime::utc(T);
+        t.offset = -(5 * 3600 + 30 * 60);
+        assert!(t.full().ends_with(" -0530"), "{}", t.full());
+    }
+
+    #[test]
+    fn a_popup_names_process_pid_user_rss_limit_and_action() {
+        let notice = Notice::single(record(1234, "SIGTERM", "sent", T));
+        let text = popup(&notice, &utc);
+        assert_eq!(text.summary, "procespy stopped chromium");
+        assert_eq!(
+            text.body,
+            "PID 1234, user alice\nRSS 1.6 GiB, limit 1.5 GiB (rule chromium)\nSIGTERM: sent"
+        );
+    }
+
+    #[test]
+    fn a_summary_counts_what_the_cooldown_held_back() {
+        let earlier: Vec<_> = (0..14)
+            .map(|i| record(2000 + i, "SIGTERM", "sent", T + 1.0 + f64::from(i)))
+            .collect();
+        let notice = Notice {
+            headline: record(3000, "SIGTERM", "sent", T + 50.0),
+            earlier,
+            more: 14,
+            since: Some(T),
+        };
+        let text = popup(&notice, &utc);
+        assert!(
+            text.body
+                .ends_with("\nand 14 more kills of chromium since 10:02"),
+            "{}",
+            text.body
+        );
+        let mail = email(&notice, "web1", &[], T + 60.0, &utc);
+        assert!(
+            mail.subject
+                .ends_with(", and 14 more kills of chromium since 10:02"),
+            "{}",
+            mail.subject
+        );
+        assert!(mail.body.contains("PID 2013"), "{}", mail.body);
+    }
+
+    #[test]
+    fn mixed_and_single_summaries_read_well() {
+        let notice = Notice {
+            headline: record(3, "alert", "over the limit", T),
+            earlier: vec![record(2, "alert", "over the limit", T)],
+            more: 1,
+            since: None,
+        };
+        assert_eq!(
+            notice.summary_line(&utc).unwrap(),
+            "and 1 more alert on chromium"
+        );
+        let notice = Notice {
+            earlier: vec![
+                record(2, "alert", "over the limit", T),
+                record(4, "none", "refused: protected", T),
+            ],
+            more: 2,
+            ..notice
+        };
+        assert_eq!(
+            notice.summary_line(&utc).unwrap(),
+            "and 2 more actions on chromium"
+        );
+    }
+
+    #[test]
+    fn popup_bodies_escape_markup() {
+        let mut r = record(1, "SIGTERM", "sent", T);
+        r.user = "<b>&".into();
+        let text = popup(&Notice::single(r), &utc);
+        assert!(text.body.contains("user &lt;b&gt;&amp;"), "{}", text.body);
+    }
+
+    #[test]
+    fn an_email_has_host_process_pid_rss_limit_time_rule_action_and_top_five() {
+        let top: Vec<TopProcess> = (0..5)
+            .map(|i| TopProcess {
+                pid: 100 + i,
+                user: "bob".into(),
+                name: format!("big{i}"),
+                rss: u64::from(5 - i) * 1024 * MIB,
+            })
+            .collect();
+        let notice = Notice::single(record(1234, "SIGKILL (kernel)", "sent", T));
+        let mail = email(&notice, "web1", &top, T + 1.0, &utc);
+        assert_eq!(
+            mail.subject,
+            "[procespy@web1] stopped chromium (PID 1234, RSS 1.6 GiB / limit 1.5 GiB)"
+        );
+        for needle in [
+            "procespy stopped chromium on web1.",
+            "Time:    2025-11-25 10:02:13 +0000",
+            "Host:    web1",
+            "Process: chromium (PID 1234)",
+            "User:    alice",
+            "RSS:     1.6 GiB (1677721600 bytes)",
+            "Limit:   1.5 GiB (1610612736 bytes)",
+            "Rule:    chromium",
+            "Action:  SIGKILL (kernel)",
+            "Result:  sent",
+            "The 5 largest processes at 10:02:14:",
+            "big0",
+            "5.0 GiB",
+            "big4",
+        ] {
+            assert!(
+                mail.body.contains(needle),
+                "{needle:?} missing in:\n{}",
+                mail.body
+            );
+        }
+    }
+
+    #[test]
+    fn other_kinds_have_their_own_headlines() {
+        let h = |action, result| popup(&Notice::single(record(1, action, result, T)), &utc);
+        assert_eq!(
+            h("alert", "over the limit").summary,
+            "chromium is over its memory limit"
+        );
+        assert_eq!(
+            h("SIGTERM", "dry-run: not sent").summary,
+            "procespy would stop chromium (dry run)"
+        );
+        assert!(
+            h("none", "refused: protected")
+                .body
+                .ends_with("no signal: refused: protected")
+        );
+    }
+}
