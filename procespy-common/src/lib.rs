@@ -106,6 +106,10 @@ pub struct Watched {
     pub breaches: u32,
     /// The RSS in MiB last reported by a [`EventKind::Usage`] event.
     pub reported_mib: u64,
+    /// The `mm_struct` the counters were last read from, once checked to be
+    /// the process's own; 0 until then. Lets the common case skip reading
+    /// `current->mm`.
+    pub mm: u64,
 }
 
 /// The kernel must read all counters at the next event (new entry, or after exec).

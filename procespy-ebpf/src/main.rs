@@ -110,6 +110,7 @@ pub fn procespy_exec(_ctx: TracePointContext) -> u32 {
         unsafe {
             (*watched).limit_bytes = 0;
             (*watched).flags = WATCH_NEEDS_FULL_READ;
+            (*watched).mm = 0;
         }
     }
     send(EventKind::Exec, tgid, 0, 0, 0, current_comm());
@@ -143,6 +144,7 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
             flags: WATCH_NEEDS_FULL_READ | (parent.flags & (WATCH_KILL_NOW | WATCH_REPORT_USAGE)),
             breaches: 0,
             reported_mib: 0,
+            mm: 0,
         };
         let _ = WATCHED.insert(child_tgid, inherited, 0);
     }
@@ -201,6 +203,19 @@ unsafe fn read_counter(mm: *const u8, member: u32) -> i64 {
     unsafe { bpf_probe_read_kernel(mm.wrapping_add(offset) as *const i64) }.unwrap_or(0)
 }
 
+/// Reads the file, anon and shmem counters of `mm` into `state`.
+///
+/// # Safety
+/// `mm` must be a kernel pointer to a `struct mm_struct`.
+unsafe fn read_all_counters(state: &mut Watched, mm: *const u8) {
+    // SAFETY: the caller guarantees `mm`.
+    unsafe {
+        state.pages[MM_FILEPAGES as usize] = read_counter(mm, MM_FILEPAGES);
+        state.pages[MM_ANONPAGES as usize] = read_counter(mm, MM_ANONPAGES);
+        state.pages[MM_SHMEMPAGES as usize] = read_counter(mm, MM_SHMEMPAGES);
+    }
+}
+
 /// `kmem:rss_stat` (BTF): an RSS counter of some mm changed.
 #[btf_tracepoint(function = "rss_stat")]
 pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
@@ -210,24 +225,33 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
     };
     let mm: *const u8 = ctx.arg(0);
     let member: i32 = ctx.arg(1);
-    // SAFETY: `bpf_get_current_task` returns the current task_struct; the
-    // helper checks the read of its `mm` field.
-    let current_mm = unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        bpf_probe_read_kernel(task.wrapping_add(config!(task_mm) as usize) as *const *const u8)
-            .unwrap_or(core::ptr::null())
-    };
-    if current_mm.is_null() || current_mm != mm {
-        return 0; // another mm (fork's copy, reclaim, exit teardown)
+    // SAFETY: `watched` points into the map value.
+    let known_mm = unsafe { (*watched).mm };
+    if known_mm != mm as u64 {
+        // Not the mm seen before: count it only if it is the current task's
+        // own (not fork's copy, reclaim of another mm, or exit teardown).
+        // SAFETY: `bpf_get_current_task` returns the current task_struct; the
+        // helper checks the read of its `mm` field.
+        let current_mm = unsafe {
+            let task = bpf_get_current_task() as *const u8;
+            bpf_probe_read_kernel(task.wrapping_add(config!(task_mm) as usize) as *const *const u8)
+                .unwrap_or(core::ptr::null())
+        };
+        if current_mm.is_null() || current_mm != mm {
+            return 0;
+        }
+        // SAFETY: as above.
+        unsafe {
+            (*watched).mm = mm as u64;
+            (*watched).flags |= WATCH_NEEDS_FULL_READ;
+        }
     }
     // SAFETY: `watched` points into the map value; `mm` is the tracepoint's
     // argument. Concurrent updates only ever store the kernel's own figures.
     unsafe {
         let state = &mut *watched;
         if state.flags & WATCH_NEEDS_FULL_READ != 0 {
-            state.pages[MM_FILEPAGES as usize] = read_counter(mm, MM_FILEPAGES);
-            state.pages[MM_ANONPAGES as usize] = read_counter(mm, MM_ANONPAGES);
-            state.pages[MM_SHMEMPAGES as usize] = read_counter(mm, MM_SHMEMPAGES);
+            read_all_counters(state, mm);
             state.flags &= !WATCH_NEEDS_FULL_READ;
         } else {
             let member = (member as u32) & (NR_MM_COUNTERS as u32 - 1);
@@ -245,6 +269,13 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
         }
         if rss > state.limit_bytes {
             if state.flags & WATCH_OVER == 0 {
+                // Other counters may have fallen meanwhile without an event of
+                // this process (reclaim by kswapd): confirm with all of them.
+                read_all_counters(state, mm);
+                let rss = state.rss_bytes(config!(page_size) as u64);
+                if rss <= state.limit_bytes {
+                    return 0;
+                }
                 state.flags |= WATCH_OVER;
                 state.breaches = state.breaches.wrapping_add(1);
                 let mut flags = 0;
