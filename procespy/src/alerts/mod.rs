@@ -1,9 +1,12 @@
 //! Alerts: desktop popups over D-Bus and email over SMTP.
 //!
-//! The pure parts come first: which actions are worth a message and what
-//! it says ([`message`]), at most one message per limit and cooldown
-//! ([`cooldown`]), and the on-disk queue of emails ([`spool`]).
+//! Which actions are worth a message and what it says ([`message`]), at
+//! most one message per limit and cooldown ([`cooldown`]), the on-disk
+//! queue of emails ([`spool`]), composing and sending them with lettre
+//! ([`email`]), and sending the queue in order with backoff ([`outbox`]).
 
 pub mod cooldown;
+pub mod email;
 pub mod message;
+pub mod outbox;
 pub mod spool;
