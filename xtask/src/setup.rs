@@ -43,6 +43,10 @@ const TEST_PACKAGES: &[&str] = &[
     "python3-aiosmtpd",
     "imagemagick",
     "monit",
+    // tests/tests/service.rs: `systemd-analyze verify` on the unit, and a
+    // real Prometheus exposition-format parser for the /metrics scrape.
+    "systemd",
+    "python3-prometheus-client",
 ];
 
 /// The LLVM major version bpf-linker is built against; nightly must match.
@@ -61,6 +65,9 @@ pub fn run(set: Set) -> Result<()> {
         components(None, label, &["clippy", "rustfmt"])?;
     }
     bpf_linker()?;
+    if set == Set::Test {
+        cargo_deb()?;
+    }
     Ok(())
 }
 
@@ -247,6 +254,39 @@ fn bpf_linker() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// cargo-deb, which `cargo xtask dist` (and the package test) builds the
+/// .deb with: checked with `cargo deb --version`, installed when missing.
+fn cargo_deb() -> Result<()> {
+    if let Some(version) = cargo_deb_version() {
+        piece("cargo-deb", &format!("present ({version})"));
+        return Ok(());
+    }
+    piece(
+        "cargo-deb",
+        "missing: installing with cargo install (1-3 minutes)",
+    );
+    cmd::run(
+        cmd::cargo().args(["install", "cargo-deb", "--locked"]),
+        "check the network and cargo's output above",
+    )?;
+    if cargo_deb_version().is_none() {
+        bail!(
+            "cargo install finished but `cargo deb --version` still fails; is {} on PATH?",
+            cargo_bin().display()
+        );
+    }
+    Ok(())
+}
+
+/// What `cargo deb --version` prints, when it works.
+pub fn cargo_deb_version() -> Option<String> {
+    let output = cmd::cargo().args(["deb", "--version"]).output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// The first `bpf-linker` of the right version, on PATH or in `~/.cargo/bin`.
