@@ -54,6 +54,7 @@ pub fn main() -> ExitCode {
         Some(Command::CheckConfig(args)) => crate::config::check_config_command(&args),
         Some(Command::Status(args)) => crate::control::status_command(&args),
         Some(Command::Reload(args)) => crate::control::reload_command(&args),
+        Some(Command::NotifyPopup(args)) => crate::alerts::popup::run(&args),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

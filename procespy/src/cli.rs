@@ -37,6 +37,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Ask the running daemon to re-read its configuration.
     Reload(SocketArgs),
+    /// Show one desktop popup on a session bus (run by the daemon, as the
+    /// bus's user).
+    #[command(hide = true)]
+    NotifyPopup(NotifyPopupArgs),
 }
 
 /// Options of `procespy run`.
@@ -112,6 +116,24 @@ pub struct PsArgs {
 pub struct CheckConfigArgs {
     /// The file to check [default: /etc/procespy.toml].
     pub path: Option<PathBuf>,
+}
+
+/// Options of the hidden `procespy notify-popup`.
+#[derive(Debug, Clone, Args)]
+pub struct NotifyPopupArgs {
+    /// The session bus's socket (`/run/user/UID/bus`).
+    #[arg(long, value_name = "PATH")]
+    pub bus: PathBuf,
+    /// The popup's urgency: low, normal or critical.
+    #[arg(long, default_value = "critical",
+          value_parser = clap::builder::PossibleValuesParser::new(crate::config::Urgency::NAMES))]
+    pub urgency: String,
+    /// The one-line summary.
+    #[arg(long)]
+    pub summary: String,
+    /// The body.
+    #[arg(long)]
+    pub body: String,
 }
 
 /// Options of `procespy status`.
