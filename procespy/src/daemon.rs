@@ -19,6 +19,7 @@ use tokio::{
 };
 
 use crate::{
+    alerts::Alerts,
     app::Failure,
     cli::{DEFAULT_CONFIG, ModeArg, RunArgs},
     config::{Config, Mode},
@@ -29,6 +30,9 @@ use crate::{
     status,
     table::{Change, Table},
 };
+
+/// How long stopping may wait for the alert queue to reach the spool.
+const ALERTS_FLUSH: Duration = Duration::from_secs(5);
 
 /// How often the kernel's count of lost events is looked at.
 const LOSS_CHECK: Duration = Duration::from_millis(500);
@@ -144,6 +148,7 @@ pub struct Daemon {
     control_rx: mpsc::Receiver<Incoming>,
     examinations: u64,
     last_examination: Option<Duration>,
+    alerts: Alerts,
 }
 
 impl Daemon {
@@ -174,6 +179,7 @@ impl Daemon {
         tokio::spawn(control::serve(listener, tx));
         tracing::info!("control socket: {}", args.socket.display());
         let (deferred_tx, deferred_rx) = mpsc::unbounded_channel();
+        let alerts = Alerts::start(&config.notify);
         Ok(Self {
             guard: Guard::new(config, args.dry_run, deferred_tx),
             deferred_rx,
@@ -185,6 +191,7 @@ impl Daemon {
             control_rx,
             examinations: 0,
             last_examination: None,
+            alerts,
         })
     }
 
@@ -239,6 +246,7 @@ impl Daemon {
                 _ = sigint.recv() => break,
             }
         }
+        self.alerts.shutdown(ALERTS_FLUSH).await;
         tracing::info!("stopping: detaching the eBPF programs");
         let _ = std::fs::remove_file(&self.socket);
         Ok(())
@@ -319,7 +327,10 @@ impl Daemon {
 
     /// Hands the actions just recorded on to the alerts.
     fn after_actions(&mut self) {
-        let _ = self.guard.take_new_actions();
+        let actions = self.guard.take_new_actions();
+        if !actions.is_empty() {
+            self.alerts.submit(actions);
+        }
     }
 
     fn on_request(&mut self, incoming: Incoming) {
@@ -348,6 +359,7 @@ impl Daemon {
                     config.limits.len()
                 );
                 tracing::info!("{message}");
+                self.alerts.reconfigure(&config.notify);
                 self.guard
                     .replace_config(config, &self.table, self.backend.kernel_mut());
                 Ok(message)
@@ -380,6 +392,7 @@ impl Daemon {
             guard: &self.guard,
             examinations: self.examinations,
             last_examination: self.last_examination,
+            alerts_queued: self.alerts.queued(),
         })
     }
 }

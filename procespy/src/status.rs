@@ -27,6 +27,8 @@ pub struct Inputs<'a> {
     pub examinations: u64,
     /// Duration of the last examination.
     pub last_examination: Option<Duration>,
+    /// Alerts not delivered yet (see [`crate::alerts::Alerts::queued`]).
+    pub alerts_queued: usize,
 }
 
 /// Builds the status document. Watched processes are listed largest first;
@@ -46,7 +48,7 @@ pub fn build(inputs: &Inputs<'_>) -> Value {
         "lost_events": inputs.kernel.map(Kernel::lost_events),
         "processes": inputs.guard.watched_status(inputs.table, inputs.kernel),
         "actions": actions,
-        "alerts_queued": 0,
+        "alerts_queued": inputs.alerts_queued,
     })
 }
 

@@ -1,11 +1,29 @@
 //! Alerts: desktop popups over D-Bus and email over SMTP.
 //!
-//! Which actions are worth a message and what it says ([`message`]), at
-//! most one message per limit and cooldown ([`cooldown`]), the on-disk
-//! queue of emails ([`spool`]), composing and sending them with lettre
-//! ([`email`]), sending the queue in order with backoff ([`outbox`]), and
-//! popups on every user's session bus ([`desktop`]) through a child that
-//! runs as that user ([`popup`]).
+//! The daemon's loop hands every batch of [`ActionRecord`]s to
+//! [`Alerts::submit`], which only puts them on a channel: it never blocks.
+//! Everything else happens on a thread of its own (`procespy-alerts`, with
+//! its own single-threaded tokio runtime), so that a hanging SMTP server, a
+//! hanging session bus or a slow `/proc` read can never delay a kill or the
+//! event loop:
+//!
+//! 1. only actions that matter are kept ([`message::Kind`]): a signal sent
+//!    (SIGTERM, SIGKILL, the kernel's SIGKILL), an `alert` action, a dry-run
+//!    decision, a refusal (protected process), a signal that failed. Not
+//!    "gone" (the process exited first) nor "under the limit on
+//!    confirmation" or "back under the limit after grace": nothing happened
+//!    that anybody needs to act on;
+//! 2. the [`cooldown`] lets at most one message per limit out per period
+//!    and summarises the rest in the next;
+//! 3. each message becomes a popup on every session bus ([`desktop`]) and an
+//!    email ([`message`], [`email`]) with the five largest processes read
+//!    from `/proc` at that moment; the email is written to the spool
+//!    ([`spool`]) before anything is sent, and the [`outbox`] sends it,
+//!    retrying with backoff, removing it once the server took it.
+//!
+//! On shutdown ([`Alerts::shutdown`]), actions still on the channel and
+//! summaries the cooldown holds become emails in the spool; popups not yet
+//! shown are dropped with a log line.
 
 pub mod cooldown;
 pub mod desktop;
@@ -14,3 +32,349 @@ pub mod message;
 pub mod outbox;
 pub mod popup;
 pub mod spool;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use self::{
+    cooldown::Cooldown,
+    desktop::Popups,
+    message::{Kind, LocalTime, Notice, TopProcess},
+    outbox::Outbox,
+};
+use crate::{
+    config::Notify,
+    enforce::{ActionRecord, now_epoch},
+    users::UserNames,
+};
+
+/// How many of the largest processes an email lists.
+pub const TOP_PROCESSES: usize = 5;
+
+/// What the daemon asks of the alerts thread.
+enum Request {
+    Actions(Vec<ActionRecord>),
+    Configure(Box<Notify>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// Figures the alerts thread publishes for `procespy status`.
+#[derive(Default)]
+struct Shared {
+    /// Actions submitted but not yet taken by the thread.
+    submitted: AtomicUsize,
+    /// Emails not yet accepted, popups not yet shown, actions the cooldown holds.
+    waiting: AtomicUsize,
+}
+
+/// The daemon's handle on the alerts thread.
+pub struct Alerts {
+    tx: mpsc::UnboundedSender<Request>,
+    shared: Arc<Shared>,
+}
+
+impl Alerts {
+    /// Starts the alerts thread for `notify`. Emails found in the spool are
+    /// sent at once.
+    pub fn start(notify: &Notify) -> Alerts {
+        Self::start_with(notify, desktop::own_exe(), PathBuf::from(desktop::RUN_USER))
+    }
+
+    /// [`Alerts::start`] with the popup child's binary and the directory of
+    /// session buses given.
+    pub fn start_with(notify: &Notify, exe: PathBuf, run_user: PathBuf) -> Alerts {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let notify = notify.clone();
+        let thread_shared = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("procespy-alerts".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        tracing::error!("alerts are off: cannot start their runtime: {err}");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let worker = Worker::new(notify, exe, run_user, thread_shared);
+                    worker.run(rx).await;
+                });
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            });
+        if let Err(err) = spawned {
+            tracing::error!("alerts are off: cannot start their thread: {err}");
+        }
+        Alerts { tx, shared }
+    }
+
+    /// Hands the actions just recorded on; keeps those that matter. Never
+    /// blocks.
+    pub fn submit(&self, actions: Vec<ActionRecord>) {
+        let actions: Vec<ActionRecord> = actions
+            .into_iter()
+            .filter(|record| Kind::of(record).is_some())
+            .collect();
+        if actions.is_empty() {
+            return;
+        }
+        let count = actions.len();
+        self.shared.submitted.fetch_add(count, Ordering::Relaxed);
+        if self.tx.send(Request::Actions(actions)).is_err() {
+            self.shared.submitted.fetch_sub(count, Ordering::Relaxed);
+            tracing::debug!("the alerts thread is gone: {count} actions not alerted");
+        }
+    }
+
+    /// Puts a new `[notify]` in force (after a reload).
+    pub fn reconfigure(&self, notify: &Notify) {
+        let _ = self.tx.send(Request::Configure(Box::new(notify.clone())));
+    }
+
+    /// Alerts not delivered yet: actions on their way to the thread or held
+    /// by the cooldown, emails not yet accepted by the server (in the spool),
+    /// popups not yet shown.
+    pub fn queued(&self) -> usize {
+        self.shared.submitted.load(Ordering::Relaxed) + self.shared.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Stops the alerts: what is queued in memory is written to the spool as
+    /// email; popups not shown are dropped. Waits at most `within`.
+    pub async fn shutdown(&self, within: Duration) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Request::Stop(reply)).is_err() {
+            return;
+        }
+        if tokio::time::timeout(within, done).await.is_err() {
+            tracing::warn!("the alert queue could not be written to the spool within {within:?}");
+        }
+    }
+}
+
+/// The alerts thread's state.
+struct Worker {
+    cooldown: Cooldown,
+    popups: Popups,
+    outbox: Outbox,
+    host: String,
+    users: UserNames,
+    shared: Arc<Shared>,
+    seq: u64,
+    stopping: bool,
+}
+
+impl Worker {
+    fn new(notify: Notify, exe: PathBuf, run_user: PathBuf, shared: Arc<Shared>) -> Worker {
+        let host = host_name();
+        Worker {
+            cooldown: Cooldown::new(notify.cooldown),
+            popups: Popups::new(notify.desktop, exe, run_user),
+            outbox: Outbox::new(notify.email, host.clone()),
+            host,
+            users: UserNames::default(),
+            shared,
+            seq: 0,
+            stopping: false,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        loop {
+            let now = Instant::now();
+            for notice in self.cooldown.due(now) {
+                self.send(&notice);
+            }
+            self.popups.retry_due(now);
+            self.outbox.maybe_start(now);
+            self.publish();
+            let deadline = [
+                self.cooldown.next_deadline(),
+                self.popups.next_deadline(),
+                self.outbox.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let wake = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                request = rx.recv() => match request {
+                    Some(Request::Actions(actions)) => self.take(actions),
+                    Some(Request::Configure(notify)) => self.configure(*notify),
+                    Some(Request::Stop(reply)) => {
+                        self.stop(&mut rx);
+                        let _ = reply.send(());
+                        return;
+                    }
+                    None => {
+                        self.stop(&mut rx);
+                        return;
+                    }
+                },
+                () = wake => {}
+                () = self.popups.next_done() => {}
+                () = self.outbox.next_done() => {}
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let waiting = self.outbox.pending() + self.popups.pending() + self.cooldown.held();
+        self.shared.waiting.store(waiting, Ordering::Relaxed);
+    }
+
+    fn take(&mut self, actions: Vec<ActionRecord>) {
+        self.shared
+            .submitted
+            .fetch_sub(actions.len(), Ordering::Relaxed);
+        if !self.popups.enabled() && !self.outbox.enabled() {
+            return;
+        }
+        let now = Instant::now();
+        for record in actions {
+            if let Some(notice) = self.cooldown.offer(record, now) {
+                self.send(&notice);
+            }
+        }
+    }
+
+    fn configure(&mut self, notify: Notify) {
+        self.cooldown.set_period(notify.cooldown);
+        self.popups.configure(notify.desktop);
+        self.outbox.configure(notify.email);
+    }
+
+    /// Turns `notice` into a popup and an email.
+    fn send(&mut self, notice: &Notice) {
+        let clock = LocalTime::from_epoch;
+        let r = &notice.headline;
+        tracing::debug!(event = "alert", pid = r.pid, rule = %r.rule, more = notice.more, "alerting");
+        if self.popups.enabled() {
+            if self.stopping {
+                tracing::info!(pid = r.pid, rule = %r.rule, "stopping: popup about {} dropped", r.name);
+            } else {
+                self.popups.show(message::popup(notice, &clock));
+            }
+        }
+        if self.outbox.enabled() {
+            let now = now_epoch();
+            let top = self.top_processes();
+            let text = message::email(notice, &self.host, &top, now, &clock);
+            self.seq += 1;
+            match email::compose(self.outbox_config(), &text, &self.host, now, self.seq) {
+                Ok(mail) => self.outbox.enqueue(mail),
+                Err(err) => tracing::error!("cannot make the email about {}: {err}", r.name),
+            }
+        }
+    }
+
+    fn outbox_config(&self) -> &crate::config::Email {
+        self.outbox.config()
+    }
+
+    /// The largest processes now, from one read of `/proc`.
+    fn top_processes(&self) -> Vec<TopProcess> {
+        let mut procs = crate::scan::examine().procs;
+        procs.sort_by_key(|p| std::cmp::Reverse(p.rss.total()));
+        procs
+            .iter()
+            .take(TOP_PROCESSES)
+            .map(|p| TopProcess {
+                pid: p.pid,
+                user: self.users.name(Some(p.uid)),
+                name: p.name_lossy(),
+                rss: p.rss.total(),
+            })
+            .collect()
+    }
+
+    /// Stops: actions still on the channel and summaries held by the
+    /// cooldown become emails in the spool; popups are dropped.
+    fn stop(&mut self, rx: &mut mpsc::UnboundedReceiver<Request>) {
+        self.stopping = true;
+        self.popups.stop();
+        while let Ok(request) = rx.try_recv() {
+            match request {
+                Request::Actions(actions) => self.take(actions),
+                Request::Configure(notify) => self.configure(*notify),
+                Request::Stop(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        for notice in self.cooldown.drain() {
+            self.send(&notice);
+        }
+        self.outbox.stop();
+        self.publish();
+    }
+}
+
+/// This machine's name (`localhost` when it has none).
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match (rc, std::str::from_utf8(&buf[..end])) {
+        (0, Ok(name)) if !name.is_empty() => name.to_owned(),
+        _ => "localhost".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn record(pid: u32, action: &str, result: &str) -> ActionRecord {
+        ActionRecord {
+            time: now_epoch(),
+            pid,
+            name: "tp".into(),
+            user: "root".into(),
+            rss: 2,
+            limit: 1,
+            rule: "tp".into(),
+            action: action.into(),
+            result: result.into(),
+        }
+    }
+
+    #[test]
+    fn the_host_has_a_name() {
+        assert!(!host_name().is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_actions_that_matter_are_queued_and_shutdown_is_prompt() {
+        let mut notify = Config::builtin_default().notify;
+        notify.desktop.enabled = false;
+        let alerts =
+            Alerts::start_with(&notify, PathBuf::from("/bin/false"), "/nonexistent".into());
+        alerts.submit(vec![
+            record(1, "SIGTERM", "gone: the process exited first"),
+            record(2, "none", "under the limit on confirmation (1 bytes)"),
+        ]);
+        assert_eq!(alerts.queued(), 0);
+        let start = Instant::now();
+        alerts.shutdown(Duration::from_secs(5)).await;
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+}
