@@ -55,11 +55,13 @@ pub fn main() -> ExitCode {
         Some(Command::Status(args)) => crate::control::status_command(&args),
         Some(Command::Reload(args)) => crate::control::reload_command(&args),
         Some(Command::NotifyPopup(args)) => crate::alerts::popup::run(&args),
+        Some(Command::Generate(args)) => crate::generate::run(&args),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(failure) => {
-            eprintln!("procespy: {}", render(&failure));
+            let priority = crate::logging::stderr_prefix(crate::logging::Priority::Error);
+            eprintln!("{priority}procespy: {}", render(&failure));
             ExitCode::from(failure.exit_code())
         }
     }

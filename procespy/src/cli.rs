@@ -41,6 +41,9 @@ pub enum Command {
     /// bus's user).
     #[command(hide = true)]
     NotifyPopup(NotifyPopupArgs),
+    /// Write the man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
 }
 
 /// Options of `procespy run`.
@@ -134,6 +137,14 @@ pub struct NotifyPopupArgs {
     /// The body.
     #[arg(long)]
     pub body: String,
+}
+
+/// Options of the hidden `procespy generate`.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Where to write `man/` and `completions/` (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// Options of `procespy status`.

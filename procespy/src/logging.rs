@@ -1,25 +1,45 @@
-//! Log output: text or JSON lines on stderr, at a level set by `-v`/`-q`.
+//! Log output: text or JSON lines on stderr, at a level set by `-v`/`-q`;
+//! under systemd, the journal's own protocol.
+//!
+//! When stderr is the journal (systemd sets `$JOURNAL_STREAM` to the device
+//! and inode of the stream it gave the service, and stderr is still that
+//! stream), text logs go to journald as native entries instead of lines:
+//! each carries its priority (error 3, warning 4, info 5, debug 6, trace 7),
+//! and every field of the event is a field of the entry, upper-cased
+//! (`EVENT=action PID=… NAME=… USER=… RSS=… LIMIT=… RULE=… ACTION=…
+//! RESULT=…`), so `journalctl -u procespy EVENT=action RULE=chromium` finds
+//! a rule's actions. Prefixing stderr lines with `<N>` (sd-daemon(3)) would
+//! carry the priority but not the fields. `--log-format json` keeps JSON
+//! lines on stderr, as asked; a journald that cannot be reached falls back to
+//! text lines.
+
+use std::sync::OnceLock;
 
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::cli::{LogArgs, LogFormat};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `-v`/`-q`.
 pub fn init(args: &LogArgs) {
-    let level = match (args.verbose, args.quiet) {
-        (0, 0) => LevelFilter::INFO,
-        (1, _) => LevelFilter::DEBUG,
-        (v, _) if v >= 2 => LevelFilter::TRACE,
-        (_, 1) => LevelFilter::WARN,
-        _ => LevelFilter::ERROR,
-    };
-    let mut filter = tracing_subscriber::EnvFilter::builder()
-        .with_default_directive(level.into())
-        .from_env_lossy();
-    if level < LevelFilter::TRACE && std::env::var_os("RUST_LOG").is_none() {
-        // aya's loader chatter (feature probes, relocations) is for -vv.
-        for noisy in ["aya=info", "aya_obj=info"] {
-            filter = filter.add_directive(noisy.parse().expect("a valid directive"));
+    let filter = filter(args);
+    if args.log_format == LogFormat::Text && stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                // Fields as they are named in the code, upper-cased: EVENT, PID, RULE, …
+                let journal = journal.with_field_prefix(None);
+                let result = tracing_subscriber::registry()
+                    .with(filter)
+                    .with(journal)
+                    .try_init();
+                // A second init (in tests) keeps the first subscriber.
+                drop(result);
+                return;
+            }
+            Err(err) => eprintln!(
+                "{}procespy: cannot write to the journal ({err}); logging lines on stderr",
+                stderr_prefix(Priority::Warning)
+            ),
         }
     }
     let builder = tracing_subscriber::fmt()
@@ -32,4 +52,83 @@ pub fn init(args: &LogArgs) {
     };
     // A second init (in tests) keeps the first subscriber.
     drop(result);
+}
+
+fn filter(args: &LogArgs) -> EnvFilter {
+    let level = match (args.verbose, args.quiet) {
+        (0, 0) => LevelFilter::INFO,
+        (1, _) => LevelFilter::DEBUG,
+        (v, _) if v >= 2 => LevelFilter::TRACE,
+        (_, 1) => LevelFilter::WARN,
+        _ => LevelFilter::ERROR,
+    };
+    let mut filter = EnvFilter::builder()
+        .with_default_directive(level.into())
+        .from_env_lossy();
+    if level < LevelFilter::TRACE && std::env::var_os("RUST_LOG").is_none() {
+        // aya's loader chatter (feature probes, relocations) is for -vv.
+        for noisy in ["aya=info", "aya_obj=info"] {
+            filter = filter.add_directive(noisy.parse().expect("a valid directive"));
+        }
+    }
+    filter
+}
+
+/// syslog priorities, for lines written straight to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// `<3>`
+    Error,
+    /// `<4>`
+    Warning,
+}
+
+/// The sd-daemon(3) prefix (`<3>`, `<4>`) for a line written straight to
+/// stderr (outside `tracing`), when stderr is the journal; else `""`.
+pub fn stderr_prefix(priority: Priority) -> &'static str {
+    if !stderr_is_journal() {
+        return "";
+    }
+    match priority {
+        Priority::Error => "<3>",
+        Priority::Warning => "<4>",
+    }
+}
+
+/// Whether stderr is the stream systemd connected to the journal.
+pub fn stderr_is_journal() -> bool {
+    static JOURNAL: OnceLock<bool> = OnceLock::new();
+    *JOURNAL.get_or_init(|| {
+        let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+            return false;
+        };
+        let Ok(stat) = nix::sys::stat::fstat(std::io::stderr()) else {
+            return false;
+        };
+        is_stream(&stream.to_string_lossy(), stat.st_dev, stat.st_ino)
+    })
+}
+
+/// Whether `$JOURNAL_STREAM` (`DEVICE:INODE`, decimal) names the file with
+/// this device and inode. The variable is inherited by every child, even one
+/// whose stderr was redirected, so the name alone proves nothing.
+fn is_stream(variable: &str, dev: u64, ino: u64) -> bool {
+    let Some((d, i)) = variable.split_once(':') else {
+        return false;
+    };
+    d.parse() == Ok(dev) && i.parse() == Ok(ino)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_stream_must_be_stderr_itself() {
+        assert!(is_stream("64769:123456", 64769, 123456));
+        assert!(!is_stream("64769:123456", 64769, 123457));
+        assert!(!is_stream("64769", 64769, 123456));
+        assert!(!is_stream("", 0, 0));
+        assert!(!is_stream("x:y", 0, 0));
+    }
 }
