@@ -17,6 +17,7 @@ pub mod enforce;
 pub mod generate;
 pub mod guard;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod process;
 pub mod ps;
