@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{enforce::ActionRecord, ps::human_size};
+use crate::enforce::ActionRecord;
 
 /// What kind of thing an action is, for the alerts. Actions of no kind
 /// (the process was gone before the signal, it was back under the limit on
@@ -252,6 +252,33 @@ pub struct EmailText {
     pub body: String,
 }
 
+/// A size for the alerts: binary units with one decimal (`64.3 MiB`,
+/// `1.5 GiB`), so that an RSS just over its limit does not read the same.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1023.95 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The RSS beside its limit: [`size`], or, when both would read the same,
+/// the limit plus how far over it is (`64.0 MiB + 212.0 KiB`).
+pub fn rss_text(rss: u64, limit: u64) -> String {
+    let text = size(rss);
+    if rss > limit && text == size(limit) {
+        format!("{text} + {}", size(rss - limit))
+    } else {
+        text
+    }
+}
+
 /// "procespy stopped chromium", "chromium is over its memory limit", ….
 fn headline(record: &ActionRecord) -> String {
     let name = &record.name;
@@ -296,8 +323,8 @@ pub fn popup(notice: &Notice, clock: &dyn Fn(f64) -> LocalTime) -> PopupText {
         "PID {}, user {}\nRSS {}, limit {} (rule {})\n{}",
         r.pid,
         r.user,
-        human_size(r.rss),
-        human_size(r.limit),
+        rss_text(r.rss, r.limit),
+        size(r.limit),
         r.rule,
         action_text(r)
     );
@@ -324,8 +351,8 @@ pub fn email(
         "[procespy@{host}] {} (PID {}, RSS {} / limit {})",
         headline(r).trim_start_matches("procespy "),
         r.pid,
-        human_size(r.rss),
-        human_size(r.limit)
+        rss_text(r.rss, r.limit),
+        size(r.limit)
     );
     let summary = notice.summary_line(clock);
     if let Some(line) = &summary {
@@ -339,11 +366,8 @@ pub fn email(
         ("Host", host.to_owned()),
         ("Process", format!("{} (PID {})", r.name, r.pid)),
         ("User", r.user.clone()),
-        ("RSS", format!("{} ({} bytes)", human_size(r.rss), r.rss)),
-        (
-            "Limit",
-            format!("{} ({} bytes)", human_size(r.limit), r.limit),
-        ),
+        ("RSS", format!("{} ({} bytes)", size(r.rss), r.rss)),
+        ("Limit", format!("{} ({} bytes)", size(r.limit), r.limit)),
         ("Rule", r.rule.clone()),
         ("Action", r.action.clone()),
         ("Result", r.result.clone()),
@@ -360,7 +384,7 @@ pub fn email(
                 clock(e.time).clock(),
                 e.pid,
                 e.user,
-                human_size(e.rss),
+                size(e.rss),
                 e.action,
                 e.result
             );
@@ -384,7 +408,7 @@ pub fn email(
             p.pid,
             p.user,
             p.name,
-            human_size(p.rss)
+            size(p.rss)
         );
     }
     let _ = write!(body, "\n-- \nprocespy, the memory guard on {host}\n");
@@ -417,6 +441,23 @@ mod tests {
 
     // 2025-11-25 10:02:13 UTC
     const T: f64 = 1_764_064_933.0;
+
+    #[test]
+    fn sizes_have_one_decimal() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1024), "1.0 KiB");
+        assert_eq!(size(64 * MIB), "64.0 MiB");
+        assert_eq!(size(64 * MIB + 300 * 1024), "64.3 MiB");
+        assert_eq!(size(1024 * MIB - 1), "1.0 GiB");
+        assert_eq!(size(1536 * MIB), "1.5 GiB");
+        assert_eq!(
+            rss_text(64 * MIB + 212 * 1024, 64 * MIB),
+            "64.0 MiB + 212.0 KiB"
+        );
+        assert_eq!(rss_text(65 * MIB, 64 * MIB), "65.0 MiB");
+        assert_eq!(rss_text(10, 64 * MIB), "10 B");
+    }
 
     #[test]
     fn kinds_pick_what_matters() {
