@@ -1,0 +1,673 @@
+//! Alerts with real peers: a popup on a test user's session bus shown by
+//! dunst under Xvfb, and email through aiosmtpd (plain, STARTTLS with AUTH,
+//! implicit TLS), through an outage and a restart, under the cooldown, and
+//! a server that never answers while kills are timed.
+//!
+//! Every test copies the test program under a name of its own, so the
+//! daemons of tests running side by side never cover each other's children.
+//! The timing test runs alone (it takes the write side of [`SERIAL`]).
+
+#[path = "../src/peers/mod.rs"]
+mod peers;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::RwLock,
+    time::{Duration, Instant},
+};
+
+use peers::{
+    desktop::{DesktopSession, TEST_USER, have_desktop_peers},
+    smtp::{SilentServer, SmtpOptions, SmtpServer, TestCa, free_port, have_aiosmtpd},
+};
+use procespy_tests::{
+    Daemon, DaemonOptions, Scratch, TestProg, require_root, status_process, wait_timeout,
+};
+use serde_json::Value;
+
+const SIGTERM: i32 = 15;
+
+/// Tests share the machine; the timing test wants it alone.
+static SERIAL: RwLock<()> = RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    SERIAL.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn limit(name: &str) -> String {
+    format!(
+        "[monitor]\nmode = \"ebpf\"\nscan_interval = \"200ms\"\n\n[enforce]\ngrace = \"1s\"\n\n\
+         [[limit]]\nname = \"{name}\"\nmax_memory = \"64MiB\"\naction = \"kill\"\n\n"
+    )
+}
+
+/// A config with one 64 MiB `kill` limit on `name`, popups off, and email
+/// through 127.0.0.1:`port`.
+fn email_config(
+    name: &str,
+    cooldown: &str,
+    port: u16,
+    security: &str,
+    spool: &Path,
+    extra: &str,
+) -> String {
+    format!(
+        "{}[notify]\ncooldown = \"{cooldown}\"\n\n[notify.desktop]\nenabled = false\n\n\
+         [notify.email]\nenabled = true\nserver = \"127.0.0.1\"\nport = {port}\n\
+         security = \"{security}\"\nfrom = \"procespy@example.com\"\n\
+         to = [\"ops@example.com\", \"oncall@example.com\"]\nspool_dir = \"{}\"\n{extra}",
+        limit(name),
+        spool.display()
+    )
+}
+
+fn start_daemon(config: &str, env: &[(&str, &str)]) -> Daemon {
+    Daemon::start(DaemonOptions {
+        config,
+        env,
+        ..Default::default()
+    })
+    .expect("daemon starts")
+}
+
+/// Waits until the daemon covers `pid`.
+fn wait_covered(daemon: &Daemon, pid: u32) {
+    daemon
+        .wait_status(Duration::from_secs(10), |s| {
+            status_process(s, pid).is_some()
+        })
+        .expect("the process is covered by its limit");
+}
+
+/// Starts the test program from `exe`, grows it past its 64 MiB limit and
+/// waits for procespy's SIGTERM; returns its PID.
+fn kill_one(daemon: &Daemon, exe: &Path) -> u32 {
+    let mut prog = TestProg::start_as(exe, &[]).expect("test program starts");
+    let pid = prog.pid();
+    wait_covered(daemon, pid);
+    prog.send("grow 96").expect("grow");
+    assert_eq!(
+        prog.wait_signal(Duration::from_secs(10)).expect("dies"),
+        Some(SIGTERM)
+    );
+    pid
+}
+
+fn spool_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension().is_some_and(|e| e == "json")
+                        && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn text<'a>(message: &'a Value, field: &str) -> &'a str {
+    message[field].as_str().unwrap_or_default()
+}
+
+/// What a person reading the mail about `pid` (killed by rule `name`) sees.
+fn assert_kill_mail(message: &Value, name: &str, pid: u32) {
+    let subject = text(message, "subject");
+    let expected = format!("[procespy@{}] stopped {name} (PID {pid}, RSS ", host_name());
+    assert!(subject.starts_with(&expected), "subject: {subject:?}");
+    assert!(
+        subject.contains(" / limit 64.0 MiB)"),
+        "subject: {subject:?}"
+    );
+    assert_eq!(text(message, "from"), "procespy@example.com");
+    assert_eq!(text(message, "to"), "ops@example.com, oncall@example.com");
+    assert_eq!(message["mail_from"], "procespy@example.com");
+    assert_eq!(
+        message["rcpt_tos"],
+        serde_json::json!(["ops@example.com", "oncall@example.com"])
+    );
+    assert_eq!(text(message, "content_type"), "text/plain");
+    assert!(!text(message, "date").is_empty());
+    assert!(text(message, "message_id").starts_with("<procespy."));
+    let body = text(message, "body");
+    for needle in [
+        format!("procespy stopped {name} on {}.", host_name()),
+        format!("Process: {name} (PID {pid})"),
+        "User:    root".to_owned(),
+        "Limit:   64.0 MiB (67108864 bytes)".to_owned(),
+        format!("Rule:    {name}"),
+        "Action:  SIGTERM".to_owned(),
+        "Result:  sent".to_owned(),
+        "The 5 largest processes at ".to_owned(),
+    ] {
+        assert!(body.contains(&needle), "{needle:?} not in:\n{body}");
+    }
+    let time = body
+        .lines()
+        .find_map(|l| l.strip_prefix("Time:    "))
+        .expect("a Time line");
+    assert!(
+        time.len() == "2025-11-25 10:02:13 +0000".len() && time.starts_with("20"),
+        "{time:?}"
+    );
+    let table = body
+        .split("The 5 largest processes at ")
+        .nth(1)
+        .expect("the table");
+    let rows = table
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.trim().is_empty())
+        .count();
+    assert_eq!(rows, 5, "five processes in:\n{table}");
+}
+
+#[test]
+fn popup_reaches_the_users_session_bus_and_dunst_shows_it() {
+    let test = "popup_reaches_the_users_session_bus_and_dunst_shows_it";
+    if !require_root(test) || !have_desktop_peers(test) {
+        return;
+    }
+    let _serial = shared();
+    let session = DesktopSession::start().expect("the desktop session starts");
+    let name = "tp-popup";
+    let config = format!(
+        "{}[notify]\ncooldown = \"60s\"\n\n[notify.desktop]\nenabled = true\n\
+         users = [\"{TEST_USER}\"]\nurgency = \"critical\"\n\n[notify.email]\nenabled = false\n",
+        limit(name)
+    );
+    let daemon = start_daemon(&config, &[]);
+    let scratch = Scratch::new("popup");
+    let pid = kill_one(&daemon, &scratch.testprog_named(name));
+
+    wait_until("dunst shows the popup", Duration::from_secs(15), || {
+        session
+            .dunstctl(&["count", "displayed"])
+            .is_ok_and(|n| n.trim().parse::<u32>().unwrap_or(0) >= 1)
+    });
+    // For people to look at; not asserted.
+    let shot = target_dir().join("procespy-alerts-popup.png");
+    match session.screenshot(&shot) {
+        Ok(()) => eprintln!("screenshot of the popup: {}", shot.display()),
+        Err(err) => eprintln!("no screenshot: {err:#}"),
+    }
+    // dunst lists only closed notifications in its history.
+    session.dunstctl(&["close-all"]).expect("close-all");
+    let mut found = None;
+    wait_until(
+        "the popup is in dunst's history",
+        Duration::from_secs(5),
+        || {
+            let history: Value = session
+                .dunstctl(&["history"])
+                .ok()
+                .and_then(|out| serde_json::from_str(&out).ok())
+                .unwrap_or_default();
+            let field =
+                |n: &Value, key: &str| n[key]["data"].as_str().unwrap_or_default().to_owned();
+            found = history["data"][0]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|n| {
+                    field(n, "appname") == "procespy"
+                        && field(n, "body").contains(&format!("PID {pid},"))
+                })
+                .cloned();
+            found.is_some()
+        },
+    );
+    let notification = found.unwrap();
+    eprintln!("in dunst's history: {notification}");
+    let field = |key: &str| {
+        notification[key]["data"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (summary, body) = (field("summary"), field("body"));
+    assert_eq!(summary, format!("procespy stopped {name}"));
+    assert!(
+        body.starts_with(&format!("PID {pid}, user root\nRSS ")),
+        "{body:?}"
+    );
+    assert!(
+        body.contains(&format!(", limit 64.0 MiB (rule {name})")),
+        "{body:?}"
+    );
+    assert!(body.ends_with("SIGTERM: sent"), "{body:?}");
+    // dunst 1.9 has no urgency in its history; newer ones say it.
+    if notification.get("urgency").is_some() {
+        assert_eq!(field("urgency"), "CRITICAL");
+    }
+    let log = daemon.log_text();
+    assert!(!log.contains("cannot show popups"), "{log}");
+}
+
+fn target_dir() -> PathBuf {
+    // target/debug/deps/alerts-… → target
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    exe.ancestors().nth(3).expect("under target/").to_owned()
+}
+
+#[test]
+fn one_email_with_subject_headers_and_body_after_a_kill() {
+    let test = "one_email_with_subject_headers_and_body_after_a_kill";
+    if !require_root(test) || !have_aiosmtpd(test) {
+        return;
+    }
+    let _serial = shared();
+    let scratch = Scratch::new("mail-plain");
+    let server = SmtpServer::start(
+        free_port(),
+        &scratch.path().join("inbox"),
+        &SmtpOptions::default(),
+    )
+    .expect("aiosmtpd starts");
+    let spool = scratch.path().join("outbox");
+    let name = "tp-mail-plain";
+    let daemon = start_daemon(
+        &email_config(name, "60s", server.port, "none", &spool, ""),
+        &[],
+    );
+    let pid = kill_one(&daemon, &scratch.testprog_named(name));
+    let messages = server
+        .wait_messages(1, Duration::from_secs(15))
+        .expect("the email arrives");
+    assert_kill_mail(&messages[0], name, pid);
+    assert_eq!(messages[0]["tls"], false);
+    wait_until("the spool empties", Duration::from_secs(5), || {
+        spool_files(&spool).is_empty()
+    });
+    daemon
+        .wait_status(Duration::from_secs(5), |s| s["alerts_queued"] == 0)
+        .expect("nothing queued");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(server.messages().len(), 1, "exactly one message");
+}
+
+fn email_over_tls(test: &str, security: &'static str, name: &str) {
+    if !require_root(test) || !have_aiosmtpd(test) {
+        return;
+    }
+    let _serial = shared();
+    let scratch = Scratch::new(name);
+    let ca = TestCa::make(&scratch.path().join("ca")).expect("a test CA");
+    let server = SmtpServer::start(
+        free_port(),
+        &scratch.path().join("inbox"),
+        &SmtpOptions {
+            security: Some(security),
+            cert: Some((ca.cert.clone(), ca.key.clone())),
+            auth: Some("procespy:s3cret word".into()),
+        },
+    )
+    .expect("aiosmtpd starts");
+    let password = scratch.path().join("smtp-password");
+    std::fs::write(&password, "s3cret word\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let spool = scratch.path().join("outbox");
+    let extra = format!(
+        "username = \"procespy\"\npassword_file = \"{}\"\n",
+        password.display()
+    );
+    // The client trusts the test CA through the system's variable for it.
+    let ca_file = ca.ca.to_string_lossy().into_owned();
+    let daemon = start_daemon(
+        &email_config(name, "60s", server.port, security, &spool, &extra),
+        &[("SSL_CERT_FILE", &ca_file)],
+    );
+    let pid = kill_one(&daemon, &scratch.testprog_named(name));
+    let messages = server
+        .wait_messages(1, Duration::from_secs(20))
+        .unwrap_or_else(|err| panic!("{err:#}\nlog:\n{}", daemon.log_text()));
+    assert_kill_mail(&messages[0], name, pid);
+    assert_eq!(messages[0]["tls"], true);
+    assert_eq!(messages[0]["login"], "procespy");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(server.messages().len(), 1);
+}
+
+#[test]
+fn email_over_starttls_with_auth() {
+    email_over_tls("email_over_starttls_with_auth", "starttls", "tp-mail-stls");
+}
+
+#[test]
+fn email_over_implicit_tls_with_auth() {
+    email_over_tls("email_over_implicit_tls_with_auth", "tls", "tp-mail-tls");
+}
+
+#[test]
+fn smtp_outage_and_restart_lose_nothing_and_send_nothing_twice() {
+    let test = "smtp_outage_and_restart_lose_nothing_and_send_nothing_twice";
+    if !require_root(test) || !have_aiosmtpd(test) {
+        return;
+    }
+    let _serial = shared();
+    let scratch = Scratch::new("mail-outage");
+    let port = free_port();
+    let spool = scratch.path().join("outbox");
+    let name = "tp-mail-outage";
+    let config = email_config(name, "60s", port, "none", &spool, "");
+    let exe = scratch.testprog_named(name);
+
+    // The server is down: three kills.
+    let daemon = start_daemon(&config, &[]);
+    let pids: Vec<u32> = (0..3).map(|_| kill_one(&daemon, &exe)).collect();
+    // One email tried and waiting in the spool, two kills held by the cooldown.
+    let status = daemon
+        .wait_status(Duration::from_secs(5), |s| s["alerts_queued"] == 3)
+        .expect("three alerts queued");
+    assert_eq!(status["alerts_queued"], 3);
+    assert_eq!(spool_files(&spool).len(), 1);
+    wait_until("a failed attempt", Duration::from_secs(10), || {
+        daemon
+            .log_text()
+            .contains("cannot send email through 127.0.0.1")
+    });
+    // Restart: what the cooldown held goes to the spool on the way out.
+    let exit = daemon.stop().expect("the daemon stops");
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(spool_files(&spool).len(), 2);
+
+    // The server is back; the new daemon sends what it finds.
+    let server = SmtpServer::start(port, &scratch.path().join("inbox"), &SmtpOptions::default())
+        .expect("aiosmtpd starts");
+    let daemon = start_daemon(&config, &[]);
+    let messages = server
+        .wait_messages(2, Duration::from_secs(20))
+        .unwrap_or_else(|err| panic!("{err:#}\nlog:\n{}", daemon.log_text()));
+    wait_until("the spool empties", Duration::from_secs(5), || {
+        spool_files(&spool).is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let messages_now = server.messages();
+    assert_eq!(messages_now.len(), 2, "{messages_now:#?}");
+    assert_kill_mail(&messages[0], name, pids[0]);
+    let summary = text(&messages[1], "subject");
+    assert!(
+        summary.contains(&format!("PID {}", pids[2]))
+            && summary.contains(&format!(", and 1 more kill of {name} since ")),
+        "{summary:?}"
+    );
+    assert!(
+        text(&messages[1], "body").contains(&format!("PID {}", pids[1])),
+        "{}",
+        text(&messages[1], "body")
+    );
+    assert_ne!(messages[0]["message_id"], messages[1]["message_id"]);
+    drop(daemon);
+}
+
+#[test]
+fn twenty_kills_in_a_cooldown_make_one_email_now_and_one_summary_later() {
+    let test = "twenty_kills_in_a_cooldown_make_one_email_now_and_one_summary_later";
+    if !require_root(test) || !have_aiosmtpd(test) {
+        return;
+    }
+    let _serial = shared();
+    let scratch = Scratch::new("mail-cooldown");
+    let server = SmtpServer::start(
+        free_port(),
+        &scratch.path().join("inbox"),
+        &SmtpOptions::default(),
+    )
+    .expect("aiosmtpd starts");
+    let spool = scratch.path().join("outbox");
+    let name = "tp-mail-cool";
+    let cooldown = Duration::from_secs(8);
+    let daemon = start_daemon(
+        &email_config(name, "8s", server.port, "none", &spool, ""),
+        &[],
+    );
+    let exe = scratch.testprog_named(name);
+    let mut progs: Vec<TestProg> = (0..20)
+        .map(|_| TestProg::start_as(&exe, &[]).expect("test program starts"))
+        .collect();
+    for prog in &progs {
+        wait_covered(&daemon, prog.pid());
+    }
+    let start = Instant::now();
+    for prog in &mut progs {
+        prog.send("grow 96").expect("grow");
+    }
+    let mut pids = Vec::new();
+    for prog in &mut progs {
+        assert_eq!(
+            prog.wait_signal(Duration::from_secs(10)).expect("dies"),
+            Some(SIGTERM)
+        );
+        pids.push(prog.pid());
+    }
+    let first = server
+        .wait_messages(1, Duration::from_secs(5))
+        .expect("the first email");
+    assert!(
+        start.elapsed() < cooldown - Duration::from_secs(2),
+        "the kills took too long to judge the cooldown: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(server.messages().len(), 1, "one email now");
+    let messages = server
+        .wait_messages(2, cooldown + Duration::from_secs(10))
+        .expect("the summary");
+    let first_pid = pids
+        .iter()
+        .copied()
+        .find(|pid| text(&first[0], "subject").contains(&format!("(PID {pid},")))
+        .expect("the first email names one of the processes");
+    assert_kill_mail(&messages[0], name, first_pid);
+    let subject = text(&messages[1], "subject");
+    assert!(
+        subject.contains(&format!(", and 18 more kills of {name} since ")),
+        "{subject:?}"
+    );
+    let body = text(&messages[1], "body");
+    for pid in &pids {
+        let named = text(&messages[0], "subject").contains(&format!("(PID {pid},"))
+            || subject.contains(&format!("(PID {pid},"))
+            || body.contains(&format!("PID {pid} "));
+        assert!(named, "PID {pid} is in neither message:\n{subject}\n{body}");
+    }
+    // The window the summary opened closes empty: nothing more comes.
+    std::thread::sleep(cooldown + Duration::from_secs(2));
+    assert_eq!(server.messages().len(), 2);
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the test program's clock for `progress`).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A test program we read every `progress` line of.
+struct Grower {
+    child: Child,
+    stdin: ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Grower {
+    fn start(exe: &Path) -> Grower {
+        let mut child = Command::new(exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("test program starts");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Grower {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn command(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        self.lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an answer")
+    }
+}
+
+impl Drop for Grower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Grows a fresh test program as fast as it can (4 GiB/s) past its 64 MiB limit and
+/// returns the time from the MiB that crossed the limit to its death.
+fn crossing_to_death(daemon: &Daemon, exe: &Path) -> Duration {
+    const MIB: u64 = 1 << 20;
+    let mut prog = Grower::start(exe);
+    let pid = prog.child.id();
+    wait_covered(daemon, pid);
+    let base: u64 = prog
+        .command("rss")
+        .trim_start_matches("ok ")
+        .parse()
+        .expect("rss");
+    // SAFETY: pidfd_open of our own child.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    assert!(fd >= 0, "pidfd_open");
+    // SAFETY: a fresh descriptor we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let watcher = std::thread::spawn(move || {
+        let mut poll = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut poll, 1, 10_000) };
+        assert_eq!(ready, 1, "the test program did not die within 10 s");
+        monotonic_ns()
+    });
+    writeln!(prog.stdin, "rate 4096 160").unwrap();
+    prog.stdin.flush().unwrap();
+    let death = watcher.join().expect("watcher");
+    assert_eq!(
+        wait_timeout(&mut prog.child, Duration::from_secs(5))
+            .map(|s| std::os::unix::process::ExitStatusExt::signal(&s))
+            .expect("reaped"),
+        Some(SIGTERM)
+    );
+    // The MiB whose touching crossed 64 MiB: the first with base + bytes > limit.
+    let progress: Vec<(u64, u64)> = prog
+        .lines
+        .try_iter()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("progress")).then_some(())?;
+            Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+        })
+        .collect();
+    let crossing = progress
+        .iter()
+        .find(|(bytes, _)| base + bytes > 64 * MIB)
+        .or(progress.last())
+        .map(|&(_, ns)| ns)
+        .expect("progress lines");
+    Duration::from_nanos(death.saturating_sub(crossing))
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+#[test]
+fn a_smtp_server_that_never_answers_does_not_delay_kills() {
+    let test = "a_smtp_server_that_never_answers_does_not_delay_kills";
+    if !require_root(test) {
+        return;
+    }
+    // Alone on the machine: no other test's daemons, servers or growers.
+    let _alone = SERIAL.write().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("mail-hang");
+    let silent = SilentServer::start().expect("a silent server");
+    let quiet_name = "tp-lat-quiet";
+    let hang_name = "tp-lat-hang";
+    let quiet = start_daemon(
+        &format!(
+            "{}[notify.desktop]\nenabled = false\n\n[notify.email]\nenabled = false\n",
+            limit(quiet_name)
+        ),
+        &[],
+    );
+    let spool = scratch.path().join("outbox");
+    // Every kill is alerted (no cooldown), and every email waits for a
+    // server that accepted the connection and says nothing.
+    let hang = start_daemon(
+        &email_config(hang_name, "0s", silent.port, "none", &spool, "").replace(
+            "[notify.desktop]\nenabled = false",
+            "[notify.desktop]\nenabled = true",
+        ),
+        &[],
+    );
+    let quiet_exe = scratch.testprog_named(quiet_name);
+    let hang_exe = scratch.testprog_named(hang_name);
+    let runs = 11;
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        without.push(crossing_to_death(&quiet, &quiet_exe));
+        with.push(crossing_to_death(&hang, &hang_exe));
+    }
+    // The alerts really were stuck on the silent server.
+    let status = hang.status().expect("status");
+    assert!(
+        status["alerts_queued"].as_u64().unwrap_or(0) >= runs as u64 - 1,
+        "{status:#}"
+    );
+    let (m_without, m_with) = (median(without.clone()), median(with.clone()));
+    eprintln!(
+        "crossing to death, median of {runs}: without alerts {m_without:?}, \
+         with a silent SMTP server {m_with:?}\n  without: {without:?}\n  with:    {with:?}"
+    );
+    let difference = m_with.abs_diff(m_without);
+    assert!(
+        difference < Duration::from_millis(1),
+        "a silent SMTP server delayed kills by {difference:?} (median)"
+    );
+}
