@@ -285,3 +285,26 @@ fn status_without_a_daemon_exits_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("is it running?"));
 }
+
+#[test]
+fn the_readme_config_examples_are_valid() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## Configuration")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Configuration section");
+    let blocks: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .collect();
+    assert!(blocks.len() >= 2, "the desktop and the server examples");
+    let scratch = Scratch::new("readme");
+    for (i, block) in blocks.iter().enumerate() {
+        let path = scratch.write(&format!("readme{i}.toml"), block);
+        let (code, _, stderr) = check_config(&path);
+        assert_eq!(code, 0, "README example {i} does not validate:\n{stderr}");
+    }
+}
