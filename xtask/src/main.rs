@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod dist;
 mod ebpf;
 mod run;
 mod setup;
@@ -54,6 +55,9 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build the Debian package: release binary, man pages, completions, .deb
+    /// (its path is the last line on stdout).
+    Dist,
     /// Run a benchmark; without NAME, list them.
     Bench {
         /// The benchmark to run.
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Build { release } => build::run(release),
         Command::Run { args } => run::run(&args),
         Command::Test { args } => test::run(&args),
+        Command::Dist => dist::run().map(drop),
         Command::Bench { name, args } => bench::run(name.as_deref(), &args),
     };
     match result {

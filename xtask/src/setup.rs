@@ -258,7 +258,7 @@ fn bpf_linker() -> Result<()> {
 
 /// cargo-deb, which `cargo xtask dist` (and the package test) builds the
 /// .deb with: checked with `cargo deb --version`, installed when missing.
-fn cargo_deb() -> Result<()> {
+pub fn cargo_deb() -> Result<()> {
     if let Some(version) = cargo_deb_version() {
         piece("cargo-deb", &format!("present ({version})"));
         return Ok(());
