@@ -6,13 +6,20 @@
 //!   bounding set (and no new privileges);
 //! - `cargo xtask dist` builds the .deb, which installs with `dpkg -i`,
 //!   validates its own /etc/procespy.toml, and purges without a trace;
+//! - under systemd (stderr is `$JOURNAL_STREAM`), log entries reach the
+//!   journal socket with their priority and the action's fields;
 //! - /metrics, scraped after a kill and parsed by the Prometheus client
 //!   library's own parser, counts that kill.
 
 use std::{
+    collections::HashMap,
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    os::unix::{
+        fs::{MetadataExt, PermissionsExt},
+        net::UnixDatagram,
+        process::ExitStatusExt,
+    },
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -219,6 +226,177 @@ fn the_units_capabilities_are_enough_to_enforce() {
         std::panic::resume_unwind(panic);
     }
     assert!(exit.success(), "exit {exit:?}; log:\n{log}");
+}
+
+/// One journal entry in the native protocol: `KEY=value` lines, or `KEY`, a
+/// newline, a little-endian u64 length, the value and a newline.
+fn journal_entry(mut data: &[u8]) -> HashMap<String, String> {
+    let mut fields = HashMap::new();
+    while !data.is_empty() {
+        let Some(end) = data.iter().position(|&b| b == b'\n') else {
+            break;
+        };
+        let line = &data[..end];
+        data = &data[end + 1..];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            fields.insert(
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            );
+        } else if data.len() >= 8 {
+            let len = u64::from_le_bytes(data[..8].try_into().expect("8 bytes")) as usize;
+            let value = &data[8..(8 + len).min(data.len())];
+            fields.insert(
+                String::from_utf8_lossy(line).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            );
+            data = data.get(8 + len + 1..).unwrap_or_default();
+        } else {
+            break;
+        }
+    }
+    fields
+}
+
+#[test]
+fn under_systemd_actions_reach_the_journal_with_priority_and_fields() {
+    let test = "under_systemd_actions_reach_the_journal_with_priority_and_fields";
+    if !require_root(test) || !have(test, "unshare", &["--version"]) {
+        return;
+    }
+    let name = "tp-svc-journal";
+    let scratch = Scratch::new("svc-journal");
+    let exe = scratch.testprog_named(name);
+    let config = scratch.write(
+        "procespy.toml",
+        &format!(
+            "[monitor]\nmode = \"auto\"\nscan_interval = \"200ms\"\n\n[notify.desktop]\nenabled = false\n\n\
+             [[limit]]\nname = \"{name}\"\nmax_memory = \"64MiB\"\naction = \"kill\"\n"
+        ),
+    );
+    let socket = scratch.path().join("procespy.sock");
+    // journald's socket, seen by the daemon through a bind mount in a mount
+    // namespace of its own.
+    let journal_dir = scratch.path().join("journal");
+    std::fs::create_dir(&journal_dir).expect("mkdir");
+    let journal = UnixDatagram::bind(journal_dir.join("socket")).expect("bind the journal socket");
+    journal
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let run_journal = Path::new("/run/systemd/journal");
+    let made = !run_journal.exists();
+    if made {
+        std::fs::create_dir_all(run_journal).expect("mkdir /run/systemd/journal");
+    }
+    // stderr is the stream systemd would have connected to the journal.
+    let stderr_path = scratch.path().join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+    let meta = stderr.metadata().expect("stat");
+    let mut daemon = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" /run/systemd/journal && exec "$2" run -c "$3" --socket "$4""#)
+        .arg("sh")
+        .arg(&journal_dir)
+        .arg(procespy_bin())
+        .arg(&config)
+        .arg(&socket)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("unshare starts procespy");
+    let outcome = std::panic::catch_unwind(|| {
+        wait_status(&socket, "the daemon to answer", |_| true);
+        let mut prog = TestProg::start_as(&exe, &[]).expect("test program starts");
+        wait_status(&socket, "the test program to be covered", |s| {
+            status_process(s, prog.pid()).is_some()
+        });
+        prog.send("grow 96").expect("grow");
+        assert_eq!(
+            prog.wait_signal(Duration::from_secs(10)).expect("dies"),
+            Some(libc::SIGTERM)
+        );
+        let pid = prog.pid().to_string();
+        let mut entries = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buffer = vec![0u8; 1 << 16];
+        while Instant::now() < deadline {
+            let Ok(n) = journal.recv(&mut buffer) else {
+                continue;
+            };
+            let entry = journal_entry(&buffer[..n]);
+            let done =
+                entry.get("EVENT").is_some_and(|e| e == "action") && entry.get("PID") == Some(&pid);
+            entries.push(entry);
+            if done {
+                break;
+            }
+        }
+        let action = entries
+            .iter()
+            .find(|e| e.get("EVENT").is_some_and(|v| v == "action"))
+            .unwrap_or_else(|| panic!("no action entry in the journal: {entries:#?}"));
+        for (key, value) in [
+            ("PRIORITY", "4"),
+            ("SYSLOG_IDENTIFIER", "procespy"),
+            ("PID", pid.as_str()),
+            ("NAME", name),
+            ("USER", "root"),
+            ("RULE", name),
+            ("ACTION", "SIGTERM"),
+            ("RESULT", "sent"),
+            ("LIMIT", &(64 * MIB).to_string()),
+        ] {
+            assert_eq!(
+                action.get(key).map(String::as_str),
+                Some(value),
+                "{key} in {action:#?}"
+            );
+        }
+        assert!(action["MESSAGE"].contains(name), "{action:#?}");
+        assert!(action["RSS"].parse::<u64>().expect("RSS") > 64 * MIB);
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.get("PRIORITY").is_some_and(|p| p == "5")
+                    && e.get("MESSAGE")
+                        .is_some_and(|m| m.contains("control socket"))),
+            "info lines are priority 5: {entries:#?}"
+        );
+    });
+    let _ = procespy_tests::signal(daemon.id(), libc::SIGTERM);
+    let exit = wait_timeout(&mut daemon, Duration::from_secs(20));
+    if made {
+        let _ = std::fs::remove_dir(run_journal);
+    }
+    let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    if let Err(panic) = outcome {
+        eprintln!("procespy's stderr:\n{text}");
+        std::panic::resume_unwind(panic);
+    }
+    assert!(exit.expect("stops").success());
+    assert!(
+        !text.contains("control socket"),
+        "log lines went to the journal, not stderr:\n{text}"
+    );
+
+    // A fatal error printed straight to stderr carries "<3>" there.
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+    let meta = stderr.metadata().expect("stat");
+    let status = Command::new(procespy_bin())
+        .args(["run", "-c", "/nonexistent/procespy.toml"])
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(stderr)
+        .status()
+        .expect("runs");
+    assert_eq!(status.code(), Some(1));
+    let text = std::fs::read_to_string(&stderr_path).expect("read");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<3>procespy: ") && l.contains("/nonexistent/procespy.toml")),
+        "{text}"
+    );
 }
 
 /// Whether dpkg knows `package` as installed.
