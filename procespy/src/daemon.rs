@@ -26,8 +26,9 @@ use crate::{
     control::{self, Incoming, Request},
     ebpf::{self, EventStream, Kernel, events::KernelEvent},
     guard::{Deferred, Guard},
+    metrics::{self, ActionCounts, MetricsRequest},
     scan::{self, Examination},
-    status,
+    status, systemd,
     table::{Change, Table},
 };
 
@@ -58,6 +59,14 @@ impl Backend {
     pub fn kernel_mut(&mut self) -> Option<&mut Kernel> {
         match self {
             Backend::Ebpf { kernel, .. } => Some(kernel.as_mut()),
+            Backend::Proc { .. } => None,
+        }
+    }
+
+    /// The kernel side, in eBPF mode.
+    pub fn kernel(&self) -> Option<&Kernel> {
+        match self {
+            Backend::Ebpf { kernel, .. } => Some(kernel.as_ref()),
             Backend::Proc { .. } => None,
         }
     }
@@ -149,6 +158,8 @@ pub struct Daemon {
     examinations: u64,
     last_examination: Option<Duration>,
     alerts: Alerts,
+    metrics_rx: Option<mpsc::Receiver<MetricsRequest>>,
+    action_counts: ActionCounts,
 }
 
 impl Daemon {
@@ -178,6 +189,16 @@ impl Daemon {
         let (tx, control_rx) = mpsc::channel(16);
         tokio::spawn(control::serve(listener, tx));
         tracing::info!("control socket: {}", args.socket.display());
+        let metrics_rx = match &config.metrics {
+            Some(settings) => {
+                let listener = metrics::bind(settings.listen)?;
+                let (tx, rx) = mpsc::channel(4);
+                tokio::spawn(metrics::serve(listener, tx));
+                tracing::info!("metrics: http://{}/metrics", settings.listen);
+                Some(rx)
+            }
+            None => None,
+        };
         let (deferred_tx, deferred_rx) = mpsc::unbounded_channel();
         let alerts = Alerts::start(&config.notify);
         Ok(Self {
@@ -192,6 +213,8 @@ impl Daemon {
             examinations: 0,
             last_examination: None,
             alerts,
+            metrics_rx,
+            action_counts: ActionCounts::default(),
         })
     }
 
@@ -206,6 +229,7 @@ impl Daemon {
         let mut loss_check = tokio::time::interval(LOSS_CHECK);
         let mut lost_seen = 0;
         let mut batch = Vec::with_capacity(256);
+        systemd::notify_ready(&format!("following processes ({})", self.backend.name()));
         loop {
             tokio::select! {
                 result = next_events(&mut self.backend, &mut batch) => {
@@ -238,6 +262,10 @@ impl Daemon {
                 Some(incoming) = self.control_rx.recv() => self.on_request(incoming),
                 Some(deferred) = self.deferred_rx.recv() => {
                     self.guard.on_deferred(deferred, &self.table);
+                    self.after_actions();
+                }
+                Some(request) = next_metrics_request(&mut self.metrics_rx) => {
+                    let _ = request.reply.send(metrics::render(&self.metrics_snapshot()));
                 }
                 _ = sighup.recv() => {
                     let _ = self.reload();
@@ -246,6 +274,7 @@ impl Daemon {
                 _ = sigint.recv() => break,
             }
         }
+        systemd::notify_stopping();
         self.alerts.shutdown(ALERTS_FLUSH).await;
         tracing::info!("stopping: detaching the eBPF programs");
         let _ = std::fs::remove_file(&self.socket);
@@ -328,6 +357,9 @@ impl Daemon {
     /// Hands the actions just recorded on to the alerts.
     fn after_actions(&mut self) {
         let actions = self.guard.take_new_actions();
+        for action in &actions {
+            self.action_counts.count(action);
+        }
         if !actions.is_empty() {
             self.alerts.submit(actions);
         }
@@ -346,6 +378,13 @@ impl Daemon {
     /// Re-reads the configuration; a config that does not validate is refused
     /// and the one in force stays.
     fn reload(&mut self) -> Result<String, String> {
+        systemd::notify_reloading();
+        let result = self.reload_config();
+        systemd::notify_ready("following processes");
+        result
+    }
+
+    fn reload_config(&mut self) -> Result<String, String> {
         let Some(path) = self.config_path.clone() else {
             let message = "running on the built-in default: there is no file to reload".to_owned();
             tracing::warn!("{message}");
@@ -373,11 +412,30 @@ impl Daemon {
         }
     }
 
+    fn metrics_snapshot(&self) -> metrics::Snapshot {
+        let kernel = self.backend.kernel();
+        let config = self.guard.config();
+        let email = &config.notify.email;
+        metrics::Snapshot {
+            mode: self.backend.name().into(),
+            dry_run: self.guard.dry_run(),
+            uptime: self.started.elapsed(),
+            processes: self.table.len() as u64,
+            limits: metrics::tally_limits(&config.limits, self.guard.covered(&self.table, kernel)),
+            actions: self.action_counts.clone(),
+            alerts: metrics::AlertCounts::default(),
+            alerts_queued: self.alerts.queued() as u64,
+            spool: email
+                .enabled
+                .then(|| metrics::spool_usage(&email.spool_dir)),
+            lost_events: kernel.map(Kernel::lost_events),
+            examinations: self.examinations,
+            last_examination: self.last_examination,
+        }
+    }
+
     fn status(&self) -> Value {
-        let kernel = match &self.backend {
-            Backend::Ebpf { kernel, .. } => Some(kernel.as_ref()),
-            Backend::Proc { .. } => None,
-        };
+        let kernel = self.backend.kernel();
         let reason = match &self.backend {
             Backend::Ebpf { .. } => "the eBPF programs are attached".to_owned(),
             Backend::Proc { reason } => reason.clone(),
@@ -394,6 +452,16 @@ impl Daemon {
             last_examination: self.last_examination,
             alerts_queued: self.alerts.queued(),
         })
+    }
+}
+
+/// The next scrape of `/metrics`; never ready without `[metrics]`.
+async fn next_metrics_request(
+    rx: &mut Option<mpsc::Receiver<MetricsRequest>>,
+) -> Option<MetricsRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

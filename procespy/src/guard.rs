@@ -21,6 +21,7 @@ use crate::{
     config::{Action, Config, Limit, Scope},
     ebpf::{Kernel, WatchSpec},
     enforce::{self, ActionRecord, Delivery, Signal},
+    process::Rss,
     rules::{self, Subject, Verdict},
     table::{Entry, Table},
     users::UserNames,
@@ -185,7 +186,8 @@ impl Guard {
         }
     }
 
-    fn dry_run(&self) -> bool {
+    /// Whether signals are withheld (`--dry-run` or `[enforce] dry_run`).
+    pub fn dry_run(&self) -> bool {
         self.dry_run || self.config.enforce.dry_run
     }
 
@@ -463,8 +465,27 @@ impl Guard {
         self.actions.iter()
     }
 
-    /// The covered processes for `procespy status`; RSS from the kernel
-    /// where it follows them.
+    /// The RSS of a covered process: the kernel's figure where it follows
+    /// the process, else the last read of `/proc`.
+    fn rss_of(pid: u32, entry: &Entry, kernel: Option<&Kernel>) -> (Rss, &'static str) {
+        match kernel.and_then(|k| k.rss(pid)) {
+            Some(k) => (k.rss, "ebpf"),
+            None => (entry.rss, "proc"),
+        }
+    }
+
+    /// Every covered process as (limit index, RSS in bytes), for metrics.
+    pub fn covered(&self, table: &Table, kernel: Option<&Kernel>) -> Vec<(usize, u64)> {
+        self.guarded
+            .iter()
+            .filter_map(|(&pid, g)| {
+                let entry = table.get(pid)?;
+                Some((g.limit, Self::rss_of(pid, entry, kernel).0.total()))
+            })
+            .collect()
+    }
+
+    /// The covered processes for `procespy status`, largest first.
     pub fn watched_status(&self, table: &Table, kernel: Option<&Kernel>) -> Vec<Value> {
         let mut list: Vec<Value> = self
             .guarded
@@ -472,11 +493,8 @@ impl Guard {
             .filter_map(|(&pid, g)| {
                 let entry = table.get(pid)?;
                 let limit = self.config.limits.get(g.limit)?;
-                let kernel_rss = kernel.and_then(|k| k.rss(pid));
-                let (rss, source) = match kernel_rss {
-                    Some(k) => (k.rss, "ebpf"),
-                    None => (entry.rss, "proc"),
-                };
+                let (rss, source) = Self::rss_of(pid, entry, kernel);
+                let percent = rss.total() as f64 * 100.0 / limit.max_memory.max(1) as f64;
                 Some(json!({
                     "pid": pid,
                     "name": entry.name_lossy(),
@@ -485,7 +503,7 @@ impl Guard {
                     "rss": rss,
                     "rss_source": source,
                     "limit_bytes": limit.max_memory,
-                    "limit_percent": if limit.max_memory > 0 { rss.total() as f64 * 100.0 / limit.max_memory as f64 } else { 0.0 },
+                    "limit_percent": percent,
                     "rule": limit.label,
                     "scope": limit.scope,
                     "action": limit.action,

@@ -597,8 +597,6 @@ fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64>
 }
 
 #[test]
-#[ignore = "waits for the daemon loop to serve [metrics] (procespy::metrics wiring in daemon.rs); \
-            passes against a daemon with that wiring"]
 fn metrics_count_a_kill() {
     let _serial = serial();
     let test = "metrics_count_a_kill";
