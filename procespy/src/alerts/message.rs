@@ -269,7 +269,7 @@ pub fn size(bytes: u64) -> String {
 }
 
 /// The RSS beside its limit: [`size`], or, when both would read the same,
-/// the limit plus how far over it is (`64.0 MiB + 212.0 KiB`).
+/// the limit plus how far over it is (`64.0 MiB + 40.0 KiB`).
 pub fn rss_text(rss: u64, limit: u64) -> String {
     let text = size(rss);
     if rss > limit && text == size(limit) {
@@ -452,8 +452,8 @@ mod tests {
         assert_eq!(size(1024 * MIB - 1), "1.0 GiB");
         assert_eq!(size(1536 * MIB), "1.5 GiB");
         assert_eq!(
-            rss_text(64 * MIB + 212 * 1024, 64 * MIB),
-            "64.0 MiB + 212.0 KiB"
+            rss_text(64 * MIB + 40 * 1024, 64 * MIB),
+            "64.0 MiB + 40.0 KiB"
         );
         assert_eq!(rss_text(65 * MIB, 64 * MIB), "65.0 MiB");
         assert_eq!(rss_text(10, 64 * MIB), "10 B");

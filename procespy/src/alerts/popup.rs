@@ -14,8 +14,11 @@ use crate::{app::Failure, cli::NotifyPopupArgs, config::Urgency};
 /// The application name popups carry.
 pub const APP_NAME: &str = "procespy";
 
-/// How long the child waits for the bus to answer (the parent's limit is longer).
+/// How long the child waits for the bus to answer a call (the parent's
+/// limit is longer).
 const METHOD_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long the child runs at most, connection and call together.
+const SELF_TIMEOUT: Duration = Duration::from_millis(4500);
 
 /// Runs the subcommand.
 pub fn run(args: &NotifyPopupArgs) -> Result<(), Failure> {
@@ -23,8 +26,15 @@ pub fn run(args: &NotifyPopupArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    // The parent kills us after its own timeout; this one holds when the
+    // parent is gone (killed without a chance to clean up).
     let id = runtime
-        .block_on(notify(args))
+        .block_on(async {
+            match tokio::time::timeout(SELF_TIMEOUT, notify(args)).await {
+                Ok(result) => result.map_err(anyhow::Error::from),
+                Err(_) => Err(anyhow::anyhow!("no answer within {SELF_TIMEOUT:?}")),
+            }
+        })
         .with_context(|| format!("Notify on {}", args.bus.display()))?;
     tracing::debug!(id, "notification shown");
     Ok(())
