@@ -37,6 +37,22 @@ fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
     SERIAL.read().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The test user has one session bus: one test at a time uses it.
+static DESKTOP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn desktop_alone() -> std::sync::MutexGuard<'static, ()> {
+    DESKTOP.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A config that pops up on the test user's bus only, email off.
+fn popup_config(name: &str, cooldown: &str) -> String {
+    format!(
+        "{}[notify]\ncooldown = \"{cooldown}\"\n\n[notify.desktop]\nenabled = true\n\
+         users = [\"{TEST_USER}\"]\nurgency = \"critical\"\n\n[notify.email]\nenabled = false\n",
+        limit(name)
+    )
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
@@ -190,14 +206,10 @@ fn popup_reaches_the_users_session_bus_and_dunst_shows_it() {
         return;
     }
     let _serial = shared();
+    let _desktop = desktop_alone();
     let session = DesktopSession::start().expect("the desktop session starts");
     let name = "tp-popup";
-    let config = format!(
-        "{}[notify]\ncooldown = \"60s\"\n\n[notify.desktop]\nenabled = true\n\
-         users = [\"{TEST_USER}\"]\nurgency = \"critical\"\n\n[notify.email]\nenabled = false\n",
-        limit(name)
-    );
-    let daemon = start_daemon(&config, &[]);
+    let daemon = start_daemon(&popup_config(name, "60s"), &[]);
     let scratch = Scratch::new("popup");
     let pid = kill_one(&daemon, &scratch.testprog_named(name));
 
@@ -263,6 +275,90 @@ fn popup_reaches_the_users_session_bus_and_dunst_shows_it() {
     }
     let log = daemon.log_text();
     assert!(!log.contains("cannot show popups"), "{log}");
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.lines().filter(|line| line.contains(needle)).count()
+}
+
+#[test]
+fn a_bus_without_a_notification_server_is_logged_once_and_kills_go_on() {
+    let test = "a_bus_without_a_notification_server_is_logged_once_and_kills_go_on";
+    if !require_root(test) || !have_desktop_peers(test) {
+        return;
+    }
+    let _serial = shared();
+    let _desktop = desktop_alone();
+    let _session = DesktopSession::without_notification_server().expect("a bare session bus");
+    let name = "tp-popup-none";
+    let daemon = start_daemon(&popup_config(name, "0s"), &[]);
+    let scratch = Scratch::new("popup-none");
+    let exe = scratch.testprog_named(name);
+    for _ in 0..3 {
+        kill_one(&daemon, &exe);
+    }
+    let warning = format!("cannot show popups to {TEST_USER}");
+    wait_until("the popups failed", Duration::from_secs(10), || {
+        let log = daemon.log_text();
+        count(&log, &warning) == 1 && count(&log, "popup not shown") >= 2
+    });
+    let log = daemon.log_text();
+    assert_eq!(count(&log, &warning), 1, "logged once:\n{log}");
+    let line = log.lines().find(|l| l.contains(&warning)).unwrap();
+    assert!(line.contains("ServiceUnknown"), "{line}");
+}
+
+#[test]
+fn a_session_bus_that_never_answers_slows_nothing() {
+    let test = "a_session_bus_that_never_answers_slows_nothing";
+    if !require_root(test) || !have_desktop_peers(test) {
+        return;
+    }
+    let _serial = shared();
+    let _desktop = desktop_alone();
+    let _session = DesktopSession::with_silent_bus().expect("a silent bus");
+    let name = "tp-popup-hang";
+    let daemon = start_daemon(&popup_config(name, "0s"), &[]);
+    let scratch = Scratch::new("popup-hang");
+    let exe = scratch.testprog_named(name);
+    let start = Instant::now();
+    for _ in 0..3 {
+        kill_one(&daemon, &exe);
+        // The loop answers at once while popup children wait on the bus.
+        let asked = Instant::now();
+        daemon.status().expect("status");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "status took {:?}",
+            asked.elapsed()
+        );
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "three kills took {:?} with a hanging bus",
+        start.elapsed()
+    );
+    let warning = format!("cannot show popups to {TEST_USER}");
+    wait_until(
+        "the popup children time out",
+        Duration::from_secs(15),
+        || count(&daemon.log_text(), &warning) == 1,
+    );
+    let log = daemon.log_text();
+    let line = log.lines().find(|l| l.contains(&warning)).unwrap();
+    assert!(line.contains("no answer within"), "{line}");
+    // The children were killed, not left behind.
+    wait_until("no popup child is left", Duration::from_secs(10), || {
+        !std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|entry| {
+                std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| {
+                    cmdline.windows(12).any(|w| w == b"notify-popup")
+                        && String::from_utf8_lossy(&cmdline).contains(name)
+                })
+            })
+    });
 }
 
 fn target_dir() -> PathBuf {
@@ -378,11 +474,15 @@ fn smtp_outage_and_restart_lose_nothing_and_send_nothing_twice() {
     let daemon = start_daemon(&config, &[]);
     let pids: Vec<u32> = (0..3).map(|_| kill_one(&daemon, &exe)).collect();
     // One email tried and waiting in the spool, two kills held by the cooldown.
+    wait_until(
+        "one email in the spool, three alerts queued",
+        Duration::from_secs(5),
+        || spool_files(&spool).len() == 1,
+    );
     let status = daemon
         .wait_status(Duration::from_secs(5), |s| s["alerts_queued"] == 3)
         .expect("three alerts queued");
     assert_eq!(status["alerts_queued"], 3);
-    assert_eq!(spool_files(&spool).len(), 1);
     wait_until("a failed attempt", Duration::from_secs(10), || {
         daemon
             .log_text()
@@ -648,7 +748,7 @@ fn a_smtp_server_that_never_answers_does_not_delay_kills() {
     );
     let quiet_exe = scratch.testprog_named(quiet_name);
     let hang_exe = scratch.testprog_named(hang_name);
-    let runs = 11;
+    let runs = 15;
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         without.push(crossing_to_death(&quiet, &quiet_exe));

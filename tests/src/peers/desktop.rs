@@ -2,9 +2,11 @@
 //! (`dbus-daemon --session`) listening where procespy looks for it
 //! (`/run/user/UID/bus`), and `dunst` as the notification server. All run
 //! as the test user; `dunstctl` (as that user) reads back what was shown.
+//! Two broken sessions too: a bus with no notification server, and a bus
+//! socket that never answers.
 
 use std::{
-    os::unix::{fs::PermissionsExt, process::CommandExt},
+    os::unix::{fs::PermissionsExt, net::UnixListener, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -51,6 +53,8 @@ pub struct DesktopSession {
     home: PathBuf,
     /// dunst, dbus-daemon, Xvfb: stopped in that order.
     children: Vec<(&'static str, Child)>,
+    /// The socket of a bus that never answers.
+    _silent: Option<UnixListener>,
     _scratch: Scratch,
 }
 
@@ -58,6 +62,58 @@ impl DesktopSession {
     /// Starts Xvfb, the session bus at `/run/user/UID/bus` and dunst, as the
     /// test user, and waits until dunst owns org.freedesktop.Notifications.
     pub fn start() -> Result<DesktopSession> {
+        let mut session = Self::prepare()?;
+        session.start_xvfb()?;
+        session.start_bus(&["--session"])?;
+        let dunst = session.command("dunst").spawn().context("starting dunst")?;
+        session.children.push(("dunst", dunst));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !session.has_notification_server() {
+            if Instant::now() > deadline {
+                bail!("dunst did not take org.freedesktop.Notifications within 15 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(session)
+    }
+
+    /// Only a session bus, with no notification server and no service
+    /// files (so nothing is started on demand either).
+    pub fn without_notification_server() -> Result<DesktopSession> {
+        let mut session = Self::prepare()?;
+        let config = session.home.join("bare-session.conf");
+        std::fs::write(
+            &config,
+            "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n              \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+             <busconfig>\n  <type>session</type>\n  <listen>unix:tmpdir=/tmp</listen>\n  \
+             <auth>EXTERNAL</auth>\n  <policy context=\"default\">\n    \
+             <allow send_destination=\"*\" eavesdrop=\"true\"/>\n    \
+             <allow eavesdrop=\"true\"/>\n    <allow own=\"*\"/>\n  </policy>\n</busconfig>\n",
+        )?;
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))?;
+        session.start_bus(&[&format!("--config-file={}", config.display())])?;
+        if session.has_notification_server() {
+            bail!("the bare bus has a notification server");
+        }
+        Ok(session)
+    }
+
+    /// A socket at the bus's place that accepts connections (the kernel
+    /// queues them) and never answers.
+    pub fn with_silent_bus() -> Result<DesktopSession> {
+        let mut session = Self::prepare()?;
+        let listener = UnixListener::bind(&session.bus)?;
+        nix::unistd::chown(
+            &session.bus,
+            Some(session.uid.into()),
+            Some(session.gid.into()),
+        )?;
+        session._silent = Some(listener);
+        Ok(session)
+    }
+
+    /// The user, their runtime directory and a home; nothing running yet.
+    fn prepare() -> Result<DesktopSession> {
         let made_user = ensure_user(TEST_USER)?;
         let account = nix::unistd::User::from_name(TEST_USER)?
             .with_context(|| format!("{TEST_USER} has no passwd entry"))?;
@@ -75,20 +131,23 @@ impl DesktopSession {
         let bus = runtime_dir.join("bus");
         let _ = std::fs::remove_file(&bus);
 
-        let mut session = DesktopSession {
+        Ok(DesktopSession {
             user: TEST_USER.to_owned(),
             uid,
             gid,
             display: String::new(),
-            bus: bus.clone(),
+            bus,
             runtime_dir,
             made_runtime_dir,
             made_user,
             home,
             children: Vec::new(),
+            _silent: None,
             _scratch: scratch,
-        };
+        })
+    }
 
+    fn start_xvfb(&mut self) -> Result<()> {
         // Xvfb needs /tmp/.X11-unix, sticky and open to all, as root makes it.
         let x11 = Path::new("/tmp/.X11-unix");
         if !x11.exists() {
@@ -101,11 +160,11 @@ impl DesktopSession {
                     && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
             })
             .context("no free X display number")?;
-        session.display = format!(":{n}");
-        let xvfb = session
+        self.display = format!(":{n}");
+        let xvfb = self
             .command("Xvfb")
             .args([
-                &session.display,
+                &self.display,
                 "-screen",
                 "0",
                 "1024x640x24",
@@ -114,44 +173,37 @@ impl DesktopSession {
             ])
             .spawn()
             .context("starting Xvfb")?;
-        session.children.push(("Xvfb", xvfb));
-        wait_for(&x11.join(format!("X{n}")), "Xvfb's socket")?;
+        self.children.push(("Xvfb", xvfb));
+        wait_for(&x11.join(format!("X{n}")), "Xvfb's socket")
+    }
 
-        let address = format!("--address=unix:path={}", bus.display());
-        let dbus = session
+    /// Starts `dbus-daemon ARGS` listening at the bus's place.
+    fn start_bus(&mut self, args: &[&str]) -> Result<()> {
+        let address = format!("--address=unix:path={}", self.bus.display());
+        let dbus = self
             .command("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile", &address])
+            .args(args)
+            .args(["--nofork", "--nopidfile", &address])
             .spawn()
             .context("starting dbus-daemon")?;
-        session.children.push(("dbus-daemon", dbus));
-        wait_for(&bus, "the session bus")?;
+        self.children.push(("dbus-daemon", dbus));
+        wait_for(&self.bus, "the session bus")
+    }
 
-        let dunst = session.command("dunst").spawn().context("starting dunst")?;
-        session.children.push(("dunst", dunst));
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let owned = session
-                .run(
-                    "dbus-send",
-                    &[
-                        "--session",
-                        "--print-reply",
-                        "--dest=org.freedesktop.DBus",
-                        "/org/freedesktop/DBus",
-                        "org.freedesktop.DBus.NameHasOwner",
-                        "string:org.freedesktop.Notifications",
-                    ],
-                )
-                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("boolean true"));
-            if owned {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("dunst did not take org.freedesktop.Notifications within 15 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(session)
+    /// Whether a name owns org.freedesktop.Notifications on the bus.
+    fn has_notification_server(&self) -> bool {
+        self.run(
+            "dbus-send",
+            &[
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                "string:org.freedesktop.Notifications",
+            ],
+        )
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("boolean true"))
     }
 
     /// A command run as the test user in the session's environment.
@@ -224,6 +276,8 @@ impl DesktopSession {
 
 impl Drop for DesktopSession {
     fn drop(&mut self) {
+        // A silent bus goes first: clients waiting on it get their answer.
+        self._silent.take();
         for (_, child) in self.children.iter_mut().rev() {
             // SAFETY: kill(2) of our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
