@@ -65,6 +65,9 @@ pub fn render_text(status: &Value) -> String {
     if let Some(lost) = status["lost_events"].as_u64() {
         out.push_str(&format!("lost events: {lost}\n"));
     }
+    if let Some(queued) = status["alerts_queued"].as_u64() {
+        out.push_str(&format!("alerts:   {queued} queued\n"));
+    }
     let processes = status["processes"]
         .as_array()
         .map(Vec::as_slice)
