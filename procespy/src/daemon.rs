@@ -284,8 +284,13 @@ impl Daemon {
     fn on_event(&mut self, event: &KernelEvent) {
         match event.kind {
             EventKind::Breach => {
-                self.guard
-                    .on_kernel_breach(event.pid, event.rss_bytes, event.killed, &self.table);
+                self.guard.on_kernel_breach(
+                    event.pid,
+                    event.rss_bytes,
+                    event.killed,
+                    event.ktime_ns,
+                    &self.table,
+                );
                 return;
             }
             EventKind::Usage => {

@@ -158,6 +158,13 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of the kernel's event times.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |ts| {
+        ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+    })
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn now_epoch() -> f64 {
     SystemTime::now()

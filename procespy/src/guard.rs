@@ -77,6 +77,8 @@ pub struct Guard {
     act_delay: Option<Duration>,
     users: UserNames,
     new_actions: Vec<ActionRecord>,
+    /// When the kernel saw the breach being acted on, if it did.
+    breach_seen_ns: Option<u64>,
 }
 
 impl Guard {
@@ -102,6 +104,7 @@ impl Guard {
             act_delay,
             users: UserNames::default(),
             new_actions: Vec::new(),
+            breach_seen_ns: None,
         }
     }
 
@@ -206,13 +209,25 @@ impl Guard {
     }
 
     /// A breach reported by the kernel at the page that crossed the limit.
-    pub fn on_kernel_breach(&mut self, pid: u32, rss: u64, killed: bool, table: &Table) {
+    ///
+    /// `ktime_ns` is when the kernel saw it (CLOCK_MONOTONIC): a signal sent
+    /// for it logs how long userspace took, as `breach_to_signal_us`.
+    pub fn on_kernel_breach(
+        &mut self,
+        pid: u32,
+        rss: u64,
+        killed: bool,
+        ktime_ns: u64,
+        table: &Table,
+    ) {
         let Some(guarded) = self.guarded.get(&pid) else {
             tracing::debug!(pid, "breach of a process no limit covers any more: ignored");
             return;
         };
         let limit = guarded.limit;
+        self.breach_seen_ns = Some(ktime_ns);
         self.act(pid, limit, rss, killed, table);
+        self.breach_seen_ns = None;
     }
 
     /// A process of a total-scope limit moved to another MiB.
@@ -384,6 +399,17 @@ impl Guard {
             Err(err) => format!("failed: {err}"),
         };
         let sent = record.result == "sent";
+        if let Some(seen) = self.breach_seen_ns.filter(|_| sent) {
+            let micros = enforce::monotonic_ns().saturating_sub(seen) / 1000;
+            tracing::debug!(
+                event = "reaction",
+                pid,
+                signal = signal.name(),
+                breach_to_signal_us = micros,
+                "{} sent {micros} µs after the kernel saw the breach",
+                signal.name()
+            );
+        }
         self.record(record);
         if sent && signal == Signal::Term {
             self.schedule(

@@ -10,7 +10,8 @@
 //! - `rss`: answers `ok VMRSS_BYTES`.
 //! - `exit`: exits 0.
 //!
-//! Options: `--ignore-term` ignores SIGTERM;
+//! Options: `--ignore-term` ignores SIGTERM; `--report-term` prints
+//! `term NANOS` (CLOCK_MONOTONIC) when SIGTERM arrives, then exits 143;
 //! `--grow-rate MIB_PER_S --grow-to MIB` grows at that rate at once, printing
 //! `progress BYTES NANOS` after each MiB (NANOS: CLOCK_MONOTONIC), then waits
 //! for commands.
@@ -29,6 +30,10 @@ fn main() {
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
+            "--report-term" => {
+                // SAFETY: the handler only calls async-signal-safe functions.
+                unsafe { libc::signal(libc::SIGTERM, report_term as libc::sighandler_t) };
+            }
             "--ignore-term" => {
                 // SAFETY: installing SIG_IGN for SIGTERM.
                 unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
@@ -96,6 +101,21 @@ fn grow_at_rate(memory: &mut Vec<Region>, rate: f64, target: usize) {
         if let Some(wait) = due.checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
         }
+    }
+}
+
+/// SIGTERM handler: writes `term NANOS\n` with write(2) and exits.
+extern "C" fn report_term(_: libc::c_int) {
+    let mut line = *b"term 00000000000000000000\n";
+    let mut ns = monotonic_ns();
+    for slot in line[5..25].iter_mut().rev() {
+        *slot = b'0' + (ns % 10) as u8;
+        ns /= 10;
+    }
+    // SAFETY: write(2) and _exit(2) are async-signal-safe.
+    unsafe {
+        libc::write(1, line.as_ptr().cast(), line.len());
+        libc::_exit(143);
     }
 }
 
