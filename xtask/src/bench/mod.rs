@@ -4,10 +4,20 @@
 //! Result<()>`, declare it here, and add it to [`BENCHMARKS`] and to the
 //! match in [`run`].
 
+mod daemon;
+mod plot;
+mod procs;
+mod reaction;
+mod report;
+mod stats;
+
 use anyhow::{Result, bail};
 
 /// Every benchmark: its name and what it measures.
-const BENCHMARKS: &[(&str, &str)] = &[];
+const BENCHMARKS: &[(&str, &str)] = &[(
+    "reaction",
+    "how far past a 256 MiB limit a growing process gets, per watchdog [--runs N]",
+)];
 
 /// Runs benchmark `name` with `args`; without a name, lists them.
 pub fn run(name: Option<&str>, args: &[String]) -> Result<()> {
@@ -15,9 +25,8 @@ pub fn run(name: Option<&str>, args: &[String]) -> Result<()> {
         println!("{}", available());
         return Ok(());
     };
-    let _ = args;
-    #[allow(clippy::match_single_binding)] // one arm per benchmark goes here
     match name {
+        "reaction" => reaction::run(args),
         _ => bail!("unknown benchmark `{name}`; {}", available()),
     }
 }

@@ -1,0 +1,646 @@
+//! `cargo xtask bench reaction`: a process grows at a fixed rate past a
+//! 256 MiB limit; how far past the limit does it get, and how long does it
+//! live after crossing it, under each watchdog?
+//!
+//! The test program prints `progress BYTES MONOTONIC_NS` after every MiB.
+//! Overshoot is its last progress line minus the limit; crossing-to-death
+//! runs from its first line above the limit to the moment a pidfd poll
+//! here saw it die, both on CLOCK_MONOTONIC.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Write},
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{ChildStdout, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::{
+    daemon::{self, Limit, Procespy},
+    plot::{self, Line},
+    procs::{self, Group, Pidfd, TempDir, monotonic_ns, release_bin},
+    report,
+    stats::{Table, median, ratio},
+};
+use crate::{build, cmd, setup};
+
+const MIB: u64 = 1 << 20;
+/// The limit every watchdog enforces.
+const LIMIT_MIB: u64 = 256;
+/// The program is killed here by the benchmark if no watchdog stopped it.
+const CAP_MIB: u64 = 1024;
+/// Growth rates, MiB/s: 512 MiB/s and 4 GiB/s.
+const RATES: [u64; 2] = [512, 4096];
+/// The name the test program runs under, which the watchdogs look for.
+const PROG: &str = "bench-grower";
+/// The proc-mode polling period.
+const PROC_SCAN: &str = "100ms";
+
+/// The watchdogs compared, in table order.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watchdog {
+    Floor,
+    PsLoop1s,
+    PsLoop100ms,
+    Monit,
+    ProcespyProc,
+    ProcespyKill,
+    ProcespyKillNow,
+}
+
+impl Watchdog {
+    const ALL: [Watchdog; 7] = [
+        Watchdog::Floor,
+        Watchdog::PsLoop1s,
+        Watchdog::PsLoop100ms,
+        Watchdog::Monit,
+        Watchdog::ProcespyProc,
+        Watchdog::ProcespyKill,
+        Watchdog::ProcespyKillNow,
+    ];
+
+    /// The row's name in the table.
+    fn label(self) -> &'static str {
+        match self {
+            Watchdog::Floor => "floor: the benchmark's own SIGKILL at the crossing line",
+            Watchdog::PsLoop1s => "ps+awk+kill loop, every 1 s",
+            Watchdog::PsLoop100ms => "ps+awk+kill loop, every 0.1 s",
+            Watchdog::Monit => "monit 5.33, set daemon 1, total memory, exec kill -9",
+            Watchdog::ProcespyProc => "procespy proc mode (scan_interval 100ms), kill",
+            Watchdog::ProcespyKill => "procespy eBPF, kill",
+            Watchdog::ProcespyKillNow => "procespy eBPF, kill-now",
+        }
+    }
+
+    /// A short name for files and the plot's legend.
+    fn short(self) -> &'static str {
+        match self {
+            Watchdog::Floor => "floor",
+            Watchdog::PsLoop1s => "ps-loop-1s",
+            Watchdog::PsLoop100ms => "ps-loop-0.1s",
+            Watchdog::Monit => "monit",
+            Watchdog::ProcespyProc => "procespy-proc",
+            Watchdog::ProcespyKill => "procespy-ebpf-kill",
+            Watchdog::ProcespyKillNow => "procespy-ebpf-kill-now",
+        }
+    }
+
+    /// Starts the watchdog; it runs until the returned value is dropped.
+    fn start(self) -> Result<Running> {
+        match self {
+            Watchdog::Floor => Ok(Running::Floor),
+            Watchdog::PsLoop1s => ps_loop("1"),
+            Watchdog::PsLoop100ms => ps_loop("0.1"),
+            Watchdog::Monit => monit(),
+            Watchdog::ProcespyProc => procespy("proc", PROC_SCAN, "kill"),
+            Watchdog::ProcespyKill => procespy("ebpf", "5s", "kill"),
+            Watchdog::ProcespyKillNow => procespy("ebpf", "5s", "kill-now"),
+        }
+    }
+}
+
+/// A running watchdog. Dropping it stops it (and everything it started).
+enum Running {
+    /// The benchmark itself is the watchdog.
+    Floor,
+    Process {
+        _group: Group,
+        _dir: Option<TempDir>,
+    },
+    Procespy(Procespy),
+}
+
+/// The original tool's way: `ps | awk | xargs kill` every `period` seconds.
+fn ps_loop(period: &str) -> Result<Running> {
+    let limit_kib = LIMIT_MIB * 1024;
+    let script = format!(
+        "while :; do ps -eo pid=,rss=,comm= \
+         | awk -v name={PROG} -v max={limit_kib} '$3 == name && $2 > max {{ print $1 }}' \
+         | xargs -r kill; sleep {period}; done"
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script]).stdin(Stdio::null());
+    Ok(Running::Process {
+        _group: Group::spawn(&mut cmd, "the ps loop")?,
+        _dir: None,
+    })
+}
+
+/// monit in the foreground with its own control, state and id files.
+fn monit() -> Result<Running> {
+    let dir = TempDir::new("monit")?;
+    let d = dir.path().display();
+    let kill = dir.write(
+        "kill.sh",
+        "#!/bin/sh\nexec /bin/kill -9 \"$MONIT_PROCESS_PID\"\n",
+        0o755,
+    )?;
+    let rc = format!(
+        "set daemon 1\nset logfile {d}/monit.log\nset idfile {d}/monit.id\n\
+         set statefile {d}/monit.state\nset pidfile {d}/monit.pid\n\n\
+         check process {PROG} matching \"{PROG}\"\n    \
+         if total memory > {LIMIT_MIB} MB then exec \"{}\"\n",
+        kill.display()
+    );
+    let rc = dir.write("monitrc", &rc, 0o600)?;
+    let mut cmd = Command::new("monit");
+    cmd.arg("-I")
+        .arg("-c")
+        .arg(&rc)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut group = Group::spawn(&mut cmd, "monit")?;
+    // Give it time to read its control file and start its first cycle.
+    std::thread::sleep(Duration::from_millis(1500));
+    if !group.running() {
+        let log = fs::read_to_string(dir.path().join("monit.log")).unwrap_or_default();
+        bail!("monit exited at start; its log:\n{log}");
+    }
+    Ok(Running::Process {
+        _group: group,
+        _dir: Some(dir),
+    })
+}
+
+fn procespy(mode: &str, scan: &str, action: &str) -> Result<Running> {
+    let limit = format!("{LIMIT_MIB}MiB");
+    let config = daemon::config(
+        mode,
+        scan,
+        &[Limit {
+            name: PROG,
+            max_memory: &limit,
+            action,
+        }],
+    );
+    Ok(Running::Procespy(Procespy::start(&config, false)?))
+}
+
+/// What one run of the test program showed.
+struct Run {
+    /// Its VmRSS before it grew, in bytes.
+    base: u64,
+    /// `(bytes grown, CLOCK_MONOTONIC ns)` after every MiB.
+    progress: Vec<(u64, u64)>,
+    /// When the pidfd poll saw it die.
+    death_ns: u64,
+    /// The benchmark killed it at the cap: no watchdog stopped it.
+    capped: bool,
+    /// The signal it died of.
+    signal: Option<i32>,
+}
+
+impl Run {
+    /// Its RSS at its last progress line: what it had before plus what it grew.
+    fn last_rss(&self) -> u64 {
+        self.base + self.progress.last().map_or(0, |p| p.0)
+    }
+
+    /// MiB of RSS past the limit; 0 when it died at or below it; infinite when capped.
+    fn overshoot_mib(&self) -> f64 {
+        if self.capped {
+            return f64::INFINITY;
+        }
+        self.last_rss().saturating_sub(LIMIT_MIB * MIB) as f64 / MIB as f64
+    }
+
+    /// ms from its first progress line with RSS above the limit to its
+    /// death; `None` when it never got above; infinite when capped.
+    fn crossing_to_death_ms(&self) -> Option<f64> {
+        if self.capped {
+            return Some(f64::INFINITY);
+        }
+        let crossing = self
+            .progress
+            .iter()
+            .find(|p| self.base + p.0 > LIMIT_MIB * MIB)?
+            .1;
+        Some(self.death_ns.saturating_sub(crossing) as f64 / 1e6)
+    }
+
+    /// ms from its first progress line with RSS above the limit to its
+    /// last line: it grew no more than one step after that.
+    fn crossing_to_last_line_ms(&self) -> Option<f64> {
+        if self.capped {
+            return Some(f64::INFINITY);
+        }
+        let crossing = self
+            .progress
+            .iter()
+            .find(|p| self.base + p.0 > LIMIT_MIB * MIB)?
+            .1;
+        let last = self.progress.last()?.1;
+        Some(last.saturating_sub(crossing) as f64 / 1e6)
+    }
+
+    /// The growth rate reached, MiB/s.
+    fn rate_reached(&self) -> Option<f64> {
+        let (first, last) = (self.progress.first()?, self.progress.last()?);
+        let ns = last.1.checked_sub(first.1).filter(|&ns| ns > 0)?;
+        Some((last.0 - first.0) as f64 / MIB as f64 / (ns as f64 / 1e9))
+    }
+
+    /// `(ms since the first MiB, RSS in MiB)` for each progress line.
+    fn series(&self) -> Vec<(f64, f64)> {
+        let start = self.progress.first().map_or(0, |p| p.1);
+        self.progress
+            .iter()
+            .map(|&(bytes, ns)| {
+                (
+                    ns.saturating_sub(start) as f64 / 1e6,
+                    (self.base + bytes) as f64 / MIB as f64,
+                )
+            })
+            .collect()
+    }
+
+    /// The moment of death on the series' time axis, at the last RSS reported.
+    fn death_point(&self) -> Option<(f64, f64)> {
+        let start = self.progress.first()?.1;
+        Some((
+            self.death_ns.saturating_sub(start) as f64 / 1e6,
+            self.last_rss() as f64 / MIB as f64,
+        ))
+    }
+}
+
+/// What the progress reader does besides reading.
+struct Reader {
+    pidfd: Arc<Pidfd>,
+    /// Set when the reader killed the program at the cap.
+    capped: Arc<AtomicBool>,
+    /// For the floor row: SIGKILL at the first line above this many bytes grown.
+    kill_above: Option<u64>,
+}
+
+impl Reader {
+    /// Reads progress lines until the program's output ends; kills it
+    /// (through its pidfd) once it reports the cap or finishes growing.
+    fn read(self, stdout: BufReader<ChildStdout>) -> Vec<(u64, u64)> {
+        let mut progress = Vec::new();
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            let mut words = line.split_whitespace();
+            let at_cap = match (words.next(), words.next(), words.next()) {
+                (Some("progress"), Some(bytes), Some(ns)) => {
+                    if let (Ok(bytes), Ok(ns)) = (bytes.parse::<u64>(), ns.parse()) {
+                        if self.kill_above.is_some_and(|above| bytes > above) {
+                            self.pidfd.signal(libc::SIGKILL);
+                        }
+                        progress.push((bytes, ns));
+                    }
+                    progress.last().is_some_and(|p| p.0 >= CAP_MIB * MIB)
+                }
+                // The answer to `rate`: it grew all the way.
+                (Some("ok"), ..) => true,
+                _ => false,
+            };
+            if at_cap && !self.capped.swap(true, Ordering::SeqCst) {
+                self.pidfd.signal(libc::SIGKILL);
+            }
+        }
+        progress
+    }
+}
+
+/// Starts the test program, reads its RSS, makes it grow at `rate` MiB/s,
+/// and waits for its death. With a procespy daemon, growth starts only once
+/// the daemon covers it; other watchdogs have to find it as it grows.
+fn one_run(exe: &Path, rate: u64, watchdog: &Running) -> Result<Run> {
+    let mut cmd = Command::new(exe);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut prog = Group::spawn(&mut cmd, PROG)?;
+    let pid = prog.pid();
+    let pidfd = Arc::new(Pidfd::open(pid)?);
+    let mut stdout = BufReader::new(prog.child().stdout.take().context("no stdout pipe")?);
+    // Kept open until it dies: at end of input the program would exit.
+    let mut stdin = prog.child().stdin.take().context("no stdin pipe")?;
+    writeln!(stdin, "rss").context("asking the program its RSS")?;
+    let mut answer = String::new();
+    stdout.read_line(&mut answer)?;
+    let base: u64 = answer
+        .strip_prefix("ok ")
+        .and_then(|rss| rss.trim().parse().ok())
+        .with_context(|| format!("{PROG} answered `rss` with {answer:?}"))?;
+    let capped = Arc::new(AtomicBool::new(false));
+    let reader = Reader {
+        pidfd: Arc::clone(&pidfd),
+        capped: Arc::clone(&capped),
+        kill_above: matches!(watchdog, Running::Floor)
+            .then(|| (LIMIT_MIB * MIB).saturating_sub(base)),
+    };
+    let reader = std::thread::spawn(move || reader.read(stdout));
+    if let Running::Procespy(daemon) = watchdog {
+        daemon.wait_covered(pid, Duration::from_secs(10))?;
+    }
+    writeln!(stdin, "rate {rate} {CAP_MIB}").context("sending `rate` to the program")?;
+    if !pidfd.wait_death(Duration::from_secs(30))? {
+        bail!("{PROG} (PID {pid}) was still alive 30 s after it started growing");
+    }
+    let death_ns = monotonic_ns();
+    let status = prog.child().wait().context("reaping the program")?;
+    drop(stdin);
+    let progress = reader
+        .join()
+        .map_err(|_| anyhow!("the progress reader panicked"))?;
+    Ok(Run {
+        base,
+        progress,
+        death_ns,
+        capped: capped.load(Ordering::SeqCst),
+        signal: status.signal(),
+    })
+}
+
+/// All runs of one watchdog at one rate.
+struct Row {
+    watchdog: Watchdog,
+    rate: u64,
+    runs: Vec<Run>,
+}
+
+impl Row {
+    fn overshoot(&self) -> Option<f64> {
+        median(&self.runs.iter().map(Run::overshoot_mib).collect::<Vec<_>>())
+    }
+
+    fn crossing_to_death(&self) -> Option<f64> {
+        let times: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(Run::crossing_to_death_ms)
+            .collect();
+        median(&times)
+    }
+
+    fn crossing_to_last_line(&self) -> Option<f64> {
+        let times: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(Run::crossing_to_last_line_ms)
+            .collect();
+        median(&times)
+    }
+
+    fn rate_reached(&self) -> Option<f64> {
+        median(
+            &self
+                .runs
+                .iter()
+                .filter_map(Run::rate_reached)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn before_limit(&self) -> usize {
+        let limit = LIMIT_MIB * MIB;
+        self.runs.iter().filter(|r| r.last_rss() <= limit).count()
+    }
+
+    fn capped(&self) -> usize {
+        self.runs.iter().filter(|r| r.capped).count()
+    }
+
+    /// The run with the median overshoot, for the plot.
+    fn typical(&self) -> Option<&Run> {
+        let mut runs: Vec<&Run> = self.runs.iter().collect();
+        runs.sort_by(|a, b| a.overshoot_mib().total_cmp(&b.overshoot_mib()));
+        runs.get(runs.len() / 2).copied()
+    }
+}
+
+/// `--runs N`, default 10.
+fn parse_args(args: &[String]) -> Result<usize> {
+    let mut runs = 10;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--runs" => {
+                runs = iter
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .context("--runs needs a positive number")?;
+            }
+            other => bail!("unknown argument `{other}`; bench reaction takes `--runs N`"),
+        }
+    }
+    Ok(runs)
+}
+
+/// The benchmark.
+pub fn run(args: &[String]) -> Result<()> {
+    let runs = parse_args(args)?;
+    procs::require_root("reaction")?;
+    if which("monit").is_none() {
+        setup::run(setup::Set::Test)?;
+    }
+    build::run(true)?;
+    let scratch = TempDir::new("reaction")?;
+    let exe = scratch.copy_exe(&release_bin("procespy-testprog"), PROG)?;
+    let series_dir = cmd::target_dir().join("bench").join("reaction");
+    let _ = fs::remove_dir_all(&series_dir);
+    fs::create_dir_all(&series_dir)
+        .with_context(|| format!("creating {}", series_dir.display()))?;
+
+    let mut rows = Vec::new();
+    for watchdog in Watchdog::ALL {
+        for rate in RATES {
+            let running = watchdog.start()?;
+            let mut row = Row {
+                watchdog,
+                rate,
+                runs: Vec::new(),
+            };
+            for i in 0..runs {
+                let run = one_run(&exe, rate, &running)
+                    .with_context(|| format!("{} at {rate} MiB/s", watchdog.label()))?;
+                print_run(&row, i, runs, &run);
+                save_series(&series_dir, watchdog, rate, i, &run)?;
+                row.runs.push(run);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            drop(running);
+            rows.push(row);
+        }
+    }
+
+    let table = table(&rows);
+    let verdicts = targets(&rows);
+    println!("\n{table}\n{verdicts}");
+    fs::create_dir_all(report::bench_dir()).context("creating bench/")?;
+    let svg = report::bench_dir().join("reaction.svg");
+    plot::rss_over_time(&svg, &plot_lines(&rows, RATES[0]), LIMIT_MIB as f64)?;
+    println!("bench: wrote {}", svg.display());
+    let body = format!(
+        "{}\n{}\n{table}\n{verdicts}",
+        report::preamble("reaction: stopping a growing process", "reaction", args),
+        method(runs)
+    );
+    report::save_section("reaction", &body)
+}
+
+/// How the figures were made, for RESULTS.md.
+fn method(runs: usize) -> String {
+    format!(
+        "A copy of procespy-testprog named `{PROG}` is asked its VmRSS, then to grow by 1 MiB \
+         steps at a fixed rate up to {CAP_MIB} MiB grown (the benchmark kills it there: \
+         \"capped\"), past a {LIMIT_MIB} MiB limit; {runs} runs per row. Its RSS at each \
+         `progress` line is the VmRSS it had before growing (about 2 MiB) plus the bytes it \
+         reports grown. Overshoot: RSS at its last progress line minus the limit (\"none\": it died \
+         at or below the limit). Crossing→death: from its first progress line with RSS above the \
+         limit to the moment a pidfd poll here saw it die (both CLOCK_MONOTONIC; death includes the \
+         kernel freeing its memory), over the runs that crossed. Crossing→last line: from that line \
+         to its last one; it grew at most one more MiB after it. Medians; ratios against the \
+         procespy eBPF `kill` row at the same rate. The floor row is the benchmark killing the \
+         program itself (SIGKILL through a pidfd) as soon as it reads the crossing line: the \
+         reporting and teardown delay every row pays. procespy rows (grace 3s) let it grow only \
+         once `procespy status` lists it as covered; the other watchdogs must find it while it \
+         grows. The rate reached is what the program managed on this machine. RSS over time of \
+         the median 512 MiB/s run of each watchdog: [reaction.svg](reaction.svg); every run's \
+         series is in target/bench/reaction/.\n"
+    )
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+fn print_run(row: &Row, i: usize, runs: usize, run: &Run) {
+    let overshoot = match run.overshoot_mib() {
+        v if v.is_infinite() => format!("capped at {CAP_MIB} MiB"),
+        0.0 => "none".into(),
+        v => format!("{v:.0} MiB"),
+    };
+    let time = match run.crossing_to_death_ms() {
+        None => "died before the limit".into(),
+        Some(ms) if ms.is_infinite() => "never stopped".into(),
+        Some(ms) => format!("{ms:.2} ms"),
+    };
+    println!(
+        "reaction: {:<22} {:>4} MiB/s run {}/{runs}: overshoot {overshoot}, crossing→death {time}, signal {:?}",
+        row.watchdog.short(),
+        row.rate,
+        i + 1,
+        run.signal,
+    );
+}
+
+fn save_series(dir: &Path, watchdog: Watchdog, rate: u64, i: usize, run: &Run) -> Result<()> {
+    let mut text = String::from("ms,mib\n");
+    for (ms, mib) in run.series() {
+        text.push_str(&format!("{ms:.3},{mib}\n"));
+    }
+    if let Some((ms, mib)) = run.death_point() {
+        text.push_str(&format!("# death,{ms:.3},{mib}\n"));
+    }
+    let path = dir.join(format!("{}-{rate}-{}.csv", watchdog.short(), i + 1));
+    fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn fmt_mib(v: Option<f64>) -> String {
+    match v {
+        None => "—".into(),
+        Some(v) if v.is_infinite() => format!("capped (≥ {})", CAP_MIB - LIMIT_MIB),
+        Some(0.0) => "none".into(),
+        Some(v) => format!("{v:.1}"),
+    }
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    match v {
+        None => "— (none crossed)".into(),
+        Some(v) if v.is_infinite() => "never stopped".into(),
+        Some(v) => format!("{v:.2}"),
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut table = Table::new(&[
+        "watchdog",
+        "rate asked → reached (MiB/s)",
+        "overshoot median (MiB)",
+        "crossing→death median (ms)",
+        "crossing→last line median (ms)",
+        "overshoot vs eBPF kill",
+        "time vs eBPF kill",
+        "died ≤ limit / capped",
+    ]);
+    for row in rows {
+        let base = rows
+            .iter()
+            .find(|r| r.watchdog == Watchdog::ProcespyKill && r.rate == row.rate);
+        table.row(vec![
+            row.watchdog.label().into(),
+            format!(
+                "{} → {}",
+                row.rate,
+                row.rate_reached().map_or("?".into(), |r| format!("{r:.0}"))
+            ),
+            fmt_mib(row.overshoot()),
+            fmt_ms(row.crossing_to_death()),
+            fmt_ms(row.crossing_to_last_line()),
+            ratio(row.overshoot(), base.and_then(Row::overshoot)),
+            ratio(
+                row.crossing_to_death(),
+                base.and_then(Row::crossing_to_death),
+            ),
+            format!(
+                "{}/{} / {}/{}",
+                row.before_limit(),
+                row.runs.len(),
+                row.capped(),
+                row.runs.len()
+            ),
+        ]);
+    }
+    table.render()
+}
+
+/// The two targets, each with its verdict.
+fn targets(rows: &[Row]) -> String {
+    let find = |w: Watchdog, rate: u64| rows.iter().find(|r| r.watchdog == w && r.rate == rate);
+    let verdict = |met: Option<bool>| match met {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "not measured",
+    };
+    let now = find(Watchdog::ProcespyKillNow, RATES[1]).and_then(Row::overshoot);
+    let kill = find(Watchdog::ProcespyKill, RATES[0]).and_then(Row::crossing_to_death);
+    format!(
+        "Targets:\n- kill-now overshoot ≤ 1 MiB at 4 GiB/s: {} (median {})\n\
+         - eBPF kill crossing→death median < 2 ms at 512 MiB/s: {} (median {} ms)\n",
+        verdict(now.map(|v| v <= 1.0)),
+        fmt_mib(now),
+        verdict(kill.map(|v| v < 2.0)),
+        fmt_ms(kill),
+    )
+}
+
+fn plot_lines(rows: &[Row], rate: u64) -> Vec<Line> {
+    rows.iter()
+        .filter(|row| row.rate == rate && row.watchdog != Watchdog::Floor)
+        .filter_map(|row| {
+            let run = row.typical()?;
+            Some(Line {
+                label: row.watchdog.label().to_owned(),
+                points: run.series(),
+                death: (!run.capped).then(|| run.death_point()).flatten(),
+            })
+        })
+        .collect()
+}
