@@ -428,7 +428,7 @@ impl Daemon {
             processes: self.table.len() as u64,
             limits: metrics::tally_limits(&config.limits, self.guard.covered(&self.table, kernel)),
             actions: self.action_counts.clone(),
-            alerts: metrics::AlertCounts::default(),
+            alerts: self.alerts.counts(),
             alerts_queued: self.alerts.queued() as u64,
             spool: email
                 .enabled

@@ -19,7 +19,7 @@ use std::{
 
 use tokio::task::JoinSet;
 
-use super::message::PopupText;
+use super::{message::PopupText, outbox::Tally};
 use crate::config::{Desktop, Urgency};
 
 /// Where the session buses are: `/run/user/UID/bus`.
@@ -170,6 +170,8 @@ pub struct Popups {
     failing: HashMap<u32, String>,
     /// "No session bus" was logged and not yet taken back.
     told_no_bus: bool,
+    /// Popups shown, and attempts that failed, since start.
+    tally: Tally,
 }
 
 impl Popups {
@@ -183,7 +185,13 @@ impl Popups {
             waiting: HashMap::new(),
             failing: HashMap::new(),
             told_no_bus: false,
+            tally: Tally::default(),
         }
+    }
+
+    /// Popups shown and attempts failed since start.
+    pub fn tally(&self) -> Tally {
+        self.tally
     }
 
     /// A new `[notify.desktop]`.
@@ -259,12 +267,14 @@ impl Popups {
     fn on_done(&mut self, bus: Bus, popup: Popup, result: Result<(), String>) {
         match result {
             Ok(()) => {
+                self.tally.sent += 1;
                 tracing::debug!(user = %bus.user, summary = %popup.text.summary, "popup shown");
                 if self.failing.remove(&bus.uid).is_some() {
                     tracing::info!(user = %bus.user, "popups reach {} again", bus.user);
                 }
             }
             Err(reason) => {
+                self.tally.failed += 1;
                 match self.failing.entry(bus.uid) {
                     std::collections::hash_map::Entry::Occupied(_) => {
                         tracing::debug!(user = %bus.user, "popup not shown: {reason}");

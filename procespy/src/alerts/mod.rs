@@ -39,7 +39,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -55,6 +55,7 @@ use self::{
 use crate::{
     config::Notify,
     enforce::{ActionRecord, now_epoch},
+    metrics::AlertCounts,
     users::UserNames,
 };
 
@@ -82,6 +83,11 @@ struct Shared {
     submitted: AtomicUsize,
     /// Emails not yet accepted, popups not yet shown, actions the cooldown holds.
     waiting: AtomicUsize,
+    /// Deliveries since start, for metrics.
+    popups_sent: AtomicU64,
+    popups_failed: AtomicU64,
+    emails_sent: AtomicU64,
+    emails_failed: AtomicU64,
 }
 
 /// The daemon's handle on the alerts thread.
@@ -158,6 +164,17 @@ impl Alerts {
     /// popups not yet shown.
     pub fn queued(&self) -> usize {
         self.shared.submitted.load(Ordering::Relaxed) + self.shared.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Popups and emails delivered, and attempts failed, since start.
+    pub fn counts(&self) -> AlertCounts {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        AlertCounts {
+            popups_sent: get(&self.shared.popups_sent),
+            popups_failed: get(&self.shared.popups_failed),
+            emails_sent: get(&self.shared.emails_sent),
+            emails_failed: get(&self.shared.emails_failed),
+        }
     }
 
     /// Stops the alerts: what is queued in memory is written to the spool as
@@ -259,6 +276,19 @@ impl Worker {
             + self.cooldown.held()
             + self.settling.len();
         self.shared.waiting.store(waiting, Ordering::Relaxed);
+        let (popups, emails) = (self.popups.tally(), self.outbox.tally());
+        self.shared
+            .popups_sent
+            .store(popups.sent, Ordering::Relaxed);
+        self.shared
+            .popups_failed
+            .store(popups.failed, Ordering::Relaxed);
+        self.shared
+            .emails_sent
+            .store(emails.sent, Ordering::Relaxed);
+        self.shared
+            .emails_failed
+            .store(emails.failed, Ordering::Relaxed);
     }
 
     fn take(&mut self, actions: Vec<ActionRecord>) {

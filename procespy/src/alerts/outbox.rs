@@ -58,6 +58,17 @@ pub struct Outbox {
     backoff: Duration,
     /// The failure logged when sending started to fail, until it works again.
     failing: Option<String>,
+    /// Emails the server accepted, and attempts that failed, since start.
+    tally: Tally,
+}
+
+/// Deliveries since start: accepted, and attempts that failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Delivered (accepted by the server, or shown).
+    pub sent: u64,
+    /// Attempts that failed (each retry counts).
+    pub failed: u64,
 }
 
 impl Outbox {
@@ -73,6 +84,7 @@ impl Outbox {
             retry_at: None,
             backoff: FIRST_BACKOFF,
             failing: None,
+            tally: Tally::default(),
         };
         if config.enabled {
             outbox.open_spool();
@@ -213,8 +225,15 @@ impl Outbox {
         }
     }
 
+    /// Emails accepted and attempts failed since start.
+    pub fn tally(&self) -> Tally {
+        self.tally
+    }
+
     fn on_pass(&mut self, pass: Pass) {
         let sent = pass.sent.len();
+        self.tally.sent += sent as u64;
+        self.tally.failed += pass.refused.len() as u64 + u64::from(pass.failed.is_some());
         self.queue.retain(|q| !pass.sent.contains(&q.id));
         for (id, reason) in &pass.refused {
             let Some(index) = self.queue.iter().position(|q| q.id == *id) else {
