@@ -116,32 +116,27 @@ impl ActionRecord {
             ..
         } = self;
         let message = format!("{action} {name} (pid {pid}, user {user}): {result}");
+        // One set of fields, at either level.
+        macro_rules! emit {
+            ($level:ident) => {
+                tracing::$level!(
+                    event = "action",
+                    pid,
+                    name,
+                    user,
+                    rss,
+                    limit,
+                    rule,
+                    action,
+                    result,
+                    "{message}"
+                )
+            };
+        }
         if action.contains("SIG") && result == "sent" {
-            tracing::warn!(
-                event = "action",
-                pid,
-                name,
-                user,
-                rss,
-                limit,
-                rule,
-                action,
-                result,
-                "{message}"
-            );
+            emit!(warn);
         } else {
-            tracing::info!(
-                event = "action",
-                pid,
-                name,
-                user,
-                rss,
-                limit,
-                rule,
-                action,
-                result,
-                "{message}"
-            );
+            emit!(info);
         }
     }
 }

@@ -32,7 +32,12 @@ fn main() {
         match arg.as_str() {
             "--report-term" => {
                 // SAFETY: the handler only calls async-signal-safe functions.
-                unsafe { libc::signal(libc::SIGTERM, report_term as libc::sighandler_t) };
+                unsafe {
+                    libc::signal(
+                        libc::SIGTERM,
+                        report_term as extern "C" fn(libc::c_int) as libc::sighandler_t,
+                    )
+                };
             }
             "--ignore-term" => {
                 // SAFETY: installing SIG_IGN for SIGTERM.
@@ -129,20 +134,9 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// `VmRSS` of this process, in bytes.
+/// `VmRSS` of this process, in bytes (0 when unreadable).
 fn vm_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kib| kib * 1024)
+    procespy_tests::vm_rss(std::process::id()).unwrap_or(0)
 }
 
 /// An anonymous mapping whose every page was written once.
