@@ -345,13 +345,11 @@ impl Worker {
         self.outbox.config()
     }
 
-    /// The largest processes now, from one read of `/proc`.
+    /// The largest processes now (statm of every process, then a full
+    /// read of the few largest: light on a machine with thousands).
     fn top_processes(&self) -> Vec<TopProcess> {
-        let mut procs = crate::scan::examine().procs;
-        procs.sort_by_key(|p| std::cmp::Reverse(p.rss.total()));
-        procs
+        crate::scan::largest(TOP_PROCESSES)
             .iter()
-            .take(TOP_PROCESSES)
             .map(|p| TopProcess {
                 pid: p.pid,
                 user: self.users.name(Some(p.uid)),
