@@ -91,6 +91,16 @@ impl Procespy {
         Ok(())
     }
 
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.group.pid()
+    }
+
+    /// The log file (JSON lines).
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

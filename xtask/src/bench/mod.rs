@@ -5,19 +5,31 @@
 //! match in [`run`].
 
 mod daemon;
+mod overhead;
 mod plot;
 mod procs;
 mod reaction;
 mod report;
+mod scale;
 mod stats;
 
 use anyhow::{Result, bail};
 
 /// Every benchmark: its name and what it measures.
-const BENCHMARKS: &[(&str, &str)] = &[(
-    "reaction",
-    "how far past a 256 MiB limit a growing process gets, per watchdog [--runs N]",
-)];
+const BENCHMARKS: &[(&str, &str)] = &[
+    (
+        "reaction",
+        "how far past a 256 MiB limit a growing process gets, per watchdog [--runs N]",
+    ),
+    (
+        "overhead",
+        "page-fault cost, make -j2, idle CPU/RSS, exec storm [--quick] [--only PART]",
+    ),
+    (
+        "scale",
+        "one /proc examination with 10,000 processes vs ps [--runs N]",
+    ),
+];
 
 /// Runs benchmark `name` with `args`; without a name, lists them.
 pub fn run(name: Option<&str>, args: &[String]) -> Result<()> {
@@ -27,6 +39,8 @@ pub fn run(name: Option<&str>, args: &[String]) -> Result<()> {
     };
     match name {
         "reaction" => reaction::run(args),
+        "overhead" => overhead::run(args),
+        "scale" => scale::run(args),
         _ => bail!("unknown benchmark `{name}`; {}", available()),
     }
 }

@@ -224,9 +224,100 @@ impl Drop for TempDir {
     }
 }
 
+/// CPU time (user + system, all threads) of `pid`, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The name may hold spaces and parentheses: the fields start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // Fields 14 and 15 (utime, stime); `fields[0]` is field 3 (state).
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
+        bail!("/proc/{pid}/stat has no utime/stime: {stat:?}");
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok((utime + stime) as f64 / hz)
+}
+
+/// A `kB` line of `/proc/PID/status` (`VmRSS`, `RssAnon`, ...), in bytes.
+pub fn status_bytes(pid: u32, key: &str) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kib| kib * 1024)
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+/// Number of live processes in process group `pgid`.
+pub fn group_size(pgid: u32) -> usize {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1.to_owned();
+                    let mut fields = rest.split_whitespace();
+                    let state = fields.next()?;
+                    // Field 5 (pgrp) is the third after the name.
+                    let pgrp = fields.nth(1)?.parse::<u32>().ok()?;
+                    Some(state != "Z" && pgrp == pgid)
+                })
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// `n` sleeping processes (`sleep 100000` children of one bash, all in
+/// one process group), killed together when the group is dropped. Returns
+/// once they all run.
+pub fn sleepers(n: usize) -> Result<Group> {
+    let script = format!("for i in $(seq {n}); do sleep 100000 & done; wait");
+    let mut bash = Command::new("bash");
+    bash.args(["-c", &script])
+        .stdin(std::process::Stdio::null());
+    let mut group = Group::spawn(&mut bash, "the sleeping processes")?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let running = group_size(group.pid());
+        if running > n {
+            return Ok(group);
+        }
+        if !group.running() {
+            bail!("the bash starting {n} sleeping processes died after {running}");
+        }
+        if Instant::now() > deadline {
+            bail!("only {running} of {n} sleeping processes started within 5 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_own_cpu_and_rss_are_readable() {
+        let me = std::process::id();
+        assert!(cpu_seconds(me).unwrap() >= 0.0);
+        assert!(status_bytes(me, "VmRSS").unwrap() > 0);
+    }
 
     #[test]
     fn a_group_is_stopped_on_drop_and_a_pidfd_sees_it() {

@@ -508,7 +508,9 @@ fn method(runs: usize) -> String {
          once `procespy status` lists it as covered; the other watchdogs must find it while it \
          grows. The rate reached is what the program managed on this machine. RSS over time of \
          the median 512 MiB/s run of each watchdog: [reaction.svg](reaction.svg); every run's \
-         series is in target/bench/reaction/.\n"
+         series is in target/bench/reaction/. monit acts on a process only from the second cycle \
+         in which it sees it (its log shows \"process is running with pid\" first, the memory \
+         test a cycle later), so with `set daemon 1` it often lets the program reach the cap.\n"
     )
 }
 

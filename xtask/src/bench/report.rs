@@ -75,7 +75,7 @@ fn replace_section(old: &str, name: &str, body: &str) -> String {
         (Some(start), Some(stop)) if stop > start => {
             format!("{}{section}{}", &old[..start], &old[stop + end.len()..])
         }
-        _ => format!("{}\n{section}\n", old.trim_end()),
+        _ => format!("{}\n\n{section}\n", old.trim_end()),
     }
 }
 
@@ -86,7 +86,7 @@ mod tests {
     #[test]
     fn sections_are_appended_then_replaced() {
         let one = replace_section("# T\n", "a", "first");
-        assert_eq!(one, "# T\n<!-- bench:a -->\nfirst\n<!-- /bench:a -->\n");
+        assert_eq!(one, "# T\n\n<!-- bench:a -->\nfirst\n<!-- /bench:a -->\n");
         let two = replace_section(&one, "b", "other");
         let three = replace_section(&two, "a", "second");
         assert!(three.contains("second") && !three.contains("first"));
