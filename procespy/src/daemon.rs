@@ -239,7 +239,7 @@ impl Daemon {
                     }
                 }
                 _ = scan_timer.tick(), if scan.is_none() => {
-                    scan = Some(tokio::task::spawn_blocking(scan::examine));
+                    scan = Some(self.start_examination());
                 }
                 _ = loss_check.tick(), if scan.is_none() => {
                     let lost = self.backend.kernel_mut().map_or(0, |kernel| kernel.lost_events());
@@ -279,6 +279,20 @@ impl Daemon {
         tracing::info!("stopping: detaching the eBPF programs");
         let _ = std::fs::remove_file(&self.socket);
         Ok(())
+    }
+
+    /// Starts the scheduled examination on the blocking pool. With eBPF,
+    /// events keep known processes current: only processes the table does
+    /// not know are read (a full examination follows lost events instead).
+    fn start_examination(&self) -> JoinHandle<Examination> {
+        match self.backend {
+            Backend::Ebpf { .. } if self.examinations > 0 => {
+                let known: std::collections::HashSet<u32> =
+                    self.table.entries().map(|e| e.pid).collect();
+                tokio::task::spawn_blocking(move || scan::examine_unknown(&known))
+            }
+            _ => tokio::task::spawn_blocking(scan::examine),
+        }
     }
 
     fn on_event(&mut self, event: &KernelEvent) {
@@ -348,8 +362,8 @@ impl Daemon {
             }
             self.rematch(pid, false);
         }
-        let polling = matches!(self.backend, Backend::Proc { .. });
-        self.guard.after_examination(&self.table, polling);
+        self.guard
+            .after_examination(&self.table, self.backend.kernel());
         self.after_actions();
         tracing::trace!(
             processes = self.table.len(),

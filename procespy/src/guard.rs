@@ -240,9 +240,11 @@ impl Guard {
         self.check_group(limit, table);
     }
 
-    /// After an examination: updates RSS figures from the table and, in proc
-    /// mode (`polling`), finds the breaches.
-    pub fn after_examination(&mut self, table: &Table, polling: bool) {
+    /// After an examination: updates RSS figures (the kernel's where it
+    /// follows the process, else the table's) and, in proc mode (no
+    /// `kernel`), finds the breaches.
+    pub fn after_examination(&mut self, table: &Table, kernel: Option<&Kernel>) {
+        let polling = kernel.is_none();
         let pids: Vec<u32> = self.guarded.keys().copied().collect();
         let mut groups = Vec::new();
         for pid in pids {
@@ -256,7 +258,7 @@ impl Guard {
                 continue;
             };
             if polling || limit.scope == Scope::Total {
-                guarded.rss = entry.rss.total();
+                guarded.rss = Self::rss_of(pid, entry, kernel).0.total();
             }
             match limit.scope {
                 Scope::Total => groups.push(limit.index),

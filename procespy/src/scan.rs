@@ -19,6 +19,7 @@
 //! [`Examination::vanished`] and left out; nothing here panics on a racing
 //! `/proc`.
 
+use std::collections::HashSet;
 use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Read};
@@ -79,6 +80,9 @@ pub struct Examination {
     pub started: Instant,
     /// Entries that disappeared while they were read.
     pub vanished: usize,
+    /// For a partial examination ([`Scanner::examine_unknown`]): every PID
+    /// listed in `/proc`, read or not. `None`: `procs` is every process.
+    pub listed: Option<Vec<u32>>,
 }
 
 /// The fields of `/proc/PID/stat` procespy uses, borrowed from the buffer.
@@ -270,13 +274,41 @@ impl Scanner {
     fn examine_with(&mut self, workers: impl Fn(usize) -> usize) -> io::Result<Examination> {
         let started = Instant::now();
         let pids = list_pids()?;
+        Ok(self.read_pids(started, &pids, workers))
+    }
+
+    /// Lists `/proc` and reads only the processes not in `known`: for a
+    /// table that kernel events keep current, this finds what they missed
+    /// (processes that predate procespy, exits whose events were lost) at a
+    /// fraction of a full examination's cost.
+    pub fn examine_unknown(&mut self, known: &HashSet<u32>) -> io::Result<Examination> {
+        let started = Instant::now();
+        let listed = list_pids()?;
+        let unknown: Vec<u32> = listed
+            .iter()
+            .copied()
+            .filter(|pid| !known.contains(pid))
+            .collect();
+        let mut exam = self.read_pids(started, &unknown, |n| {
+            n.div_ceil(PER_WORKER).min(MAX_WORKERS)
+        });
+        exam.listed = Some(listed);
+        Ok(exam)
+    }
+
+    fn read_pids(
+        &mut self,
+        started: Instant,
+        pids: &[u32],
+        workers: impl Fn(usize) -> usize,
+    ) -> Examination {
         let workers = workers(pids.len()).clamp(1, pids.len().max(1));
         if self.bufs.len() < workers {
             self.bufs.resize_with(workers, || vec![0; MIN_BUF]);
         }
         let proc_dir = &self.proc_dir;
         let parts: Vec<Part> = if workers == 1 {
-            vec![read_all(proc_dir, &mut self.bufs[0], &pids)]
+            vec![read_all(proc_dir, &mut self.bufs[0], pids)]
         } else {
             let chunk = pids.len().div_ceil(workers);
             std::thread::scope(|scope| {
@@ -299,6 +331,7 @@ impl Scanner {
             procs: Vec::with_capacity(pids.len()),
             started,
             vanished: 0,
+            listed: None,
         };
         let mut denied = 0;
         for part in parts {
@@ -309,7 +342,7 @@ impl Scanner {
         if denied > 0 {
             tracing::debug!("{denied} processes in /proc could not be read (hidepid?)");
         }
-        Ok(exam)
+        exam
     }
 
     /// Reads one process.
@@ -446,6 +479,7 @@ pub fn examine() -> Examination {
                 procs: Vec::new(),
                 started: Instant::now(),
                 vanished: 0,
+                listed: None,
             }
         }
     }
@@ -489,6 +523,18 @@ pub fn largest(n: usize) -> Vec<ProcInfo> {
     chosen.sort_by_key(|p| std::cmp::Reverse(p.rss.total()));
     chosen.truncate(n);
     chosen
+}
+
+/// [`Scanner::examine_unknown`] with a fresh scanner; a `/proc` that cannot
+/// be listed is logged and gives an empty, complete examination.
+pub fn examine_unknown(known: &HashSet<u32>) -> Examination {
+    match Scanner::new().and_then(|mut scanner| scanner.examine_unknown(known)) {
+        Ok(exam) => exam,
+        Err(err) => {
+            tracing::error!("cannot list /proc: {err}");
+            examine()
+        }
+    }
 }
 
 /// Clock ticks since boot, on the clock of `/proc/PID/stat`'s starttime

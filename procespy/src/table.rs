@@ -219,7 +219,9 @@ impl Table {
     /// Merges a full examination of `/proc` that began at `exam.started`.
     pub fn merge(&mut self, exam: &Examination) -> Merge {
         let mut merge = Merge::default();
-        let mut seen = std::collections::HashSet::with_capacity(exam.procs.len());
+        // A partial examination listed more processes than it read.
+        let mut seen: std::collections::HashSet<u32> =
+            exam.listed.iter().flatten().copied().collect();
         for info in &exam.procs {
             if info.kernel_thread || info.state == b'Z' {
                 continue;
@@ -301,6 +303,7 @@ mod tests {
             procs,
             started,
             vanished: 0,
+            listed: None,
         }
     }
 
@@ -460,6 +463,24 @@ mod tests {
         let merge = table.merge(&exam(started, vec![]));
         assert!(merge.removed.is_empty());
         assert!(table.get(10).is_some());
+    }
+
+    #[test]
+    fn a_partial_examination_keeps_what_it_listed_and_removes_the_rest() {
+        let mut table = Table::new();
+        let t0 = Instant::now();
+        table.merge(&exam(t0, vec![info(5, b"a", 1), info(6, b"b", 2)]));
+        let partial = Examination {
+            listed: Some(vec![5, 7]),
+            ..exam(t0 + Duration::from_secs(5), vec![info(7, b"new", 3)])
+        };
+        let merge = table.merge(&partial);
+        assert_eq!((merge.added, merge.removed), (vec![7], vec![6]));
+        assert_eq!(
+            table.get(5).unwrap().comm,
+            b"a",
+            "listed, not read: kept as it was"
+        );
     }
 
     #[test]

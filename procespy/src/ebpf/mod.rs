@@ -114,7 +114,17 @@ pub fn load() -> Result<(Kernel, EventStream)> {
         lost,
         page_size: page_size(&config),
     };
+    drop(btf);
+    release_freed_memory();
     Ok((kernel, events))
+}
+
+/// Gives the heap pages freed after loading back to the kernel. Parsing the
+/// kernel's BTF (twice: for offsets and for aya) takes tens of MiB that are
+/// freed at once but would otherwise stay in the daemon's RSS for its life.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
 }
 
 fn page_size(config: &KernelConfig) -> u64 {
