@@ -10,6 +10,7 @@ mod plot;
 mod procs;
 mod reaction;
 mod report;
+mod scale;
 mod stats;
 
 use anyhow::{Result, bail};
@@ -24,6 +25,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "overhead",
         "page-fault cost, make -j2, idle CPU/RSS, exec storm [--quick] [--only PART]",
     ),
+    (
+        "scale",
+        "one /proc examination with 10,000 processes vs ps [--runs N]",
+    ),
 ];
 
 /// Runs benchmark `name` with `args`; without a name, lists them.
@@ -35,6 +40,7 @@ pub fn run(name: Option<&str>, args: &[String]) -> Result<()> {
     match name {
         "reaction" => reaction::run(args),
         "overhead" => overhead::run(args),
+        "scale" => scale::run(args),
         _ => bail!("unknown benchmark `{name}`; {}", available()),
     }
 }
