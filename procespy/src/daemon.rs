@@ -283,12 +283,17 @@ impl Daemon {
 
     /// Starts the scheduled examination on the blocking pool. With eBPF,
     /// events keep known processes current: only processes the table does
-    /// not know are read (a full examination follows lost events instead).
+    /// not know, or knows only by name, are read (a full examination
+    /// follows lost events instead).
     fn start_examination(&self) -> JoinHandle<Examination> {
         match self.backend {
             Backend::Ebpf { .. } if self.examinations > 0 => {
-                let known: std::collections::HashSet<u32> =
-                    self.table.entries().map(|e| e.pid).collect();
+                let known: std::collections::HashSet<u32> = self
+                    .table
+                    .entries()
+                    .filter(|e| e.detailed)
+                    .map(|e| e.pid)
+                    .collect();
                 tokio::task::spawn_blocking(move || scan::examine_unknown(&known))
             }
             _ => tokio::task::spawn_blocking(scan::examine),
@@ -322,7 +327,14 @@ impl Daemon {
                 } else {
                     tracing::debug!(event = "fork", pid, ppid = event.ppid, name = %name, "fork");
                 }
-                if let Ok(info) = scan::read_process(pid) {
+                // Matching needs the executable, command line and user now;
+                // without limits the next examination fills them in, and
+                // a short-lived process costs no read at all.
+                let needs_read = self.table.get(pid).is_some_and(|entry| !entry.detailed);
+                if needs_read
+                    && !self.guard.config().limits.is_empty()
+                    && let Ok(info) = scan::read_process(pid)
+                {
                     self.table.absorb(&info);
                 }
                 // After exec the kernel dropped the old limit: apply anew.
@@ -354,13 +366,13 @@ impl Daemon {
         for &pid in &merge.removed {
             self.guard.forget(pid, self.backend.kernel_mut());
         }
-        let reused: std::collections::HashSet<u32> = merge.reused.iter().copied().collect();
-        let pids: Vec<u32> = self.table.entries().map(|e| e.pid).collect();
-        for pid in pids {
-            if reused.contains(&pid) {
-                self.guard.forget(pid, self.backend.kernel_mut());
-            }
-            self.rematch(pid, false);
+        for &pid in &merge.reused {
+            self.guard.forget(pid, self.backend.kernel_mut());
+        }
+        // Match again what was read: every process in a full examination;
+        // in a partial one, what the table did not know (events rematch the rest).
+        for info in &exam.procs {
+            self.rematch(info.pid, false);
         }
         self.guard
             .after_examination(&self.table, self.backend.kernel());

@@ -10,7 +10,7 @@
 //!   being absent.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -122,6 +122,9 @@ pub struct Merge {
 pub struct Table {
     entries: HashMap<u32, Entry>,
     tombstones: HashMap<u32, Instant>,
+    /// Kernel threads the last examination listed: never in the table, and
+    /// not worth reading again.
+    kernel_threads: HashSet<u32>,
 }
 
 impl Table {
@@ -178,6 +181,7 @@ impl Table {
                     entry.exe.clone_from(&parent.exe);
                     entry.cmdline.clone_from(&parent.cmdline);
                     entry.uid = parent.uid;
+                    entry.detailed = parent.detailed;
                 }
                 self.entries.insert(event.pid, entry);
                 Change::Added(event.pid)
@@ -220,10 +224,13 @@ impl Table {
     pub fn merge(&mut self, exam: &Examination) -> Merge {
         let mut merge = Merge::default();
         // A partial examination listed more processes than it read.
-        let mut seen: std::collections::HashSet<u32> =
-            exam.listed.iter().flatten().copied().collect();
+        let mut seen: HashSet<u32> = exam.listed.iter().flatten().copied().collect();
         for info in &exam.procs {
-            if info.kernel_thread || info.state == b'Z' {
+            if info.kernel_thread {
+                self.kernel_threads.insert(info.pid);
+                continue;
+            }
+            if info.state == b'Z' {
                 continue;
             }
             if self
@@ -254,6 +261,13 @@ impl Table {
             }
             !gone
         });
+        if let Some(listed) = &exam.listed {
+            let listed: HashSet<u32> = listed.iter().copied().collect();
+            self.kernel_threads.retain(|pid| listed.contains(pid));
+        } else {
+            let read: HashSet<u32> = exam.procs.iter().map(|p| p.pid).collect();
+            self.kernel_threads.retain(|pid| read.contains(pid));
+        }
         // Later examinations start after these exits: they cannot see them.
         self.tombstones
             .retain(|_, &mut exited| exited >= exam.started);
@@ -261,6 +275,17 @@ impl Table {
         merge.removed.sort_unstable();
         merge.reused.sort_unstable();
         merge
+    }
+
+    /// The PIDs a partial examination need not read: processes known in
+    /// detail, and kernel threads.
+    pub fn known_pids(&self) -> HashSet<u32> {
+        self.entries
+            .values()
+            .filter(|entry| entry.detailed)
+            .map(|entry| entry.pid)
+            .chain(self.kernel_threads.iter().copied())
+            .collect()
     }
 
     /// Drops tombstones older than `age`, for a table that gets events but no
