@@ -53,6 +53,8 @@ pub enum Step {
 /// One covered process.
 struct Guarded {
     limit: usize,
+    /// What the kernel was told about it.
+    spec: WatchSpec,
     pidfd: Arc<OwnedFd>,
     /// Last RSS the guard heard of (Usage events, examinations).
     rss: u64,
@@ -138,11 +140,18 @@ impl Guard {
         };
         let index = limit.index;
         let spec = self.watch_spec(limit, entry);
+        // A new name can change the spec without changing the limit (a
+        // rename into `protect` must drop kill-now in the kernel).
         let (pidfd, changed) = match self.guarded.get_mut(&pid) {
-            Some(guarded) if guarded.limit == index => (Arc::clone(&guarded.pidfd), false),
+            Some(guarded) if guarded.limit == index && guarded.spec == spec => {
+                (Arc::clone(&guarded.pidfd), false)
+            }
             Some(guarded) => {
+                if guarded.limit != index {
+                    guarded.over = false;
+                }
                 guarded.limit = index;
-                guarded.over = false;
+                guarded.spec = spec;
                 (Arc::clone(&guarded.pidfd), true)
             }
             None => {
@@ -154,6 +163,7 @@ impl Guard {
                     pid,
                     Guarded {
                         limit: index,
+                        spec,
                         pidfd: Arc::clone(&pidfd),
                         rss: entry.rss.total(),
                         over: false,

@@ -427,3 +427,33 @@ fn non_utf8_command_lines_match_byte_patterns_and_crash_nothing() {
     assert!(sparing.alive());
     assert!(daemon.status().is_ok(), "the daemon is still answering");
 }
+
+#[test]
+fn a_rename_into_a_protected_name_drops_kill_now_in_the_kernel() {
+    if !require_root("a_rename_into_a_protected_name_drops_kill_now_in_the_kernel") {
+        return;
+    }
+    // Covered through its executable's name; protected once it calls itself `tp-protected`.
+    let name = "tp-prot-rename";
+    let (daemon, mut prog, _scratch) = setup(
+        &config("ebpf", &limit(name, "32MiB", "kill-now")),
+        name,
+        &[],
+    );
+    wait_covered(&daemon, prog.pid());
+    prog.command("rename tp-protected").unwrap();
+    daemon
+        .wait_event("rename", prog.pid(), Duration::from_secs(5))
+        .expect("the rename reaches the daemon");
+    // The rematch follows the log line within the same event.
+    std::thread::sleep(Duration::from_millis(100));
+    prog.grow(64).expect("grows past its limit and lives");
+    let refusal = daemon
+        .wait_event("action", prog.pid(), Duration::from_secs(5))
+        .expect("logged");
+    assert!(
+        refusal["result"].as_str().unwrap().contains("refused"),
+        "{refusal}"
+    );
+    assert!(prog.alive());
+}
