@@ -220,22 +220,20 @@ impl Run {
         if self.capped {
             return Some(f64::INFINITY);
         }
-        let crossing = self
-            .progress
-            .iter()
-            .find(|p| self.base + p.0 > LIMIT_MIB * MIB)?
-            .1;
+        let crossing = self.crossing_ns()?;
         Some(self.death_ns.saturating_sub(crossing) as f64 / 1e6)
+    }
+
+    /// When it reported its first MiB above the limit (CLOCK_MONOTONIC ns).
+    fn crossing_ns(&self) -> Option<u64> {
+        let limit = LIMIT_MIB * MIB;
+        Some(self.progress.iter().find(|p| self.base + p.0 > limit)?.1)
     }
 
     /// ms from its first progress line with RSS above the limit to the
     /// arrival of SIGTERM; `None` without a crossing or a SIGTERM.
     fn crossing_to_term_ms(&self) -> Option<f64> {
-        let crossing = self
-            .progress
-            .iter()
-            .find(|p| self.base + p.0 > LIMIT_MIB * MIB)?
-            .1;
+        let crossing = self.crossing_ns()?;
         Some(self.term_ns?.saturating_sub(crossing) as f64 / 1e6)
     }
 
@@ -245,11 +243,7 @@ impl Run {
         if self.capped {
             return Some(f64::INFINITY);
         }
-        let crossing = self
-            .progress
-            .iter()
-            .find(|p| self.base + p.0 > LIMIT_MIB * MIB)?
-            .1;
+        let crossing = self.crossing_ns()?;
         let last = self.progress.last()?.1;
         Some(last.saturating_sub(crossing) as f64 / 1e6)
     }
