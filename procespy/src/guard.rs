@@ -79,8 +79,6 @@ pub struct Guard {
     act_delay: Option<Duration>,
     users: UserNames,
     new_actions: Vec<ActionRecord>,
-    /// When the kernel saw the breach being acted on, if it did.
-    breach_seen_ns: Option<u64>,
 }
 
 impl Guard {
@@ -106,7 +104,6 @@ impl Guard {
             act_delay,
             users: UserNames::default(),
             new_actions: Vec::new(),
-            breach_seen_ns: None,
         }
     }
 
@@ -213,11 +210,6 @@ impl Guard {
         }
     }
 
-    /// Whether a limit covers `pid`.
-    pub fn covers(&self, pid: u32) -> bool {
-        self.guarded.contains_key(&pid)
-    }
-
     /// A breach reported by the kernel at the page that crossed the limit.
     ///
     /// `ktime_ns` is when the kernel saw it (CLOCK_MONOTONIC): a signal sent
@@ -235,9 +227,7 @@ impl Guard {
             return;
         };
         let limit = guarded.limit;
-        self.breach_seen_ns = Some(ktime_ns);
-        self.act(pid, limit, rss, killed, table);
-        self.breach_seen_ns = None;
+        self.act(pid, limit, rss, killed, Some(ktime_ns), table);
     }
 
     /// A process of a total-scope limit moved to another MiB.
@@ -278,7 +268,7 @@ impl Guard {
                     guarded.over = over;
                     if crossed {
                         let (index, rss) = (limit.index, guarded.rss);
-                        self.act(pid, index, rss, false, table);
+                        self.act(pid, index, rss, false, None, table);
                     }
                 }
                 Scope::Process => {}
@@ -317,12 +307,21 @@ impl Guard {
         tracing::info!(rule = %limit.label, sum, limit = max, "the sum over {} processes crossed the limit", members.len());
         for pid in rules::total_victims(&members, max) {
             let rss = self.guarded.get(&pid).map_or(0, |g| g.rss);
-            self.act(pid, index, rss, false, table);
+            self.act(pid, index, rss, false, None, table);
         }
     }
 
     /// Decides about `pid`, over limit `index` with `rss`, and acts.
-    fn act(&mut self, pid: u32, index: usize, rss: u64, kernel_killed: bool, table: &Table) {
+    /// `seen_ns`: when the kernel saw the breach (CLOCK_MONOTONIC), if it did.
+    fn act(
+        &mut self,
+        pid: u32,
+        index: usize,
+        rss: u64,
+        kernel_killed: bool,
+        seen_ns: Option<u64>,
+        table: &Table,
+    ) {
         let Some(limit) = self.config.limits.get(index) else {
             return;
         };
@@ -399,11 +398,19 @@ impl Guard {
         tracing::info!(event = "decision", pid, action = signal.name(), rule = %limit.label, "decided to send {} to {pid}", signal.name());
         match self.act_delay {
             Some(delay) => self.schedule(pid, pidfd, Step::Send(signal), delay),
-            None => self.send(pid, &pidfd, signal, record),
+            None => self.send(pid, &pidfd, signal, record, seen_ns),
         }
     }
 
-    fn send(&mut self, pid: u32, pidfd: &Arc<OwnedFd>, signal: Signal, mut record: ActionRecord) {
+    /// Sends `signal` and records how it went; `seen_ns` as for [`Guard::act`].
+    fn send(
+        &mut self,
+        pid: u32,
+        pidfd: &Arc<OwnedFd>,
+        signal: Signal,
+        mut record: ActionRecord,
+        seen_ns: Option<u64>,
+    ) {
         record.action = signal.name().into();
         record.result = match enforce::send(pidfd, signal) {
             Ok(Delivery::Sent) => "sent".into(),
@@ -411,7 +418,7 @@ impl Guard {
             Err(err) => format!("failed: {err}"),
         };
         let sent = record.result == "sent";
-        if let Some(seen) = self.breach_seen_ns.filter(|_| sent) {
+        if let Some(seen) = seen_ns.filter(|_| sent) {
             let micros = enforce::monotonic_ns().saturating_sub(seen) / 1000;
             tracing::debug!(
                 event = "reaction",
@@ -462,7 +469,7 @@ impl Guard {
             result: String::new(),
         };
         match step {
-            Step::Send(signal) => self.send(pid, &pidfd, signal, record),
+            Step::Send(signal) => self.send(pid, &pidfd, signal, record, None),
             Step::GraceOver => {
                 if enforce::has_exited(&pidfd) {
                     return; // it heeded SIGTERM
@@ -479,7 +486,7 @@ impl Guard {
                     self.record(record);
                     return;
                 }
-                self.send(pid, &pidfd, Signal::Kill, record);
+                self.send(pid, &pidfd, Signal::Kill, record, None);
             }
         }
     }

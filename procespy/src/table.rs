@@ -12,7 +12,7 @@
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use procespy_common::EventKind;
@@ -287,17 +287,12 @@ impl Table {
             .chain(self.kernel_threads.iter().copied())
             .collect()
     }
-
-    /// Drops tombstones older than `age`, for a table that gets events but no
-    /// examinations for a long time.
-    pub fn forget_exits_before(&mut self, now: Instant, age: Duration) {
-        self.tombstones
-            .retain(|_, &mut exited| now.duration_since(exited) < age);
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn event(kind: EventKind, pid: u32, comm: &[u8]) -> KernelEvent {
@@ -522,14 +517,5 @@ mod tests {
         // A late read of the new process does not go into an entry of another.
         table.absorb(&info(5, b"stale", 1));
         assert_eq!(table.get(5).unwrap().comm, b"new");
-    }
-
-    #[test]
-    fn old_tombstones_are_forgotten() {
-        let mut table = Table::new();
-        let t0 = Instant::now();
-        table.apply_event(&event(EventKind::Exit, 10, b"x"), t0);
-        table.forget_exits_before(t0 + Duration::from_secs(60), Duration::from_secs(30));
-        assert!(table.tombstones.is_empty());
     }
 }

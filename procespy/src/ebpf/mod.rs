@@ -211,11 +211,6 @@ impl Kernel {
         let _ = self.watched.remove(&pid);
     }
 
-    /// Whether `pid` has an entry in the kernel.
-    pub fn is_watched(&self, pid: u32) -> bool {
-        self.watched.get(&pid, 0).is_ok()
-    }
-
     /// The kernel's figures for `pid`, if it is watched and has faulted since.
     pub fn rss(&self, pid: u32) -> Option<KernelRss> {
         let state = self.watched.get(&pid, 0).ok()?;
@@ -231,11 +226,6 @@ impl Kernel {
             },
             breaches: state.breaches,
         })
-    }
-
-    /// The tgids that have an entry in the kernel.
-    pub fn watched_pids(&self) -> Vec<u32> {
-        self.watched.keys().filter_map(|key| key.ok()).collect()
     }
 
     /// Events the kernel could not put into the ring buffer, since load.
