@@ -370,6 +370,30 @@ file_names!(Action { Kill => "kill", KillNow => "kill-now", Alert => "alert" });
 file_names!(Urgency { Low => "low", Normal => "normal", Critical => "critical" });
 file_names!(Security { None => "none", StartTls => "starttls", Tls => "tls" });
 
+impl Default for Monitor {
+    /// `mode = "auto"`, the default scan interval.
+    fn default() -> Monitor {
+        Monitor {
+            mode: Mode::Auto,
+            scan_interval: DEFAULT_SCAN_INTERVAL,
+        }
+    }
+}
+
+impl Default for Enforce {
+    /// No dry run, the default grace, the default `protect` list.
+    fn default() -> Enforce {
+        Enforce {
+            dry_run: false,
+            grace: DEFAULT_GRACE,
+            protect: DEFAULT_PROTECT
+                .iter()
+                .map(|name| name.to_string())
+                .collect(),
+        }
+    }
+}
+
 impl Default for Email {
     /// Disabled, with the defaults of the optional keys.
     fn default() -> Email {
@@ -393,18 +417,8 @@ impl Config {
     /// value at its default. The same as an empty file.
     pub fn builtin_default() -> Config {
         Config {
-            monitor: Monitor {
-                mode: Mode::Auto,
-                scan_interval: DEFAULT_SCAN_INTERVAL,
-            },
-            enforce: Enforce {
-                dry_run: false,
-                grace: DEFAULT_GRACE,
-                protect: DEFAULT_PROTECT
-                    .iter()
-                    .map(|name| name.to_string())
-                    .collect(),
-            },
+            monitor: Monitor::default(),
+            enforce: Enforce::default(),
             limits: Vec::new(),
             notify: Notify {
                 cooldown: DEFAULT_COOLDOWN,

@@ -13,9 +13,9 @@ use toml::Spanned;
 
 use super::{
     Action, Config, ConfigError, DEFAULT_COOLDOWN, DEFAULT_GRACE, DEFAULT_METRICS_LISTEN,
-    DEFAULT_PROTECT, DEFAULT_SCAN_INTERVAL, DEFAULT_SMTP_PORT, DEFAULT_SMTPS_PORT,
-    DEFAULT_SPOOL_DIR, Desktop, Diagnostic, Email, Enforce, Env, Limit, Matcher, Metrics, Mode,
-    Monitor, Notify, Origin, Scope, Security, Urgency,
+    DEFAULT_SCAN_INTERVAL, DEFAULT_SMTP_PORT, DEFAULT_SMTPS_PORT, DEFAULT_SPOOL_DIR, Desktop,
+    Diagnostic, Email, Enforce, Env, Limit, Matcher, Metrics, Mode, Monitor, Notify, Origin, Scope,
+    Security, Urgency,
     diagnostic::Source,
     raw::{self, DurationText, RawConfig, RawEmail, RawLimit, SizeValue, UserRef},
     units,
@@ -115,10 +115,7 @@ impl Validator<'_> {
 
     fn monitor(&mut self, raw: Option<raw::RawMonitor>) -> Monitor {
         let Some(raw) = raw else {
-            return Monitor {
-                mode: Mode::Auto,
-                scan_interval: DEFAULT_SCAN_INTERVAL,
-            };
+            return Monitor::default();
         };
         let zero = raw.scan_interval.as_ref().map(Spanned::span);
         let scan_interval = self.duration(
@@ -137,21 +134,11 @@ impl Validator<'_> {
 
     fn enforce(&mut self, raw: Option<raw::RawEnforce>) -> Enforce {
         let Some(raw) = raw else {
-            return Enforce {
-                dry_run: false,
-                grace: DEFAULT_GRACE,
-                protect: DEFAULT_PROTECT
-                    .iter()
-                    .map(|name| name.to_string())
-                    .collect(),
-            };
+            return Enforce::default();
         };
         let grace = self.duration("enforce.grace", raw.grace, DEFAULT_GRACE);
         let protect = match raw.protect {
-            None => DEFAULT_PROTECT
-                .iter()
-                .map(|name| name.to_string())
-                .collect(),
+            None => Enforce::default().protect,
             Some(names) => self.names("enforce.protect", names),
         };
         Enforce {
