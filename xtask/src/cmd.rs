@@ -90,7 +90,8 @@ pub fn describe(cmd: &Command) -> String {
     words.join(" ")
 }
 
-fn quote(word: &OsStr) -> String {
+/// `word` as one shell word: bare when it is safe, else single-quoted.
+pub fn quote(word: &OsStr) -> String {
     let word = word.to_string_lossy();
     if !word.is_empty()
         && word

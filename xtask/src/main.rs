@@ -11,8 +11,9 @@ mod ebpf;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
@@ -58,6 +59,29 @@ enum Command {
     /// Build the Debian package: release binary, man pages, completions, .deb
     /// (its path is the last line on stdout).
     Dist,
+    /// Run one command as root in a guest booted with a Debian kernel under
+    /// qemu, in this directory of the host's root (read-only); print its
+    /// output and exit code.
+    Vm {
+        /// The kernel: 5.10, 6.1 or 6.12.
+        #[arg(long, default_value = "6.1")]
+        kernel: String,
+        /// Seconds before the guest is killed, boot included.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// A variable for the command, besides PATH and HOME (repeatable).
+        #[arg(long = "env", short, value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run the guest tests on Debian kernels under qemu and print the matrix;
+    /// fails if any kernel fails.
+    TestKernels {
+        /// Kernels: 5.10, 6.1, 6.12, or host (the host's own); default: the three guests.
+        versions: Vec<String>,
+    },
     /// Run a benchmark; without NAME, list them.
     Bench {
         /// The benchmark to run.
@@ -77,6 +101,16 @@ fn main() -> ExitCode {
         Command::Run { args } => run::run(&args),
         Command::Test { args } => test::run(&args),
         Command::Dist => dist::run().map(drop),
+        Command::Vm {
+            kernel,
+            timeout,
+            env,
+            command,
+        } => vm::cli(&kernel, &command, &env, Duration::from_secs(timeout)),
+        Command::TestKernels { versions } => vm::matrix::run(&versions).and_then(|matrix| {
+            print!("\n{}", matrix.table());
+            matrix.check()
+        }),
         Command::Bench { name, args } => bench::run(name.as_deref(), &args),
     };
     match result {

@@ -49,6 +49,17 @@ const TEST_PACKAGES: &[&str] = &[
     "python3-prometheus-client",
 ];
 
+/// Debian packages the kernel matrix (`cargo xtask vm`, `test-kernels`)
+/// needs: qemu, a static busybox for the guests' initramfs, xz and zstd for
+/// compressed kernel modules, and the keyring its own apt configs trust.
+const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "xz-utils",
+    "zstd",
+    "debian-archive-keyring",
+];
+
 /// The LLVM major version bpf-linker is built against; nightly must match.
 const LLVM_MAJOR: u32 = 22;
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -75,10 +86,21 @@ fn piece(what: &str, status: &str) {
     println!("setup: {what:<34} {status}");
 }
 
+/// Checks the Debian packages the kernel matrix needs, installing what is missing.
+pub fn vm() -> Result<()> {
+    install_missing(VM_PACKAGES)
+}
+
 fn packages(set: Set) -> Result<()> {
     let extra: &[&str] = if set == Set::Test { TEST_PACKAGES } else { &[] };
+    let names: Vec<&str> = BUILD_PACKAGES.iter().chain(extra).copied().collect();
+    install_missing(&names)
+}
+
+/// Prints one line per package and installs the missing ones with apt-get.
+fn install_missing(names: &[&str]) -> Result<()> {
     let mut missing = Vec::new();
-    for &name in BUILD_PACKAGES.iter().chain(extra) {
+    for &name in names {
         let what = format!("package {name}");
         if package_installed(name)? {
             piece(&what, "present");

@@ -106,15 +106,15 @@ fn cargo_test(args: &[String]) -> Result<()> {
 
 /// Sums of cargo's `test result:` lines.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Tally {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
+pub(crate) struct Tally {
+    pub(crate) passed: u64,
+    pub(crate) failed: u64,
+    pub(crate) ignored: u64,
 }
 
 impl Tally {
     /// Adds a line like `test result: ok. 7 passed; 0 failed; 1 ignored; …`.
-    fn add(&mut self, line: &str) {
+    pub(crate) fn add(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("test result: ") else {
             return;
         };
