@@ -136,33 +136,49 @@ impl Watched {
     }
 }
 
-/// Offsets and settings that userspace computes at load time and hands to the
-/// programs as a read-only global (`CONFIG`).
+/// Offsets and settings that userspace computes at load time, from the
+/// running kernel's BTF and tracefs, and hands to the programs as a
+/// read-only global (`CONFIG`). Frozen before the programs load, so the
+/// verifier sees each field as a constant.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelConfig {
-    /// Offset of `rss_stat` in `struct mm_struct`.
-    pub mm_rss_stat: u32,
-    /// Size of one `struct percpu_counter` (stride of the `rss_stat` array).
-    pub percpu_counter_size: u32,
-    /// Offset of `count` in `struct percpu_counter`.
-    pub percpu_counter_count: u32,
+    /// Byte offset in `struct mm_struct` of each RSS counter's value, by
+    /// `MM_*` index: `rss_stat[i].count` where the counters are
+    /// `percpu_counter`s (Linux 6.2 and later), `rss_stat.count[i]` where
+    /// they are `atomic_long_t`s (before).
+    pub mm_counter: [u32; NR_MM_COUNTERS],
     /// Offset of `mm` in `struct task_struct`.
     pub task_mm: u32,
     /// Offset of `pid` in `struct task_struct`.
     pub task_pid: u32,
     /// Offset of `tgid` in `struct task_struct`.
     pub task_tgid: u32,
-    /// Offset of `group_dead` in the `sched:sched_process_exit` record.
-    pub exit_group_dead: u32,
+    /// Offset of `signal` in `struct task_struct`.
+    pub task_signal: u32,
+    /// Offset of `live` (the thread count, an `atomic_t`) in `struct signal_struct`.
+    pub signal_live: u32,
     /// Offset of `pid` in the `task:task_rename` record.
     pub rename_pid: u32,
     /// Offset of `newcomm` in the `task:task_rename` record.
     pub rename_newcomm: u32,
     /// The system page size in bytes.
     pub page_size: u32,
-    /// Explicit padding, keep zero.
-    pub _pad: u32,
+}
+
+impl KernelConfig {
+    /// All zero: what the object is compiled with, before userspace fills it in.
+    pub const ZERO: Self = Self {
+        mm_counter: [0; NR_MM_COUNTERS],
+        task_mm: 0,
+        task_pid: 0,
+        task_tgid: 0,
+        task_signal: 0,
+        signal_live: 0,
+        rename_pid: 0,
+        rename_newcomm: 0,
+        page_size: 0,
+    };
 }
 
 #[cfg(feature = "user")]

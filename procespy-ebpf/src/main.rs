@@ -1,16 +1,24 @@
 //! procespy's eBPF programs.
 //!
-//! Five programs follow every process on the machine:
-//! - `procespy_exec`, `procespy_fork`, `procespy_exit` and `procespy_rename`
-//!   report lifecycle events to userspace through the `EVENTS` ring buffer;
+//! Programs follow every process on the machine:
+//! - `procespy_exec`, `procespy_fork`, `procespy_exit` (or, on kernels
+//!   before 6.16, `procespy_exit_live`) and `procespy_rename` report
+//!   lifecycle events to userspace through the `EVENTS` ring buffer;
 //! - `procespy_rss` runs on every RSS counter change. For a process that
 //!   userspace put into `WATCHED` it keeps the counters current and reports
 //!   (or, for kill-now, kills) at the page that crosses the limit. For any
 //!   other process it costs one map lookup.
 //!
 //! Nothing here may panic: a panicking path leaves a call the verifier refuses.
-//! Offsets into kernel structures and tracepoint records come from userspace
-//! through `CONFIG`, computed from BTF and tracefs at load time.
+//!
+//! Kernel structures differ between versions. Userspace finds the running
+//! kernel's offsets in its BTF and tracefs and writes them into `CONFIG`,
+//! which is frozen before load, so the verifier knows every offset as a
+//! constant. The structures the BTF tracepoints hand over (an `mm_struct`,
+//! a task) are then read with plain loads, which the verifier checks
+//! against the kernel's BTF, instead of one `bpf_probe_read_kernel` call
+//! each. Rare paths log through aya-log (shown with `procespy -v`); the
+//! per-fault path never does.
 #![no_std]
 #![no_main]
 
@@ -23,27 +31,16 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
+use aya_log_ebpf::debug;
 use procespy_common::{
     COMM_LEN, EVENT_FLAG_KILLED, Event, EventKind, KernelConfig, MAX_WATCHED, MM_ANONPAGES,
-    MM_FILEPAGES, MM_SHMEMPAGES, NR_MM_COUNTERS, RING_BYTES, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ,
-    WATCH_OVER, WATCH_REPORT_USAGE, Watched,
+    MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS, NR_MM_COUNTERS, RING_BYTES, WATCH_KILL_NOW,
+    WATCH_NEEDS_FULL_READ, WATCH_OVER, WATCH_REPORT_USAGE, Watched,
 };
 
 /// Offsets and settings, written by userspace before load.
 #[unsafe(no_mangle)]
-static CONFIG: KernelConfig = KernelConfig {
-    mm_rss_stat: 0,
-    percpu_counter_size: 0,
-    percpu_counter_count: 0,
-    task_mm: 0,
-    task_pid: 0,
-    task_tgid: 0,
-    exit_group_dead: 0,
-    rename_pid: 0,
-    rename_newcomm: 0,
-    page_size: 0,
-    _pad: 0,
-};
+static CONFIG: KernelConfig = KernelConfig::ZERO;
 
 /// Lifecycle and breach events for userspace.
 #[map]
@@ -62,13 +59,25 @@ const SIGKILL: u32 = 9;
 /// Reads one `u32` field of `CONFIG` without letting the compiler fold the
 /// zero it was compiled with.
 macro_rules! config {
-    ($field:ident) => {{
+    ($($field:tt)+) => {{
         // SAFETY: `CONFIG` is a valid static; the volatile read keeps the
         // value userspace wrote into .rodata at load time.
         #[allow(unused_unsafe)]
-        let value = unsafe { core::ptr::read_volatile(&raw const CONFIG.$field) };
+        let value = unsafe { core::ptr::read_volatile(&raw const CONFIG.$($field)+) };
         value
     }};
+}
+
+/// Reads the `T` at `offset` bytes into the kernel object at `base`.
+///
+/// # Safety
+/// `base` must be a pointer the verifier knows as a BTF object (a BTF
+/// tracepoint's argument, or a pointer member loaded from one), and
+/// `offset` a constant from `CONFIG` that lands on a `T` member of it.
+#[inline(always)]
+unsafe fn field<T: Copy>(base: *const u8, offset: u32) -> T {
+    // SAFETY: as the caller promises; the verifier checks the load against BTF.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<T>()) }
 }
 
 fn current_tgid() -> u32 {
@@ -121,13 +130,12 @@ pub fn procespy_exec(_ctx: TracePointContext) -> u32 {
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
     let child: *const u8 = ctx.arg(1);
-    // SAFETY: reads of kernel memory through the helper, which checks them.
+    // SAFETY: `child` is the tracepoint's task argument; the offsets come from BTF.
     let (pid, tgid) = unsafe {
-        let pid =
-            bpf_probe_read_kernel(child.wrapping_add(config!(task_pid) as usize) as *const i32);
-        let tgid =
-            bpf_probe_read_kernel(child.wrapping_add(config!(task_tgid) as usize) as *const i32);
-        (pid.unwrap_or(0), tgid.unwrap_or(-1))
+        (
+            field::<i32>(child, config!(task_pid)),
+            field::<i32>(child, config!(task_tgid)),
+        )
     };
     if pid != tgid || pid <= 0 {
         return 0; // a new thread of an existing process
@@ -159,15 +167,39 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `sched:sched_process_exit`: reported when the last thread of a group exits.
-#[tracepoint(category = "sched", name = "sched_process_exit")]
-pub fn procespy_exit(ctx: TracePointContext) -> u32 {
-    // SAFETY: the offset comes from the tracepoint's format file.
-    let group_dead: u8 = unsafe { ctx.read_at(config!(exit_group_dead) as usize) }.unwrap_or(0);
-    if group_dead == 0 {
+/// `sched:sched_process_exit` (BTF, Linux 6.16 and later): the tracepoint
+/// says whether the task was the last of its group (`group_dead`).
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn procespy_exit(ctx: BtfTracePointContext) -> i32 {
+    let group_dead: u64 = ctx.arg(1);
+    if group_dead & 0xff == 0 {
         return 0;
     }
-    let tgid = current_tgid();
+    group_exited(ctx.arg(0))
+}
+
+/// `sched:sched_process_exit` (BTF, kernels whose tracepoint has no
+/// `group_dead`): the task was the last of its group when its
+/// `signal->live` is 0, since `do_exit` decrements it before the tracepoint.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn procespy_exit_live(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    // SAFETY: `task` is the tracepoint's task argument and `signal` a
+    // pointer member of it; the offsets come from BTF.
+    let live = unsafe {
+        let signal: *const u8 = field(task, config!(task_signal));
+        field::<i32>(signal, config!(signal_live))
+    };
+    if live != 0 {
+        return 0;
+    }
+    group_exited(task)
+}
+
+/// The last thread of `task`'s group is exiting: forget it and report.
+fn group_exited(task: *const u8) -> i32 {
+    // SAFETY: `task` is the tracepoint's task argument; the offset comes from BTF.
+    let tgid = unsafe { field::<i32>(task, config!(task_tgid)) } as u32;
     let _ = WATCHED.remove(tgid);
     send(EventKind::Exit, tgid, 0, 0, 0, current_comm());
     0
@@ -191,29 +223,52 @@ pub fn procespy_rename(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Reads `mm->rss_stat[member].count`.
+/// Reads the RSS counter `member` of `mm`, or `None` for a member this
+/// program does not know (a layout surprise).
+///
+/// Each arm reads its own constant offset, so that the verifier sees a
+/// constant offset into `mm` on every path.
 ///
 /// # Safety
-/// `mm` must be a kernel pointer to a `struct mm_struct`.
-unsafe fn read_counter(mm: *const u8, member: u32) -> i64 {
-    let offset = config!(mm_rss_stat) as usize
-        + (member as usize) * config!(percpu_counter_size) as usize
-        + config!(percpu_counter_count) as usize;
-    // SAFETY: the helper checks the read; the caller guarantees `mm`.
-    unsafe { bpf_probe_read_kernel(mm.wrapping_add(offset) as *const i64) }.unwrap_or(0)
+/// `mm` must be the `rss_stat` tracepoint's `mm_struct` argument.
+#[inline(always)]
+unsafe fn read_counter(mm: *const u8, member: u32) -> Option<i64> {
+    let offset = match member {
+        MM_FILEPAGES => config!(mm_counter[0]),
+        MM_ANONPAGES => config!(mm_counter[1]),
+        MM_SWAPENTS => config!(mm_counter[2]),
+        MM_SHMEMPAGES => config!(mm_counter[3]),
+        _ => return None,
+    };
+    // SAFETY: as the caller promises; the offsets come from BTF.
+    Some(unsafe { field::<i64>(mm, offset) })
 }
 
 /// Reads the file, anon and shmem counters of `mm` into `state`.
 ///
 /// # Safety
-/// `mm` must be a kernel pointer to a `struct mm_struct`.
+/// As for [`read_counter`].
+#[inline(always)]
 unsafe fn read_all_counters(state: &mut Watched, mm: *const u8) {
-    // SAFETY: the caller guarantees `mm`.
+    // SAFETY: as the caller promises.
     unsafe {
-        state.pages[MM_FILEPAGES as usize] = read_counter(mm, MM_FILEPAGES);
-        state.pages[MM_ANONPAGES as usize] = read_counter(mm, MM_ANONPAGES);
-        state.pages[MM_SHMEMPAGES as usize] = read_counter(mm, MM_SHMEMPAGES);
+        state.pages[MM_FILEPAGES as usize] = read_counter(mm, MM_FILEPAGES).unwrap_or(0);
+        state.pages[MM_ANONPAGES as usize] = read_counter(mm, MM_ANONPAGES).unwrap_or(0);
+        state.pages[MM_SHMEMPAGES as usize] = read_counter(mm, MM_SHMEMPAGES).unwrap_or(0);
     }
+}
+
+/// Whether `mm` is the current task's own (not fork's copy, reclaim of
+/// another mm, or exit teardown).
+fn is_current_mm(mm: *const u8) -> bool {
+    // SAFETY: `bpf_get_current_task` returns the current task_struct as a
+    // plain number, so its `mm` member is read through the checking helper.
+    let current_mm = unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        bpf_probe_read_kernel(task.wrapping_add(config!(task_mm) as usize) as *const *const u8)
+            .unwrap_or(core::ptr::null())
+    };
+    !current_mm.is_null() && current_mm == mm
 }
 
 /// `kmem:rss_stat` (BTF): an RSS counter of some mm changed.
@@ -228,16 +283,7 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: `watched` points into the map value.
     let known_mm = unsafe { (*watched).mm };
     if known_mm != mm as u64 {
-        // Not the mm seen before: count it only if it is the current task's
-        // own (not fork's copy, reclaim of another mm, or exit teardown).
-        // SAFETY: `bpf_get_current_task` returns the current task_struct; the
-        // helper checks the read of its `mm` field.
-        let current_mm = unsafe {
-            let task = bpf_get_current_task() as *const u8;
-            bpf_probe_read_kernel(task.wrapping_add(config!(task_mm) as usize) as *const *const u8)
-                .unwrap_or(core::ptr::null())
-        };
-        if current_mm.is_null() || current_mm != mm {
+        if !is_current_mm(mm) {
             return 0;
         }
         // SAFETY: as above.
@@ -248,46 +294,75 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
     }
     // SAFETY: `watched` points into the map value; `mm` is the tracepoint's
     // argument. Concurrent updates only ever store the kernel's own figures.
-    unsafe {
-        let state = &mut *watched;
-        if state.flags & WATCH_NEEDS_FULL_READ != 0 {
-            read_all_counters(state, mm);
-            state.flags &= !WATCH_NEEDS_FULL_READ;
-        } else {
-            let member = (member as u32) & (NR_MM_COUNTERS as u32 - 1);
-            if let Some(slot) = state.pages.get_mut(member as usize) {
-                *slot = read_counter(mm, member);
+    let state = unsafe { &mut *watched };
+    if state.flags & WATCH_NEEDS_FULL_READ != 0 {
+        // SAFETY: `mm` is the tracepoint's argument.
+        unsafe { read_all_counters(state, mm) };
+        state.flags &= !WATCH_NEEDS_FULL_READ;
+    } else {
+        let member = member as u32;
+        // SAFETY: `mm` is the tracepoint's argument.
+        match (
+            unsafe { read_counter(mm, member) },
+            state.pages.get_mut(member as usize),
+        ) {
+            (Some(value), Some(slot)) => *slot = value,
+            _ => {
+                debug!(
+                    &ctx,
+                    "rss_stat: counter {} of process {} is unknown to procespy", member, tgid
+                );
+                return 0;
             }
-        }
-        let rss = state.rss_bytes(config!(page_size) as u64);
-        if state.flags & WATCH_REPORT_USAGE != 0 && rss >> 20 != state.reported_mib {
-            state.reported_mib = rss >> 20;
-            send(EventKind::Usage, tgid, 0, 0, rss, current_comm());
-        }
-        if state.limit_bytes == 0 {
-            return 0;
-        }
-        if rss > state.limit_bytes {
-            if state.flags & WATCH_OVER == 0 {
-                // Other counters may have fallen meanwhile without an event of
-                // this process (reclaim by kswapd): confirm with all of them.
-                read_all_counters(state, mm);
-                let rss = state.rss_bytes(config!(page_size) as u64);
-                if rss <= state.limit_bytes {
-                    return 0;
-                }
-                state.flags |= WATCH_OVER;
-                state.breaches = state.breaches.wrapping_add(1);
-                let mut flags = 0;
-                if state.flags & WATCH_KILL_NOW != 0 && bpf_send_signal(SIGKILL) == 0 {
-                    flags = EVENT_FLAG_KILLED;
-                }
-                send(EventKind::Breach, tgid, 0, flags, rss, current_comm());
-            }
-        } else if state.flags & WATCH_OVER != 0 {
-            state.flags &= !WATCH_OVER;
         }
     }
+    let page_size = config!(page_size) as u64;
+    let rss = state.rss_bytes(page_size);
+    if state.flags & WATCH_REPORT_USAGE != 0 && rss >> 20 != state.reported_mib {
+        state.reported_mib = rss >> 20;
+        send(EventKind::Usage, tgid, 0, 0, rss, current_comm());
+    }
+    if state.limit_bytes == 0 {
+        return 0;
+    }
+    if rss <= state.limit_bytes {
+        state.flags &= !WATCH_OVER;
+        return 0;
+    }
+    if state.flags & WATCH_OVER != 0 {
+        return 0; // reported at the crossing already
+    }
+    // Other counters may have fallen meanwhile without an event of this
+    // process (reclaim by kswapd): confirm with all of them.
+    // SAFETY: `mm` is the tracepoint's argument.
+    unsafe { read_all_counters(state, mm) };
+    let confirmed = state.rss_bytes(page_size);
+    if confirmed <= state.limit_bytes {
+        debug!(
+            &ctx,
+            "process {}: {} bytes crossed the limit, {} on confirmation: no breach",
+            tgid,
+            rss,
+            confirmed
+        );
+        return 0;
+    }
+    state.flags |= WATCH_OVER;
+    state.breaches = state.breaches.wrapping_add(1);
+    let mut flags = 0;
+    if state.flags & WATCH_KILL_NOW != 0 {
+        // SAFETY: a helper taking a signal number.
+        let refused = unsafe { bpf_send_signal(SIGKILL) };
+        if refused == 0 {
+            flags = EVENT_FLAG_KILLED;
+        } else {
+            debug!(
+                &ctx,
+                "process {}: the kernel refused bpf_send_signal(SIGKILL) with {}", tgid, refused
+            );
+        }
+    }
+    send(EventKind::Breach, tgid, 0, flags, confirmed, current_comm());
     0
 }
 

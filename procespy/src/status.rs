@@ -46,6 +46,7 @@ pub fn build(inputs: &Inputs<'_>) -> Value {
         "examinations": inputs.examinations,
         "last_examination_ms": inputs.last_examination.map(|d| d.as_secs_f64() * 1000.0),
         "lost_events": inputs.kernel.map(Kernel::lost_events),
+        "kernel": inputs.kernel.map(Kernel::info),
         "processes": inputs.guard.watched_status(inputs.table, inputs.kernel),
         "actions": actions,
         "alerts_queued": inputs.alerts_queued,
@@ -62,6 +63,19 @@ pub fn render_text(status: &Value) -> String {
         status["mode_reason"].as_str().unwrap_or(""),
         status["uptime_secs"].as_f64().unwrap_or(0.0),
     ));
+    if let Some(kernel) = status["kernel"].as_object() {
+        let batched = if kernel["batched"] == Value::Bool(true) {
+            ", per-thread batches of 64 faults"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "kernel:   {} (RSS counters: {}{batched}; group exit: {})\n",
+            kernel["release"].as_str().unwrap_or("?"),
+            kernel["counters"].as_str().unwrap_or("?"),
+            kernel["group_exit"].as_str().unwrap_or("?"),
+        ));
+    }
     if let Some(lost) = status["lost_events"].as_u64() {
         out.push_str(&format!("lost events: {lost}\n"));
     }

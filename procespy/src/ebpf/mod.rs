@@ -1,8 +1,10 @@
 //! The kernel side, seen from userspace: loading and attaching the eBPF
 //! programs, the `WATCHED` map, and the stream of events.
 
+mod btf;
 pub mod events;
-pub mod offsets;
+mod layout;
+mod logs;
 
 use std::{
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
@@ -11,15 +13,15 @@ use std::{
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader, Endianness,
     maps::{HashMap, MapData, PerCpuArray},
     programs::{BtfTracePoint, TracePoint},
 };
-use procespy_common::{
-    KernelConfig, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_REPORT_USAGE, Watched,
-};
+use procespy_common::{WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_REPORT_USAGE, Watched};
+use serde::Serialize;
 
 pub use events::EventStream;
+pub use layout::{Counters, GroupExit};
 
 use crate::process::Rss;
 
@@ -27,15 +29,9 @@ use crate::process::Rss;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/procespy.bpf.o"));
 
 /// Classic tracepoints: (program, category, event).
-const TRACEPOINTS: [(&str, &str, &str); 3] = [
+const TRACEPOINTS: [(&str, &str, &str); 2] = [
     ("procespy_exec", "sched", "sched_process_exec"),
-    ("procespy_exit", "sched", "sched_process_exit"),
     ("procespy_rename", "task", "task_rename"),
-];
-/// BTF tracepoints: (program, event).
-const BTF_TRACEPOINTS: [(&str, &str); 2] = [
-    ("procespy_fork", "sched_process_fork"),
-    ("procespy_rss", "rss_stat"),
 ];
 
 /// The loaded and attached programs and the maps userspace uses.
@@ -47,6 +43,21 @@ pub struct Kernel {
     watched: HashMap<MapData, u32, Watched>,
     lost: PerCpuArray<MapData, u64>,
     page_size: u64,
+    info: KernelInfo,
+}
+
+/// Which kernel the programs run in, and how they read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KernelInfo {
+    /// `uname -r`.
+    pub release: String,
+    /// How the kernel keeps RSS counters.
+    pub counters: Counters,
+    /// Whether threads batch their page counts before the mm sees them, so
+    /// that a breach is seen up to 64 pages per growing thread late.
+    pub batched: bool,
+    /// How a process's end is told.
+    pub group_exit: GroupExit,
 }
 
 /// How the kernel is to follow one process.
@@ -69,24 +80,34 @@ pub struct KernelRss {
     pub breaches: u32,
 }
 
-/// Loads and attaches the programs; the error says why they could not be.
+/// Loads and attaches the programs; the error says why they could not be,
+/// in words a user understands.
 pub fn load() -> Result<(Kernel, EventStream)> {
     ensure_tracefs()?;
-    let btf_path = Path::new(offsets::VMLINUX_BTF);
-    if !btf_path.exists() {
-        return Err(anyhow!(
-            "the kernel has no BTF ({} is missing; CONFIG_DEBUG_INFO_BTF is off)",
-            btf_path.display()
-        ));
-    }
-    let config = offsets::kernel_config(btf_path, Path::new(offsets::TRACEFS))
-        .context("finding kernel offsets")?;
-    let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+    let btf_path = Path::new(layout::VMLINUX_BTF);
+    let btf_bytes = match std::fs::read(btf_path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(anyhow!(
+                "this kernel has no BTF ({} is missing): eBPF mode needs Linux 5.8 or \
+                 newer, built with CONFIG_DEBUG_INFO_BTF",
+                btf_path.display()
+            ));
+        }
+        Err(err) => return Err(anyhow!("reading {}: {err}", btf_path.display())),
+    };
+    let layout = layout::find(&btf_bytes, Path::new(layout::TRACEFS))?;
+    let btf = Btf::parse(&btf_bytes, Endianness::default())
+        .map_err(|err| anyhow!("reading the kernel's BTF: {err}"))?;
+    drop(btf_bytes);
+    let log_level = logs::kernel_level();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
-        .override_global("CONFIG", &config, true)
+        .override_global("CONFIG", &layout.config, true)
+        .override_global(aya_log::LEVEL, &log_level, false)
         .load(OBJECT)
         .map_err(|err| anyhow!("loading the eBPF object: {err}{}", privilege_hint()))?;
+    logs::forward(&mut ebpf)?;
 
     for (name, category, event) in TRACEPOINTS {
         let program: &mut TracePoint = program(&mut ebpf, name)?.try_into()?;
@@ -95,7 +116,12 @@ pub fn load() -> Result<(Kernel, EventStream)> {
             .attach(category, event)
             .with_context(|| format!("attaching {name} to {category}:{event}"))?;
     }
-    for (name, event) in BTF_TRACEPOINTS {
+    let btf_tracepoints = [
+        ("procespy_fork", "sched_process_fork"),
+        (layout.exit.program(), "sched_process_exit"),
+        ("procespy_rss", "rss_stat"),
+    ];
+    for (name, event) in btf_tracepoints {
         let program: &mut BtfTracePoint = program(&mut ebpf, name)?.try_into()?;
         program
             .load(event, &btf)
@@ -108,27 +134,39 @@ pub fn load() -> Result<(Kernel, EventStream)> {
     let watched = HashMap::try_from(take_map(&mut ebpf, "WATCHED")?)?;
     let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST")?)?;
     let events = EventStream::new(take_map(&mut ebpf, "EVENTS")?)?;
+    let info = KernelInfo {
+        release: nix::sys::utsname::uname()
+            .map(|uts| uts.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        counters: layout.counters,
+        batched: layout.batched,
+        group_exit: layout.exit,
+    };
+    tracing::debug!(
+        release = %info.release,
+        counters = %info.counters,
+        group_exit = %info.group_exit,
+        "kernel layout: {:?}",
+        layout.config
+    );
     let kernel = Kernel {
         _ebpf: ebpf,
         watched,
         lost,
-        page_size: page_size(&config),
+        page_size: u64::from(layout.config.page_size),
+        info,
     };
     drop(btf);
     release_freed_memory();
     Ok((kernel, events))
 }
 
-/// Gives the heap pages freed after loading back to the kernel. Parsing the
-/// kernel's BTF (twice: for offsets and for aya) takes tens of MiB that are
-/// freed at once but would otherwise stay in the daemon's RSS for its life.
+/// Gives the heap pages freed after loading back to the kernel. The
+/// kernel's BTF and aya's parse of it take tens of MiB that are freed at
+/// once but would otherwise stay in the daemon's RSS for its life.
 fn release_freed_memory() {
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
-}
-
-fn page_size(config: &KernelConfig) -> u64 {
-    u64::from(config.page_size)
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
@@ -158,15 +196,15 @@ fn privilege_hint() -> &'static str {
     }
 }
 
-/// Mounts tracefs at [`offsets::TRACEFS`] unless it is there already.
+/// Mounts tracefs at [`layout::TRACEFS`] unless it is there already.
 fn ensure_tracefs() -> Result<()> {
-    let events = Path::new(offsets::TRACEFS).join("events");
+    let events = Path::new(layout::TRACEFS).join("events");
     if events.exists() {
         return Ok(());
     }
     nix::mount::mount(
         Some("tracefs"),
-        offsets::TRACEFS,
+        layout::TRACEFS,
         Some("tracefs"),
         nix::mount::MsFlags::empty(),
         None::<&str>,
@@ -174,13 +212,18 @@ fn ensure_tracefs() -> Result<()> {
     .map_err(|errno| {
         anyhow!(
             "tracefs is not mounted at {} and mounting it failed: {errno}{}",
-            offsets::TRACEFS,
+            layout::TRACEFS,
             privilege_hint()
         )
     })
 }
 
 impl Kernel {
+    /// Which kernel the programs run in, and how they read it.
+    pub fn info(&self) -> &KernelInfo {
+        &self.info
+    }
+
     /// Follows `pid` in the kernel as `spec` says.
     ///
     /// The entry is kept only if the process identified by `pidfd` is still
