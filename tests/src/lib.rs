@@ -25,6 +25,19 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Whether the tests run inside a guest of the kernel matrix
+/// (`PROCESPY_GUEST=1`, set by `cargo xtask test-kernels`): under emulation,
+/// where everything takes several times as long.
+pub fn in_guest() -> bool {
+    std::env::var("PROCESPY_GUEST").is_ok_and(|v| v == "1")
+}
+
+/// How long to wait for something that takes up to `host` on the host:
+/// eight times as long in a guest. Every wait of this library goes through it.
+pub fn patience(host: Duration) -> Duration {
+    if in_guest() { host * 8 } else { host }
+}
+
 /// Returns whether the test can go on as root; fails under CI when it cannot.
 pub fn require_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -205,6 +218,7 @@ impl Daemon {
     }
 
     fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let timeout = patience(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             if self.status().is_ok() {
@@ -235,7 +249,7 @@ impl Daemon {
     /// Waits until the status satisfies `pred`, returning it; fails with the
     /// last status after `timeout`.
     pub fn wait_status(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + patience(timeout);
         loop {
             let status = self.status()?;
             if pred(&status) {
@@ -272,6 +286,7 @@ impl Daemon {
 
     /// Waits until the log has an `event` line for `pid`, and returns it.
     pub fn wait_event(&self, event: &str, pid: u32, timeout: Duration) -> Result<Value> {
+        let timeout = patience(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(line) = self.events_for(event, pid).pop() {
@@ -320,6 +335,7 @@ pub fn signal(pid: u32, sig: i32) -> Result<()> {
 
 /// Waits for `child` at most `timeout`.
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
+    let timeout = patience(timeout);
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {

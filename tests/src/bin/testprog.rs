@@ -7,6 +7,9 @@
 //! - `rename NAME`: sets its name (the rest of the line, spaces included) with prctl(PR_SET_NAME); answers `ok`.
 //! - `rate MIB_PER_S MIB`: grows to MIB MiB at that rate, printing
 //!   `progress BYTES NANOS` after each MiB; answers `ok VMRSS_BYTES`.
+//! - `threads N MIB`: N threads together touch MIB more MiB as fast as they
+//!   can, each printing `progress BYTES NANOS` (BYTES: the total touched by
+//!   all threads) after each MiB it touched; answers `ok VMRSS_BYTES`.
 //! - `rss`: answers `ok VMRSS_BYTES`.
 //! - `exit`: exits 0.
 //!
@@ -84,6 +87,11 @@ fn main() {
                 grow_at_rate(&mut memory, rate.parse().unwrap_or(1.0), target);
                 format!("ok {}", vm_rss())
             }
+            (Some("threads"), Some(threads)) => {
+                let total = words.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+                grow_in_threads(threads.parse().unwrap_or(1), total);
+                format!("ok {}", vm_rss())
+            }
             (Some("rss"), None) => format!("ok {}", vm_rss()),
             (Some("exit"), None) => std::process::exit(0),
             _ => format!("error unknown command {line:?}"),
@@ -107,6 +115,27 @@ fn grow_at_rate(memory: &mut Vec<Region>, rate: f64, target: usize) {
             std::thread::sleep(wait);
         }
     }
+}
+
+/// `threads` threads touch `total` MiB between them, one MiB at a time; the
+/// memory stays mapped until the process ends.
+fn grow_in_threads(threads: usize, total: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let touched = AtomicUsize::new(0);
+    let threads = threads.max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while touched.load(Ordering::Relaxed) < total * MIB {
+                    std::mem::forget(Region::touched(MIB));
+                    let now = touched.fetch_add(MIB, Ordering::Relaxed) + MIB;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "progress {now} {}", monotonic_ns());
+                    let _ = out.flush();
+                }
+            });
+        }
+    });
 }
 
 /// SIGTERM handler: writes `term NANOS\n` with write(2) and exits.
