@@ -72,6 +72,9 @@ enum Command {
         /// A variable for the command, besides PATH and HOME (repeatable).
         #[arg(long = "env", short, value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Also print the guest's serial console (kernel and init messages).
+        #[arg(long)]
+        console: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -105,8 +108,15 @@ fn main() -> ExitCode {
             kernel,
             timeout,
             env,
+            console,
             command,
-        } => vm::cli(&kernel, &command, &env, Duration::from_secs(timeout)),
+        } => vm::cli(&vm::CliArgs {
+            kernel: &kernel,
+            argv: &command,
+            env: &env,
+            timeout: Duration::from_secs(timeout),
+            console,
+        }),
         Command::TestKernels { versions } => vm::matrix::run(&versions).and_then(|matrix| {
             print!("\n{}", matrix.table());
             matrix.check()

@@ -50,11 +50,13 @@ const TEST_PACKAGES: &[&str] = &[
 ];
 
 /// Debian packages the kernel matrix (`cargo xtask vm`, `test-kernels`)
-/// needs: qemu, a static busybox for the guests' initramfs, xz and zstd for
+/// needs: qemu, a static busybox for the guests' initramfs, depmod (a
+/// kernel package leaves modules.dep to its postinst), xz and zstd for
 /// compressed kernel modules, and the keyring its own apt configs trust.
 const VM_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
+    "kmod",
     "xz-utils",
     "zstd",
     "debian-archive-keyring",

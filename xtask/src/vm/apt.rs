@@ -151,7 +151,8 @@ impl Apt {
 }
 
 /// The config: every directory apt reads or writes is under `dir`, so the
-/// system's sources, preferences, lists and dpkg state play no part.
+/// system's sources, preferences, lists and dpkg state play no part. Lists
+/// stay compressed, and no source-package cache is kept.
 fn config(dir: &Path) -> String {
     let dir = dir.display();
     format!(
@@ -166,6 +167,8 @@ Dir::Etc::preferencesparts \"{dir}/parts\";
 Dir::State \"{dir}/state\";
 Dir::State::status \"{dir}/status\";
 Dir::Cache \"{dir}/cache\";
+Dir::Cache::srcpkgcache \"\";
+Acquire::GzipIndexes \"true\";
 APT::Architecture \"amd64\";
 APT::Architectures {{ \"amd64\"; }};
 Acquire::Languages \"none\";

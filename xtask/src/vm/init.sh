@@ -39,10 +39,15 @@ for dir in tmp var/tmp; do
     mount -t tmpfs -o mode=1777 tmpfs $new/$dir || fail "mount tmpfs on /$dir"
 done
 mount -t tmpfs -o mode=755 tmpfs $new/run || fail "mount tmpfs on /run"
-# The guest kernel's own modules, for modprobe inside the guest.
-mount -t tmpfs -o mode=755 tmpfs $new/lib/modules || fail "mount tmpfs on /lib/modules"
-mkdir $new/lib/modules/@RELEASE@
-mount -o bind $new@MODULES_DIR@ $new/lib/modules/@RELEASE@ || fail "bind the kernel's modules"
+# The guest kernel's own modules, for modprobe inside the guest (a host
+# without /lib/modules, such as a container, has no place for them).
+if [ -d $new/lib/modules ]; then
+    mount -t tmpfs -o mode=755 tmpfs $new/lib/modules || fail "mount tmpfs on /lib/modules"
+    mkdir $new/lib/modules/@RELEASE@
+    mount -o bind $new@MODULES_DIR@ $new/lib/modules/@RELEASE@ || fail "bind the kernel's modules"
+else
+    say "the host has no /lib/modules: modprobe will find no module"
+fi
 mkdir $share
 mount -t 9p -o "$p9" results $share || fail "mount the results share (9p tag results)"
 

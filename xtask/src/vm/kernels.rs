@@ -124,6 +124,9 @@ pub fn prepare(label: &str) -> Result<PreparedKernel> {
     };
     let root = kernels.join(&package).join("root");
     let (release, modules) = modules_dir(&root)?;
+    if !modules.join("modules.dep").is_file() {
+        depmod(&modules, &release)?;
+    }
     let vmlinuz = root.join("boot").join(format!("vmlinuz-{release}"));
     if !vmlinuz.is_file() {
         bail!(
@@ -187,6 +190,19 @@ fn fetch(kernel: &Kernel, cache: &Path, kernels: &Path) -> Result<String> {
         .with_context(|| format!("cannot rename {} to root", partial.display()))?;
     fs::remove_file(&deb).with_context(|| format!("cannot remove {}", deb.display()))?;
     Ok(package.to_owned())
+}
+
+/// Writes modules.dep (and the rest of depmod's files) into `modules`,
+/// `BASE/lib/modules/RELEASE`: installing a kernel package would.
+fn depmod(modules: &Path, release: &str) -> Result<()> {
+    let base = modules
+        .ancestors()
+        .nth(3)
+        .context("a modules directory ends in lib/modules/RELEASE")?;
+    cmd::run(
+        Command::new("depmod").arg("-b").arg(base).arg(release),
+        "`cargo xtask setup` installs depmod (kmod)",
+    )
 }
 
 /// The one `lib/modules/RELEASE` (or `usr/lib/modules/RELEASE`) in `root`.

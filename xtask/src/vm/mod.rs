@@ -24,23 +24,37 @@ pub use qemu::{GuestCommand, GuestRun, run};
 
 use crate::setup;
 
-/// `cargo xtask vm`: runs `argv` as root in a guest booted with kernel
-/// `label`, in the current directory, with `env` (`KEY=VALUE`) added to PATH
-/// and HOME; prints its output and fails unless it exits 0.
-pub fn cli(label: &str, argv: &[String], env: &[String], timeout: Duration) -> Result<()> {
+/// What `cargo xtask vm` was asked for.
+pub struct CliArgs<'a> {
+    /// The kernel's label.
+    pub kernel: &'a str,
+    pub argv: &'a [String],
+    /// `KEY=VALUE` pairs, added to PATH and HOME.
+    pub env: &'a [String],
+    pub timeout: Duration,
+    /// Print the serial console after the output.
+    pub console: bool,
+}
+
+/// `cargo xtask vm`: runs a command as root in a guest, in the current
+/// directory; prints its output and fails unless it exits 0.
+pub fn cli(args: &CliArgs) -> Result<()> {
     setup::vm()?;
-    let kernel = prepare(label)?;
-    let mut command = GuestCommand::new(argv.iter().cloned());
-    for pair in env {
+    let kernel = prepare(args.kernel)?;
+    let mut command = GuestCommand::new(args.argv.iter().cloned());
+    for pair in args.env {
         let Some((key, value)) = pair.split_once('=') else {
             bail!("--env {pair:?}: it must be KEY=VALUE");
         };
         command = command.env(key, value);
     }
     command.cwd = env::current_dir().context("cannot read the current directory")?;
-    command.timeout = timeout;
+    command.timeout = args.timeout;
     command.echo = true;
     let run = run(&kernel, &command)?;
+    if args.console {
+        println!("vm: the guest's console:\n{}", run.console.trim_end());
+    }
     if let Some(failure) = run.failure() {
         bail!("{} ({}): {failure}", kernel.label, kernel.package);
     }

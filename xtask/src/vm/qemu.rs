@@ -258,9 +258,29 @@ fn command_script(command: &GuestCommand) -> String {
     )
 }
 
-/// Serial and 9p text, with the console's carriage returns dropped.
+/// Serial and 9p text, without carriage returns and terminal escapes
+/// (SeaBIOS clears the screen with them).
 fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).replace('\r', "")
+    let text = String::from_utf8_lossy(bytes);
+    let mut clean = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                // ESC [ parameters final-letter, or ESC and one character.
+                if chars.next() == Some('[') {
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' => {}
+            c => clean.push(c),
+        }
+    }
+    clean
 }
 
 /// The last `lines` lines of `text`.
@@ -359,6 +379,12 @@ mod tests {
                 ("CI".to_owned(), "true".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn console_text_loses_escapes_and_carriage_returns() {
+        let serial = b"\x1bc\x1b[?7l\x1b[2JSeaBIOS\r\nBooting\x1b[0m from ROM\r\n";
+        assert_eq!(text(serial), "SeaBIOS\nBooting from ROM\n");
     }
 
     #[test]
