@@ -1,34 +1,41 @@
-//! Entry point: parses the command line, runs a command, maps errors to exit codes.
+//! Entry point: parses the command line, runs the subcommand, maps its
+//! error to an exit code. The one place that knows both the command line's
+//! types and the modules that do the work: each subcommand gets its options
+//! as the module's own types, and returns an error or nothing.
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command};
+use crate::{
+    cli::{Cli, Command},
+    config::ConfigError,
+    logging::{self, Priority, Settings},
+};
 
 /// Exit code for success.
-pub const EXIT_OK: u8 = 0;
+const EXIT_OK: u8 = 0;
 /// Exit code for an invalid configuration or bad arguments.
-pub const EXIT_USAGE: u8 = 1;
+const EXIT_USAGE: u8 = 1;
 /// Exit code for a runtime failure.
-pub const EXIT_RUNTIME: u8 = 2;
+const EXIT_RUNTIME: u8 = 2;
 
-/// A failure, with the exit code it maps to.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// The configuration or the arguments are wrong (exit 1).
-    #[error("{0}")]
+/// How a subcommand failed, and so how procespy exits.
+enum Failure {
+    /// The configuration or the arguments are wrong (exit 1): the message.
     Usage(String),
     /// Something failed at run time (exit 2).
-    #[error(transparent)]
-    Runtime(#[from] anyhow::Error),
+    Runtime(anyhow::Error),
 }
 
-impl Failure {
-    fn exit_code(&self) -> u8 {
-        match self {
-            Failure::Usage(_) => EXIT_USAGE,
-            Failure::Runtime(_) => EXIT_RUNTIME,
+impl From<anyhow::Error> for Failure {
+    /// A [`ConfigError`] anywhere in the chain is the user's to fix; its top
+    /// message says it (the diagnostics themselves, or their count).
+    fn from(err: anyhow::Error) -> Self {
+        if err.chain().any(|cause| cause.is::<ConfigError>()) {
+            Failure::Usage(err.to_string())
+        } else {
+            Failure::Runtime(err)
         }
     }
 }
@@ -46,30 +53,113 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    crate::logging::init(&cli.log);
-    let result = match cli.command {
-        None => crate::daemon::run(cli.run),
-        Some(Command::Run(args)) => crate::daemon::run(args),
-        Some(Command::Ps(args)) => crate::ps::run(&args),
-        Some(Command::CheckConfig(args)) => crate::config::check_config_command(&args),
-        Some(Command::Status(args)) => crate::control::status_command(&args),
-        Some(Command::Reload(args)) => crate::control::reload_command(&args),
-        Some(Command::NotifyPopup(args)) => crate::alerts::popup::run(&args),
-        Some(Command::Generate(args)) => crate::generate::run(&args),
-    };
-    match result {
+    logging::init(&Settings {
+        verbose: cli.log.verbose,
+        quiet: cli.log.quiet,
+        format: cli.log.log_format,
+    });
+    match run(cli.command, cli.run).map_err(Failure::from) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(failure) => {
-            let priority = crate::logging::stderr_prefix(crate::logging::Priority::Error);
-            eprintln!("{priority}procespy: {}", render(&failure));
-            ExitCode::from(failure.exit_code())
+            let priority = logging::stderr_prefix(Priority::Error);
+            let (text, code) = match failure {
+                Failure::Usage(message) => (message, EXIT_USAGE),
+                Failure::Runtime(err) => (format!("{err:#}"), EXIT_RUNTIME),
+            };
+            eprintln!("{priority}procespy: {text}");
+            ExitCode::from(code)
         }
     }
 }
 
-fn render(failure: &Failure) -> String {
-    match failure {
-        Failure::Usage(message) => message.clone(),
-        Failure::Runtime(err) => format!("{err:#}"),
+/// Runs one subcommand (the daemon when none is given).
+fn run(command: Option<Command>, default_run: crate::cli::RunArgs) -> anyhow::Result<()> {
+    match command.unwrap_or(Command::Run(default_run)) {
+        Command::Run(args) => crate::daemon::run(crate::daemon::Options {
+            config: args.config,
+            dry_run: args.dry_run,
+            mode: args.mode,
+            socket: args.socket,
+        }),
+        Command::Ps(args) => crate::ps::run(&crate::ps::Options {
+            json: args.json,
+            top: args.top,
+            name: args.name,
+            config: args.config,
+        }),
+        Command::CheckConfig(args) => crate::config::check_config(args.path.as_deref()),
+        Command::Status(args) => crate::control::status_command(&args.socket.socket, args.json),
+        Command::Reload(args) => crate::control::reload_command(&args.socket),
+        Command::NotifyPopup(args) => crate::alerts::popup::run(&crate::alerts::popup::Popup {
+            bus: args.bus,
+            urgency: args.urgency,
+            summary: args.summary,
+            body: args.body,
+        }),
+        Command::Generate(args) => crate::generate::run(&args.out, Cli::command()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn pages_and_completions_are_written_without_hidden_commands() {
+        let out =
+            std::env::temp_dir().join(format!("procespy-generate-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let written = crate::generate::generate(&out, Cli::command()).unwrap();
+        let names: Vec<String> = written
+            .iter()
+            .map(|p| p.strip_prefix(&out).unwrap().to_string_lossy().into_owned())
+            .collect();
+        for expected in [
+            "man/procespy.1",
+            "man/procespy-run.1",
+            "man/procespy-ps.1",
+            "man/procespy-check-config.1",
+            "man/procespy-status.1",
+            "man/procespy-reload.1",
+            "completions/procespy.bash",
+            "completions/_procespy",
+            "completions/procespy.fish",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
+        }
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("popup") || n.contains("generate"))
+        );
+        let page = std::fs::read_to_string(out.join("man/procespy.1")).unwrap();
+        assert!(page.contains("\n.TH procespy 1 "), "{page}");
+        assert_eq!(page.matches(".el .ds Aq").count(), 1, "{page}");
+        for section in [
+            "NAME",
+            "SYNOPSIS",
+            "DESCRIPTION",
+            "OPTIONS",
+            "SUBCOMMANDS",
+            "FILES",
+            "SIGNALS",
+            "EXIT STATUS",
+            "SEE ALSO",
+        ] {
+            assert!(page.contains(&format!(".SH {section}")), "{section}");
+        }
+        assert!(page.contains("check\\-config"));
+        assert!(!page.contains("notify\\-popup"));
+        let bash = std::fs::read_to_string(out.join("completions/procespy.bash")).unwrap();
+        assert!(bash.contains("check-config") && !bash.contains("notify-popup"));
+        assert!(!bash.contains("generate"));
+        let fish = std::fs::read_to_string(out.join("completions/procespy.fish")).unwrap();
+        assert!(fish.contains("complete -c procespy"));
+        std::fs::remove_dir_all(&out).unwrap();
     }
 }

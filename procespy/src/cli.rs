@@ -2,31 +2,28 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-/// Default location of the configuration file.
-pub const DEFAULT_CONFIG: &str = "/etc/procespy.toml";
-/// Default location of the daemon's control socket.
-pub const DEFAULT_SOCKET: &str = "/run/procespy.sock";
+use crate::{config::Mode, control::DEFAULT_SOCKET, logging::LogFormat};
 
 /// Keeps named processes inside their memory limits.
 #[derive(Debug, Parser)]
 #[command(name = "procespy", version, about, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do; without one, run the daemon.
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
     /// Options of the daemon, when no subcommand is given.
     #[command(flatten)]
-    pub run: RunArgs,
+    pub(crate) run: RunArgs,
     /// Logging options.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub(crate) log: LogArgs,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the daemon (the default).
     Run(RunArgs),
     /// Print a table of processes, largest memory first.
@@ -48,120 +45,100 @@ pub enum Command {
 
 /// Options of `procespy run`.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Configuration file [default: /etc/procespy.toml, or the built-in default when absent].
     #[arg(short, long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Decide and alert, but never send a signal.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Override `[monitor] mode`.
     #[arg(long, value_enum)]
-    pub mode: Option<ModeArg>,
+    pub(crate) mode: Option<Mode>,
     /// Path of the control socket.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
-}
-
-/// `--mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
-    /// eBPF where it loads, else /proc polling.
-    Auto,
-    /// eBPF or refuse to start.
-    Ebpf,
-    /// /proc polling only.
-    Proc,
+    pub(crate) socket: PathBuf,
 }
 
 /// Logging options shared by all commands.
 #[derive(Debug, Clone, Args)]
-pub struct LogArgs {
+pub(crate) struct LogArgs {
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
     /// Less log output (-q: warnings and errors only, -qq: errors only).
     #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
-    pub quiet: u8,
+    pub(crate) quiet: u8,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
-}
-
-/// `--log-format` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
+    pub(crate) log_format: LogFormat,
 }
 
 /// Options of `procespy ps`.
 #[derive(Debug, Clone, Args)]
-pub struct PsArgs {
+pub(crate) struct PsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Show only the N largest processes.
     #[arg(short = 'n', value_name = "N")]
-    pub top: Option<usize>,
+    pub(crate) top: Option<usize>,
     /// Show only processes with this name (comm or executable file name).
     #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Configuration whose limits are shown beside the processes they cover.
     #[arg(short, long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// Options of `procespy check-config`.
 #[derive(Debug, Clone, Args)]
-pub struct CheckConfigArgs {
+pub(crate) struct CheckConfigArgs {
     /// The file to check [default: /etc/procespy.toml].
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
 }
 
 /// Options of the hidden `procespy notify-popup`.
 #[derive(Debug, Clone, Args)]
-pub struct NotifyPopupArgs {
+pub(crate) struct NotifyPopupArgs {
     /// The session bus's socket (`/run/user/UID/bus`).
     #[arg(long, value_name = "PATH")]
-    pub bus: PathBuf,
+    pub(crate) bus: PathBuf,
     /// The popup's urgency: low, normal or critical.
     #[arg(long, default_value = "critical",
           value_parser = clap::builder::PossibleValuesParser::new(crate::config::Urgency::NAMES))]
-    pub urgency: String,
+    pub(crate) urgency: String,
     /// The one-line summary.
     #[arg(long)]
-    pub summary: String,
+    pub(crate) summary: String,
     /// The body.
     #[arg(long)]
-    pub body: String,
+    pub(crate) body: String,
 }
 
 /// Options of the hidden `procespy generate`.
 #[derive(Debug, Clone, Args)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// Where to write `man/` and `completions/` (created when missing).
     #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 /// Options of `procespy status`.
 #[derive(Debug, Clone, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Path of the control socket.
     #[command(flatten)]
-    pub socket: SocketArgs,
+    pub(crate) socket: SocketArgs,
 }
 
 /// The control socket's path.
 #[derive(Debug, Clone, Args)]
-pub struct SocketArgs {
+pub(crate) struct SocketArgs {
     /// Path of the control socket.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader},
@@ -18,10 +18,10 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::{
-    app::Failure,
-    cli::{SocketArgs, StatusArgs},
-};
+use crate::report::StatusReport;
+
+/// Default location of the daemon's control socket.
+pub(crate) const DEFAULT_SOCKET: &str = "/run/procespy.sock";
 
 /// How long a client may take to send its request, and the daemon to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,26 +29,39 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// A request to the daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
-pub enum Request {
+pub(crate) enum Request {
     /// What the daemon is doing.
     Status,
     /// Re-read the configuration.
     Reload,
 }
 
+/// The daemon's answer to a [`Request`].
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Reply {
+    /// What the daemon is doing.
+    Status(Box<StatusReport>),
+    /// The configuration was reloaded.
+    Reloaded {
+        /// What was loaded.
+        message: String,
+    },
+}
+
 /// A request received by the daemon, with the way back to its client.
-pub struct Incoming {
+pub(crate) struct Incoming {
     /// The request.
-    pub request: Request,
-    /// Where the reply goes: `Ok(body)` or `Err(message)`.
-    pub reply: oneshot::Sender<Result<Value, String>>,
+    pub(crate) request: Request,
+    /// Where the reply goes: `Ok(reply)` or `Err(message)`.
+    pub(crate) reply: oneshot::Sender<Result<Reply, String>>,
 }
 
 /// Binds the control socket at `path`, readable and writable by root only.
 ///
 /// A socket file left behind by a daemon that died is replaced; one that a
 /// running daemon answers on is an error.
-pub fn bind(path: &Path) -> Result<UnixListener> {
+pub(crate) fn bind(path: &Path) -> Result<UnixListener> {
     if path.exists() {
         if StdUnixStream::connect(path).is_ok() {
             return Err(anyhow!(
@@ -70,7 +83,7 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 }
 
 /// Accepts clients forever, handing each request to the daemon through `tx`.
-pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
+pub(crate) async fn serve(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -111,7 +124,7 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<Incoming>) -> Result<()> {
         }
     };
     let body = match reply {
-        Ok(value) => serde_json::json!({ "ok": true, "reply": value }),
+        Ok(reply) => serde_json::json!({ "ok": true, "reply": reply }),
         Err(message) => serde_json::json!({ "ok": false, "error": message }),
     };
     let mut text = serde_json::to_string(&body)?;
@@ -121,7 +134,7 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<Incoming>) -> Result<()> {
 }
 
 /// Sends `request` to the daemon at `socket` and returns its reply.
-pub fn ask(socket: &Path, request: Request) -> Result<Value> {
+fn ask<T: DeserializeOwned>(socket: &Path, request: Request) -> Result<T> {
     let mut stream = StdUnixStream::connect(socket).map_err(|err| match err.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => anyhow!(
             "no procespy daemon answers on {} ({err}); is it running?",
@@ -143,7 +156,8 @@ pub fn ask(socket: &Path, request: Request) -> Result<Value> {
         .context("reading the daemon's answer")?;
     let answer: Value = serde_json::from_str(&answer).context("the daemon's answer is not JSON")?;
     if answer["ok"] == Value::Bool(true) {
-        Ok(answer["reply"].clone())
+        serde_json::from_value(answer["reply"].clone())
+            .context("the daemon's answer is not what this procespy understands")
     } else {
         Err(anyhow!(
             "the daemon refused: {}",
@@ -153,23 +167,26 @@ pub fn ask(socket: &Path, request: Request) -> Result<Value> {
 }
 
 /// `procespy status [--json]`.
-pub fn status_command(args: &StatusArgs) -> Result<(), Failure> {
-    let status = ask(&args.socket.socket, Request::Status)?;
-    let text = if args.json {
-        serde_json::to_string_pretty(&status).context("printing the status")?
+pub(crate) fn status_command(socket: &Path, json: bool) -> Result<()> {
+    let report: StatusReport = ask(socket, Request::Status)?;
+    let text = if json {
+        serde_json::to_string_pretty(&report).context("printing the status")?
     } else {
-        crate::status::render_text(&status)
+        report.render_text()
     };
     crate::output::print_stdout(&text).context("printing the status")?;
     Ok(())
 }
 
+/// What a reload answers.
+#[derive(Deserialize)]
+struct Reloaded {
+    message: String,
+}
+
 /// `procespy reload`.
-pub fn reload_command(args: &SocketArgs) -> Result<(), Failure> {
-    let reply = ask(&args.socket, Request::Reload)?;
-    let text = reply["message"]
-        .as_str()
-        .unwrap_or("configuration reloaded");
-    crate::output::print_stdout(text).context("printing the reply")?;
+pub(crate) fn reload_command(socket: &Path) -> Result<()> {
+    let reply: Reloaded = ask(socket, Request::Reload)?;
+    crate::output::print_stdout(&reply.message).context("printing the reply")?;
     Ok(())
 }

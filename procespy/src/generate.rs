@@ -17,17 +17,11 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::{
-    app::Failure,
-    cli::{Cli, GenerateArgs},
-};
-
-/// `procespy generate --out DIR`.
-pub fn run(args: &GenerateArgs) -> Result<(), Failure> {
-    let written = generate(&args.out)?;
+/// `procespy generate --out DIR`, for the command line `full`.
+pub(crate) fn run(out: &Path, full: clap::Command) -> Result<()> {
+    let written = generate(out, full)?;
     let mut text = String::new();
     for path in written {
         text.push_str(&format!("{}\n", path.display()));
@@ -36,18 +30,19 @@ pub fn run(args: &GenerateArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Writes the man pages and completions under `out`; returns their paths.
-pub fn generate(out: &Path) -> Result<Vec<PathBuf>> {
-    let mut written = man_pages(&out.join("man"))?;
-    written.extend(completions(&out.join("completions"))?);
+/// Writes the man pages and completions of `full` under `out`; returns
+/// their paths.
+pub(crate) fn generate(out: &Path, full: clap::Command) -> Result<Vec<PathBuf>> {
+    let command = command(full);
+    let mut written = man_pages(&out.join("man"), &command)?;
+    written.extend(completions(&out.join("completions"), &command)?);
     Ok(written)
 }
 
 /// The command line as the pages and completions show it: named `procespy`,
 /// without the hidden subcommands (clap_complete's bash script would offer
 /// them) nor the `help` subcommand (every subcommand has `--help`).
-fn command() -> clap::Command {
-    let full = Cli::command();
+fn command(full: clap::Command) -> clap::Command {
     let mut command = clap::Command::new("procespy")
         .bin_name("procespy")
         .version(env!("CARGO_PKG_VERSION"))
@@ -60,9 +55,8 @@ fn command() -> clap::Command {
     command
 }
 
-fn man_pages(dir: &Path) -> Result<Vec<PathBuf>> {
+fn man_pages(dir: &Path, command: &clap::Command) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let command = command();
     let mut written = Vec::new();
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
         let man = clap_mangen::Man::new(sub.clone()).source(source());
@@ -73,7 +67,7 @@ fn man_pages(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let path = dir.join("procespy.1");
     let mut page = Vec::new();
-    main_page(&command, &mut page).context("rendering procespy.1")?;
+    main_page(command, &mut page).context("rendering procespy.1")?;
     let page = once_preamble(&String::from_utf8_lossy(&page));
     std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
     written.insert(0, path);
@@ -194,9 +188,9 @@ Every action the service took.
 \fBprocespy.toml\fR(5), \fBsystemctl\fR(1), \fBjournalctl\fR(1)
 "#;
 
-fn completions(dir: &Path) -> Result<Vec<PathBuf>> {
+fn completions(dir: &Path, command: &clap::Command) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut command = command();
+    let mut command = command.clone();
     let mut written = Vec::new();
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let path = clap_complete::generate_to(shell, &mut command, "procespy", dir)
@@ -204,66 +198,4 @@ fn completions(dir: &Path) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pages_and_completions_are_written_without_hidden_commands() {
-        let out =
-            std::env::temp_dir().join(format!("procespy-generate-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        let written = generate(&out).unwrap();
-        let names: Vec<String> = written
-            .iter()
-            .map(|p| p.strip_prefix(&out).unwrap().to_string_lossy().into_owned())
-            .collect();
-        for expected in [
-            "man/procespy.1",
-            "man/procespy-run.1",
-            "man/procespy-ps.1",
-            "man/procespy-check-config.1",
-            "man/procespy-status.1",
-            "man/procespy-reload.1",
-            "completions/procespy.bash",
-            "completions/_procespy",
-            "completions/procespy.fish",
-        ] {
-            assert!(
-                names.iter().any(|n| n == expected),
-                "{expected} in {names:?}"
-            );
-        }
-        assert!(
-            !names
-                .iter()
-                .any(|n| n.contains("popup") || n.contains("generate"))
-        );
-        let page = std::fs::read_to_string(out.join("man/procespy.1")).unwrap();
-        assert!(page.contains("\n.TH procespy 1 "), "{page}");
-        assert_eq!(page.matches(".el .ds Aq").count(), 1, "{page}");
-        for section in [
-            "NAME",
-            "SYNOPSIS",
-            "DESCRIPTION",
-            "OPTIONS",
-            "SUBCOMMANDS",
-            "FILES",
-            "SIGNALS",
-            "EXIT STATUS",
-            "SEE ALSO",
-        ] {
-            assert!(page.contains(&format!(".SH {section}")), "{section}");
-        }
-        assert!(page.contains("check\\-config"));
-        assert!(!page.contains("notify\\-popup"));
-        let bash = std::fs::read_to_string(out.join("completions/procespy.bash")).unwrap();
-        assert!(bash.contains("check-config") && !bash.contains("notify-popup"));
-        assert!(!bash.contains("generate"));
-        let fish = std::fs::read_to_string(out.join("completions/procespy.fish")).unwrap();
-        assert!(fish.contains("complete -c procespy"));
-        std::fs::remove_dir_all(&out).unwrap();
-    }
 }

@@ -2,28 +2,38 @@
 //!
 //! The data flows one way:
 //! kernel events ([`ebpf`]) and `/proc` examinations ([`scan`]) feed the
-//! process [`table`]; the [`daemon`] ties them together and answers the
-//! [`control`] socket. `procespy ps` ([`ps`]) reads `/proc` once and prints.
+//! process [`table`]; the [`guard`] matches processes to limits ([`rules`])
+//! and decides, acting through its system boundary; [`action`] records go
+//! to the [`alerts`] and [`metrics`]; the [`daemon`] ties them together and
+//! answers the [`control`] socket with a [`report`]. `procespy ps` ([`ps`])
+//! reads `/proc` once and prints. [`app`] alone knows the command line
+//! ([`cli`]) and the exit codes.
+//!
+//! The crate's public face is [`main`] and the [`report`] types (which the
+//! integration tests read); everything else is the crate's own.
 #![warn(missing_docs)]
 
-pub mod alerts;
-pub mod app;
-pub mod cli;
-pub mod config;
-pub mod control;
-pub mod daemon;
-pub mod ebpf;
-pub mod enforce;
-pub mod generate;
-pub mod guard;
-pub mod logging;
-pub mod metrics;
-pub mod output;
-pub mod process;
-pub mod ps;
-pub mod rules;
-pub mod scan;
-pub mod status;
-pub mod systemd;
-pub mod table;
-pub mod users;
+mod action;
+mod alerts;
+mod app;
+mod cli;
+mod config;
+mod control;
+mod daemon;
+mod ebpf;
+mod generate;
+mod guard;
+mod logging;
+mod metrics;
+mod output;
+mod process;
+mod ps;
+pub mod report;
+mod rules;
+mod scan;
+mod sys;
+mod table;
+mod text;
+mod users;
+
+pub use app::main;

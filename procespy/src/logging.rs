@@ -15,15 +15,36 @@
 
 use std::sync::OnceLock;
 
+use std::io::IsTerminal;
+
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
-use crate::cli::{LogArgs, LogFormat};
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What to log, and how.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// `-v` count: debug, then trace.
+    pub(crate) verbose: u8,
+    /// `-q` count: warnings, then errors only.
+    pub(crate) quiet: u8,
+    /// Text or JSON lines.
+    pub(crate) format: LogFormat,
+}
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `-v`/`-q`.
-pub fn init(args: &LogArgs) {
+/// Text lines are coloured only when stderr is a terminal.
+pub(crate) fn init(args: &Settings) {
     let filter = filter(args);
-    if args.log_format == LogFormat::Text && stderr_is_journal() {
+    if args.format == LogFormat::Text && stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(journal) => {
                 // Fields as they are named in the code, upper-cased: EVENT, PID, RULE, …
@@ -45,8 +66,9 @@ pub fn init(args: &LogArgs) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
-    let result = match args.log_format {
+    let result = match args.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
@@ -54,7 +76,7 @@ pub fn init(args: &LogArgs) {
     drop(result);
 }
 
-fn filter(args: &LogArgs) -> EnvFilter {
+fn filter(args: &Settings) -> EnvFilter {
     let level = match (args.verbose, args.quiet) {
         (0, 0) => LevelFilter::INFO,
         (1, _) => LevelFilter::DEBUG,
@@ -76,7 +98,7 @@ fn filter(args: &LogArgs) -> EnvFilter {
 
 /// syslog priorities, for lines written straight to stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Priority {
+pub(crate) enum Priority {
     /// `<3>`
     Error,
     /// `<4>`
@@ -85,7 +107,7 @@ pub enum Priority {
 
 /// The sd-daemon(3) prefix (`<3>`, `<4>`) for a line written straight to
 /// stderr (outside `tracing`), when stderr is the journal; else `""`.
-pub fn stderr_prefix(priority: Priority) -> &'static str {
+pub(crate) fn stderr_prefix(priority: Priority) -> &'static str {
     if !stderr_is_journal() {
         return "";
     }
@@ -96,7 +118,7 @@ pub fn stderr_prefix(priority: Priority) -> &'static str {
 }
 
 /// Whether stderr is the stream systemd connected to the journal.
-pub fn stderr_is_journal() -> bool {
+pub(crate) fn stderr_is_journal() -> bool {
     static JOURNAL: OnceLock<bool> = OnceLock::new();
     *JOURNAL.get_or_init(|| {
         let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {

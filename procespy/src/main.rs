@@ -1,5 +1,5 @@
 //! `procespy`: see the crate documentation of the library.
 
 fn main() -> std::process::ExitCode {
-    procespy::app::main()
+    procespy::main()
 }

@@ -4,7 +4,7 @@ use std::io::{ErrorKind, Write};
 
 /// Prints `text` and a newline to stdout. A closed pipe (`procespy ps | head`)
 /// is not an error: the reader has what it wanted.
-pub fn print_stdout(text: &str) -> std::io::Result<()> {
+pub(crate) fn print_stdout(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     let result = out
         .write_all(text.as_bytes())

@@ -1,9 +1,9 @@
 //! What procespy knows about one process.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Resident memory of one process, split as the kernel counts it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rss {
     /// File-backed pages, in bytes (`RssFile`).
     pub file: u64,
@@ -21,7 +21,7 @@ impl Rss {
 }
 
 /// Where a figure in the process table came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// An eBPF event or the kernel's `WATCHED` map.
@@ -34,35 +34,35 @@ pub enum Source {
 ///
 /// Names and command lines are raw bytes: the kernel does not promise UTF-8.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProcInfo {
+pub(crate) struct ProcInfo {
     /// Process id (tgid).
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Parent process id.
-    pub ppid: u32,
+    pub(crate) ppid: u32,
     /// `comm`: the name the kernel keeps, at most 15 bytes.
-    pub comm: Vec<u8>,
+    pub(crate) comm: Vec<u8>,
     /// The executable's path (`/proc/PID/exe`), when readable.
-    pub exe: Option<std::path::PathBuf>,
+    pub(crate) exe: Option<std::path::PathBuf>,
     /// The command line, arguments joined by single spaces.
-    pub cmdline: Vec<u8>,
+    pub(crate) cmdline: Vec<u8>,
     /// Real user id.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Start time in clock ticks after boot (`/proc/PID/stat` field 22);
     /// with `pid`, identifies the process across PID reuse.
-    pub start_ticks: u64,
+    pub(crate) start_ticks: u64,
     /// Resident memory.
-    pub rss: Rss,
+    pub(crate) rss: Rss,
     /// User + system CPU time in clock ticks.
-    pub cpu_ticks: u64,
+    pub(crate) cpu_ticks: u64,
     /// Single-letter state from `/proc/PID/stat` (`R`, `S`, `Z`, …).
-    pub state: u8,
+    pub(crate) state: u8,
     /// A kernel thread (`PF_KTHREAD`): never watched, never signalled.
-    pub kernel_thread: bool,
+    pub(crate) kernel_thread: bool,
 }
 
 impl ProcInfo {
     /// `comm` as text, with invalid UTF-8 replaced, for display.
-    pub fn name_lossy(&self) -> String {
+    pub(crate) fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.comm).into_owned()
     }
 }

@@ -13,87 +13,80 @@
 //! - **LIMIT** and **%LIMIT** are the limit that covers the process and RSS as
 //!   a percentage of it, when a limit covers it (`-` otherwise).
 
-use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use procfs::Current as _;
 use serde::Serialize;
 
-use crate::app::Failure;
-use crate::cli::{DEFAULT_CONFIG, PsArgs};
-use crate::config::{Config, Limit};
-use crate::output::print_stdout;
-use crate::process::{ProcInfo, Rss};
-use crate::rules::{self, Subject};
-use crate::users::UserNames;
+use crate::{
+    config::{Config, DEFAULT_CONFIG, Limit},
+    output::print_stdout,
+    process::{ProcInfo, Rss},
+    rules::{self, Subject},
+    sys::MemInfo,
+    text::{Align, escape, human_size, table},
+    users::UserNames,
+};
 
 /// What to show and how.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Options {
+pub(crate) struct Options {
     /// Print JSON instead of a table.
-    pub json: bool,
+    pub(crate) json: bool,
     /// Show only the N largest processes.
-    pub top: Option<usize>,
+    pub(crate) top: Option<usize>,
     /// Show only processes whose comm or executable file name is this.
-    pub name: Option<String>,
-}
-
-impl From<&PsArgs> for Options {
-    fn from(args: &PsArgs) -> Options {
-        Options {
-            json: args.json,
-            top: args.top,
-            name: args.name.clone(),
-        }
-    }
+    pub(crate) name: Option<String>,
+    /// The configuration whose limits are shown (`-c`); `None`:
+    /// `/etc/procespy.toml` when it exists.
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// What the figures are computed against, read once per run.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// `MemTotal`, in bytes: the base of %MEM.
-    pub mem_total: u64,
+    pub(crate) mem_total: u64,
     /// Clock ticks since boot at the examination: the "now" of CPU%.
-    pub uptime_ticks: u64,
+    pub(crate) uptime_ticks: u64,
     /// The name of a user id; the number is shown when it has none.
-    pub user_name: &'a dyn Fn(u32) -> Option<String>,
+    pub(crate) user_name: &'a dyn Fn(u32) -> Option<String>,
 }
 
 /// One line of the output, with every figure computed. Serialises as an
 /// element of the `--json` array.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// Process id.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Parent process id.
-    pub ppid: u32,
+    pub(crate) ppid: u32,
     /// User name, or the uid as text when it has no name.
-    pub user: String,
+    pub(crate) user: String,
     /// Real user id.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// `comm`, with invalid UTF-8 replaced (not escaped: JSON escapes it,
     /// the table escapes it when printing).
-    pub name: String,
+    pub(crate) name: String,
     /// The executable's path, with invalid UTF-8 replaced, when readable.
-    pub exe: Option<String>,
+    pub(crate) exe: Option<String>,
     /// Resident set size in bytes.
-    pub rss_bytes: u64,
+    pub(crate) rss_bytes: u64,
     /// Resident memory by kind, in bytes.
-    pub rss: Rss,
+    pub(crate) rss: Rss,
     /// RSS as a percentage of `MemTotal`.
-    pub mem_percent: f64,
+    pub(crate) mem_percent: f64,
     /// CPU time as a percentage of the process's lifetime.
-    pub cpu_percent: f64,
+    pub(crate) cpu_percent: f64,
     /// The limit that covers the process, in bytes.
-    pub limit_bytes: Option<u64>,
+    pub(crate) limit_bytes: Option<u64>,
     /// RSS as a percentage of the limit.
-    pub limit_percent: Option<f64>,
+    pub(crate) limit_percent: Option<f64>,
 }
 
 /// The processes to show: not kernel threads, not zombies, matching
 /// `--name` when given; largest RSS first (then lowest PID); at most
 /// `-n` of them.
-pub fn select<'p>(procs: &'p [ProcInfo], opts: &Options) -> Vec<&'p ProcInfo> {
+pub(crate) fn select<'p>(procs: &'p [ProcInfo], opts: &Options) -> Vec<&'p ProcInfo> {
     let mut chosen: Vec<&ProcInfo> = procs
         .iter()
         .filter(|p| !p.kernel_thread && p.state != b'Z')
@@ -112,12 +105,12 @@ pub fn select<'p>(procs: &'p [ProcInfo], opts: &Options) -> Vec<&'p ProcInfo> {
 
 /// Whether `name` is the process's comm or its executable's file name, as
 /// limits match names ([`rules::name_matches`]).
-pub fn name_matches(proc: &ProcInfo, name: &str) -> bool {
+pub(crate) fn name_matches(proc: &ProcInfo, name: &str) -> bool {
     rules::name_matches(name, &proc.comm, proc.exe.as_deref())
 }
 
 /// Computes the figures of one process.
-pub fn row(proc: &ProcInfo, ctx: &Context<'_>, limit: Option<u64>) -> Row {
+pub(crate) fn row(proc: &ProcInfo, ctx: &Context<'_>, limit: Option<u64>) -> Row {
     let rss_bytes = proc.rss.total();
     let elapsed = ctx.uptime_ticks.saturating_sub(proc.start_ticks);
     Row {
@@ -150,7 +143,7 @@ fn percent(part: u64, whole: u64) -> f64 {
 
 /// The whole output of `procespy ps`: the table, or the JSON array, ending
 /// in a newline. `limit_for` gives the limit that covers a process, if any.
-pub fn render(
+pub(crate) fn render(
     procs: &[ProcInfo],
     opts: &Options,
     ctx: &Context<'_>,
@@ -168,17 +161,10 @@ pub fn render(
 }
 
 /// The rows as a JSON array, one object per process.
-pub fn render_json(rows: &[Row]) -> String {
+pub(crate) fn render_json(rows: &[Row]) -> String {
     let mut json = serde_json::to_string_pretty(rows).expect("rows serialise");
     json.push('\n');
     json
-}
-
-/// Whether a column is aligned to the left or the right.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Align {
-    Left,
-    Right,
 }
 
 const COLUMNS: [(&str, Align); 8] = [
@@ -193,14 +179,14 @@ const COLUMNS: [(&str, Align); 8] = [
 ];
 
 /// The rows as an aligned text table with a header line.
-pub fn render_table(rows: &[Row]) -> String {
-    let cells: Vec<[String; 8]> = rows
+pub(crate) fn render_table(rows: &[Row]) -> String {
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            [
+            vec![
                 row.pid.to_string(),
-                escape_name(&row.user),
-                escape_name(&row.name),
+                escape(&row.user),
+                escape(&row.name),
                 human_size(row.rss_bytes),
                 format!("{:.1}", row.mem_percent),
                 format!("{:.1}", row.cpu_percent),
@@ -210,92 +196,7 @@ pub fn render_table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    let mut widths = COLUMNS.map(|(title, _)| title.chars().count());
-    for line in &cells {
-        for (width, cell) in widths.iter_mut().zip(line) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let header = COLUMNS.map(|(title, _)| title.to_owned());
-    for line in std::iter::once(&header).chain(&cells) {
-        for (i, (cell, ((_, align), width))) in
-            line.iter().zip(COLUMNS.iter().zip(widths)).enumerate()
-        {
-            if i > 0 {
-                out.push_str("  ");
-            }
-            let pad = width - cell.chars().count();
-            let last = i + 1 == COLUMNS.len();
-            match align {
-                Align::Right => {
-                    out.extend(std::iter::repeat_n(' ', pad));
-                    out.push_str(cell);
-                }
-                Align::Left => {
-                    out.push_str(cell);
-                    if !last {
-                        out.extend(std::iter::repeat_n(' ', pad));
-                    }
-                }
-            }
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// A name made safe for a terminal: control characters (and the invisible
-/// bidirectional overrides that reorder text) are written as escapes —
-/// `\n`, `\t`, `\r`, `\xNN`, `\u{NNNN}` — and a backslash as `\\`, so an odd
-/// name cannot break the table or pass for another.
-pub fn escape_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_ascii_control() => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_control() || is_bidi_control(c) => {
-                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-/// A size in bytes for people, in binary units: `0 B`, `824 KiB`, `312 MiB`,
-/// `1.2 GiB`. One decimal below 10 of a unit, none above.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    // Rounding may carry into the next unit: 1023.7 KiB is 1.0 MiB.
-    if value.round() >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value < 9.95 {
-        format!("{value:.1} {}", UNITS[unit])
-    } else {
-        format!("{value:.0} {}", UNITS[unit])
-    }
+    table(&COLUMNS, &cells)
 }
 
 /// `procespy ps`: examines `/proc` once and prints the table (or JSON) on
@@ -304,16 +205,13 @@ pub fn human_size(bytes: u64) -> String {
 ///
 /// The LIMIT columns show the limit that covers each process, from
 /// `--config`, or from /etc/procespy.toml when it exists.
-pub fn run(args: &PsArgs) -> Result<(), Failure> {
-    let opts = Options::from(args);
-    let limits = load_limits(args.config.as_deref())?;
+pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
+    let limits = load_limits(opts.config.as_deref())?;
     let mut scanner = crate::scan::Scanner::new().context("cannot open /proc")?;
     let exam = scanner.examine().context("cannot list /proc")?;
     // After the examination, so that no process examined is younger.
     let uptime_ticks = crate::scan::uptime_ticks();
-    let mem_total = procfs::Meminfo::current()
-        .context("cannot read /proc/meminfo")?
-        .mem_total;
+    let mem_total = MemInfo::read().total;
     let users = UserNames::default();
     let user_name = |uid| Some(users.name(Some(uid)));
     let ctx = Context {
@@ -324,7 +222,7 @@ pub fn run(args: &PsArgs) -> Result<(), Failure> {
     let limit_for = |proc: &ProcInfo| {
         rules::limit_for(&limits, &Subject::from_info(proc)).map(|limit| limit.max_memory)
     };
-    let text = render(&exam.procs, &opts, &ctx, &limit_for);
+    let text = render(&exam.procs, opts, &ctx, &limit_for);
     print_stdout(&text).context("cannot write to stdout")?;
     Ok(())
 }
@@ -332,11 +230,9 @@ pub fn run(args: &PsArgs) -> Result<(), Failure> {
 /// The limits of `--config`, or of the default config when it exists. A
 /// default config that cannot be used is reported and left out: `ps` still
 /// shows the processes.
-fn load_limits(path: Option<&Path>) -> Result<Vec<Limit>, Failure> {
+fn load_limits(path: Option<&Path>) -> anyhow::Result<Vec<Limit>> {
     match path {
-        Some(path) => Config::load(path)
-            .map(|config| config.limits)
-            .map_err(|err| Failure::Usage(err.to_string())),
+        Some(path) => Ok(Config::load(path)?.limits),
         None => {
             let path = Path::new(DEFAULT_CONFIG);
             if !path.exists() {
@@ -533,36 +429,5 @@ PID  USER   NAME      RSS   %MEM  CPU%    LIMIT  %LIMIT
             ..Options::default()
         };
         assert_eq!(render(&procs, &none, &ctx(), &limit_for).lines().count(), 1);
-    }
-
-    #[test]
-    fn escaping() {
-        assert_eq!(escape_name("plain name"), "plain name");
-        assert_eq!(escape_name("a\nb\tc\rd"), "a\\nb\\tc\\rd");
-        assert_eq!(escape_name("esc\x1b[31m"), "esc\\x1b[31m");
-        assert_eq!(escape_name("nul\0del\x7f"), "nul\\x00del\\x7f");
-        assert_eq!(escape_name("back\\slash"), "back\\\\slash");
-        assert_eq!(escape_name("c1\u{85}"), "c1\\u{0085}");
-        assert_eq!(escape_name("evil\u{202e}txt"), "evil\\u{202e}txt");
-        assert_eq!(
-            escape_name("bad \u{fffd} utf8 ünï"),
-            "bad \u{fffd} utf8 ünï"
-        );
-        assert_eq!(escape_name(""), "");
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_size(0), "0 B");
-        assert_eq!(human_size(1023), "1023 B");
-        assert_eq!(human_size(1024), "1.0 KiB");
-        assert_eq!(human_size(824 * 1024), "824 KiB");
-        assert_eq!(human_size(312 * MIB), "312 MiB");
-        assert_eq!(human_size(1288 * MIB), "1.3 GiB");
-        assert_eq!(human_size(1229 * MIB), "1.2 GiB");
-        assert_eq!(human_size(9 * MIB + 1000 * 1024), "10 MiB");
-        assert_eq!(human_size(1024 * MIB - 1), "1.0 GiB");
-        assert_eq!(human_size(3 * 1024 * 1024 * MIB), "3.0 TiB");
-        assert_eq!(human_size(u64::MAX), "16 EiB");
     }
 }

@@ -10,24 +10,24 @@ use crate::{
 
 /// What the rules look at in a process.
 #[derive(Clone, Copy, Debug)]
-pub struct Subject<'a> {
+pub(crate) struct Subject<'a> {
     /// Process id.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// `comm`, raw bytes.
-    pub comm: &'a [u8],
+    pub(crate) comm: &'a [u8],
     /// The executable, when known.
-    pub exe: Option<&'a Path>,
+    pub(crate) exe: Option<&'a Path>,
     /// The command line, when known (empty otherwise).
-    pub cmdline: &'a [u8],
+    pub(crate) cmdline: &'a [u8],
     /// The real user id, when known.
-    pub uid: Option<u32>,
+    pub(crate) uid: Option<u32>,
     /// A kernel thread.
-    pub kernel_thread: bool,
+    pub(crate) kernel_thread: bool,
 }
 
 impl<'a> Subject<'a> {
     /// The rules' view of a process read from `/proc`.
-    pub fn from_info(info: &'a ProcInfo) -> Self {
+    pub(crate) fn from_info(info: &'a ProcInfo) -> Self {
         Subject {
             pid: info.pid,
             comm: &info.comm,
@@ -50,13 +50,13 @@ fn exe_name(exe: &Path) -> Option<&[u8]> {
 /// Whether `name` is the process's name: its `comm`, or its executable's
 /// file name (`comm` keeps only 15 bytes, so longer names match through the
 /// executable).
-pub fn name_matches(name: &str, comm: &[u8], exe: Option<&Path>) -> bool {
+pub(crate) fn name_matches(name: &str, comm: &[u8], exe: Option<&Path>) -> bool {
     let name = name.as_bytes();
     comm == name || exe.and_then(exe_name) == Some(name)
 }
 
 /// Whether `limit` covers the process.
-pub fn covers(limit: &Limit, subject: &Subject<'_>) -> bool {
+pub(crate) fn covers(limit: &Limit, subject: &Subject<'_>) -> bool {
     if subject.kernel_thread {
         return false;
     }
@@ -73,12 +73,13 @@ pub fn covers(limit: &Limit, subject: &Subject<'_>) -> bool {
 
 /// The limit that covers the process: the first one that matches, in the
 /// order of the configuration file.
-pub fn limit_for<'c>(limits: &'c [Limit], subject: &Subject<'_>) -> Option<&'c Limit> {
+pub(crate) fn limit_for<'c>(limits: &'c [Limit], subject: &Subject<'_>) -> Option<&'c Limit> {
     limits.iter().find(|limit| covers(limit, subject))
 }
 
 /// Why a process is never signalled.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Protection {
     /// PID 1, the init process.
     Init,
@@ -102,7 +103,11 @@ impl std::fmt::Display for Protection {
 }
 
 /// Why the process must not be signalled, if it must not.
-pub fn protection(subject: &Subject<'_>, protect: &[String], own_pid: u32) -> Option<Protection> {
+pub(crate) fn protection(
+    subject: &Subject<'_>,
+    protect: &[String],
+    own_pid: u32,
+) -> Option<Protection> {
     if subject.pid == 1 {
         return Some(Protection::Init);
     }
@@ -120,7 +125,7 @@ pub fn protection(subject: &Subject<'_>, protect: &[String], own_pid: u32) -> Op
 
 /// What to do about a process over its limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// SIGTERM now; SIGKILL after `grace` if still over the limit.
     Terminate {
         /// How long the process has to exit.
@@ -142,7 +147,7 @@ pub enum Verdict {
 ///
 /// `kernel_killed` says the kernel already sent SIGKILL (kill-now in eBPF
 /// mode); that is reported as done, whatever else holds.
-pub fn decide(
+pub(crate) fn decide(
     limit: &Limit,
     enforce: &Enforce,
     subject: &Subject<'_>,
@@ -175,7 +180,7 @@ pub fn decide(
 /// For a limit on the sum over several processes: which to stop, largest
 /// first, until the sum is at most `limit`. Members are `(pid, rss, protected)`;
 /// protected ones count towards the sum but are never chosen.
-pub fn total_victims(members: &[(u32, u64, bool)], limit: u64) -> Vec<u32> {
+pub(crate) fn total_victims(members: &[(u32, u64, bool)], limit: u64) -> Vec<u32> {
     let mut sum: u64 = members.iter().map(|&(_, rss, _)| rss).sum();
     let mut candidates: Vec<&(u32, u64, bool)> = members.iter().filter(|m| !m.2).collect();
     candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

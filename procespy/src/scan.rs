@@ -32,17 +32,20 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat, readlinkat};
 use nix::sys::stat::Mode;
 
-use crate::process::{ProcInfo, Rss};
+use crate::{
+    process::{ProcInfo, Rss},
+    sys::Pidfd,
+};
 
 /// The `PF_KTHREAD` bit of the `flags` field of `/proc/PID/stat`.
-pub const PF_KTHREAD: u32 = 0x0020_0000;
+pub(crate) const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Initial size of the read buffer: `status` is about 1.5 KiB.
 const MIN_BUF: usize = 8192;
 
 /// Why one process could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The process exited (or its PID was never there) before it was read.
     #[error("process {0} vanished")]
     Vanished(u32),
@@ -73,40 +76,40 @@ pub enum ReadError {
 
 /// The result of one full examination of `/proc`.
 #[derive(Clone, Debug)]
-pub struct Examination {
+pub(crate) struct Examination {
     /// Every process that could be read, in `/proc` directory order.
-    pub procs: Vec<ProcInfo>,
+    pub(crate) procs: Vec<ProcInfo>,
     /// When the examination started.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// Entries that disappeared while they were read.
-    pub vanished: usize,
+    pub(crate) vanished: usize,
     /// For a partial examination ([`Scanner::examine_unknown`]): every PID
     /// listed in `/proc`, read or not. `None`: `procs` is every process.
-    pub listed: Option<Vec<u32>>,
+    pub(crate) listed: Option<Vec<u32>>,
 }
 
 /// The fields of `/proc/PID/stat` procespy uses, borrowed from the buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stat<'a> {
+pub(crate) struct Stat<'a> {
     /// Field 1: the process id.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Field 2: `comm`, without its parentheses.
-    pub comm: &'a [u8],
+    pub(crate) comm: &'a [u8],
     /// Field 3: the state letter.
-    pub state: u8,
+    pub(crate) state: u8,
     /// Field 4: the parent's pid.
-    pub ppid: u32,
+    pub(crate) ppid: u32,
     /// Field 9: the kernel's `PF_*` flags.
-    pub flags: u32,
+    pub(crate) flags: u32,
     /// Fields 14 + 15: user + system time, in clock ticks.
-    pub cpu_ticks: u64,
+    pub(crate) cpu_ticks: u64,
     /// Field 22: start time, in clock ticks after boot.
-    pub start_ticks: u64,
+    pub(crate) start_ticks: u64,
 }
 
 /// Why a `stat` line did not parse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StatError {
+pub(crate) enum StatError {
     /// Nothing was read: the process is gone.
     Empty,
     /// The line is not as the kernel writes it; the text says what is wrong.
@@ -117,7 +120,7 @@ pub enum StatError {
 ///
 /// `comm` is everything between the first `(` and the last `)`: the kernel
 /// does not escape it, and a name may itself contain `)`.
-pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, StatError> {
+pub(crate) fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, StatError> {
     if buf.is_empty() {
         return Err(StatError::Empty);
     }
@@ -181,16 +184,16 @@ pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, StatError> {
 
 /// The fields of `/proc/PID/status` procespy uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Status {
+pub(crate) struct Status {
     /// Real user id (first number of `Uid:`).
-    pub uid: Option<u32>,
+    pub(crate) uid: Option<u32>,
     /// `RssAnon`, `RssFile`, `RssShmem` in bytes; zero when absent (kernel
     /// threads, zombies).
-    pub rss: Rss,
+    pub(crate) rss: Rss,
 }
 
 /// Parses the contents of `/proc/PID/status`.
-pub fn parse_status(buf: &[u8]) -> Status {
+pub(crate) fn parse_status(buf: &[u8]) -> Status {
     let mut status = Status::default();
     for line in buf.split(|&b| b == b'\n') {
         let Some(colon) = memchr(b':', line) else {
@@ -221,7 +224,7 @@ pub fn parse_status(buf: &[u8]) -> Status {
 /// Turns the raw `cmdline` (NUL-separated arguments) into arguments joined by
 /// single spaces. Trailing NULs are dropped (processes that rewrite their
 /// title often pad it with NULs); other bytes are kept as they are.
-pub fn join_cmdline(raw: &[u8]) -> Vec<u8> {
+pub(crate) fn join_cmdline(raw: &[u8]) -> Vec<u8> {
     let end = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     raw[..end]
         .iter()
@@ -232,7 +235,7 @@ pub fn join_cmdline(raw: &[u8]) -> Vec<u8> {
 /// Reads processes from `/proc`, reusing its read buffers and one `/proc`
 /// directory descriptor across reads. Keep one for repeated examinations.
 #[derive(Debug)]
-pub struct Scanner {
+pub(crate) struct Scanner {
     proc_dir: OwnedFd,
     /// One read buffer per worker; the first serves [`Scanner::read`].
     bufs: Vec<Vec<u8>>,
@@ -245,7 +248,7 @@ const MAX_WORKERS: usize = 4;
 
 impl Scanner {
     /// Opens `/proc`.
-    pub fn new() -> io::Result<Scanner> {
+    pub(crate) fn new() -> io::Result<Scanner> {
         let proc_dir = openat(
             nix::fcntl::AT_FDCWD,
             c"/proc",
@@ -265,7 +268,7 @@ impl Scanner {
     /// With many processes the reads are shared among a few threads (at most
     /// one per CPU, at most 4), each with its own buffer; the result keeps
     /// `/proc`'s order either way.
-    pub fn examine(&mut self) -> io::Result<Examination> {
+    pub(crate) fn examine(&mut self) -> io::Result<Examination> {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         self.examine_with(|procs| (procs / PER_WORKER).clamp(1, cpus.min(MAX_WORKERS)))
     }
@@ -281,7 +284,7 @@ impl Scanner {
     /// table that kernel events keep current, this finds what they missed
     /// (processes that predate procespy, exits whose events were lost) at a
     /// fraction of a full examination's cost.
-    pub fn examine_unknown(&mut self, known: &HashSet<u32>) -> io::Result<Examination> {
+    pub(crate) fn examine_unknown(&mut self, known: &HashSet<u32>) -> io::Result<Examination> {
         let started = Instant::now();
         let listed = list_pids()?;
         let unknown: Vec<u32> = listed
@@ -346,7 +349,7 @@ impl Scanner {
     }
 
     /// Reads one process.
-    pub fn read(&mut self, pid: u32) -> Result<ProcInfo, ReadError> {
+    pub(crate) fn read(&mut self, pid: u32) -> Result<ProcInfo, ReadError> {
         read_one(&self.proc_dir, &mut self.bufs[0], pid)
     }
 }
@@ -457,7 +460,7 @@ fn read_one(proc_dir: &OwnedFd, buf: &mut Vec<u8>, pid: u32) -> Result<ProcInfo,
 
 /// Reads one process with a fresh [`Scanner`]. For many, use
 /// [`Scanner::read`] or [`examine`].
-pub fn read_process(pid: u32) -> Result<ProcInfo, ReadError> {
+pub(crate) fn read_process(pid: u32) -> Result<ProcInfo, ReadError> {
     let mut scanner = Scanner::new().map_err(|source| ReadError::Io {
         pid,
         file: "",
@@ -466,11 +469,39 @@ pub fn read_process(pid: u32) -> Result<ProcInfo, ReadError> {
     scanner.read(pid)
 }
 
+/// Reads one process and opens a handle on it, such that the read is
+/// known to describe the handle's process: the pidfd is opened first, the
+/// process read next, and the pidfd checked to be alive last (a PID is
+/// reused only after its process is gone).
+pub(crate) fn read_with_handle(pid: u32) -> Result<(ProcInfo, Pidfd), ReadError> {
+    let handle = Pidfd::open(pid).map_err(|_| ReadError::Vanished(pid))?;
+    let info = read_process(pid)?;
+    if handle.exited() {
+        return Err(ReadError::Vanished(pid));
+    }
+    Ok((info, handle))
+}
+
+/// The start time of `pid` (`/proc/PID/stat` field 22, clock ticks after boot).
+pub(crate) fn read_start_ticks(pid: u32) -> Result<u64, ReadError> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read(&path).map_err(|err| classify(pid, "stat", err))?;
+    match parse_stat(&text) {
+        Ok(stat) => Ok(stat.start_ticks),
+        Err(StatError::Empty) => Err(ReadError::Vanished(pid)),
+        Err(StatError::Malformed(what)) => Err(ReadError::Malformed {
+            pid,
+            file: "stat",
+            what,
+        }),
+    }
+}
+
 /// Reads every numeric entry of `/proc` once.
 ///
 /// When `/proc` itself cannot be listed the failure is logged and the
 /// examination is empty; use [`Scanner::examine`] to get the error.
-pub fn examine() -> Examination {
+pub(crate) fn examine() -> Examination {
     match Scanner::new().and_then(|mut scanner| scanner.examine()) {
         Ok(exam) => exam,
         Err(err) => {
@@ -491,7 +522,7 @@ pub fn examine() -> Examination {
 /// the largest): one small read of `/proc/PID/statm` per process, then a
 /// full read of the largest few. Kernel threads have no resident memory and
 /// never make the list.
-pub fn largest(n: usize) -> Vec<ProcInfo> {
+pub(crate) fn largest(n: usize) -> Vec<ProcInfo> {
     let Ok(pids) = list_pids() else {
         return Vec::new();
     };
@@ -527,7 +558,7 @@ pub fn largest(n: usize) -> Vec<ProcInfo> {
 
 /// [`Scanner::examine_unknown`] with a fresh scanner; a `/proc` that cannot
 /// be listed is logged and gives an empty, complete examination.
-pub fn examine_unknown(known: &HashSet<u32>) -> Examination {
+pub(crate) fn examine_unknown(known: &HashSet<u32>) -> Examination {
     match Scanner::new().and_then(|mut scanner| scanner.examine_unknown(known)) {
         Ok(exam) => exam,
         Err(err) => {
@@ -539,17 +570,8 @@ pub fn examine_unknown(known: &HashSet<u32>) -> Examination {
 
 /// Clock ticks since boot, on the clock of `/proc/PID/stat`'s starttime
 /// (`CLOCK_BOOTTIME`, in `sysconf(_SC_CLK_TCK)` units).
-pub fn uptime_ticks() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_BOOTTIME exists on
-    // every kernel procespy supports.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
+pub(crate) fn uptime_ticks() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
     let hz = procfs::ticks_per_second();
     let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
     let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);

@@ -25,29 +25,29 @@ use crate::{
 
 /// One process in the table.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Process id (tgid).
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Parent process id, when known.
-    pub ppid: u32,
+    pub(crate) ppid: u32,
     /// `comm`, raw bytes.
-    pub comm: Vec<u8>,
+    pub(crate) comm: Vec<u8>,
     /// The executable, when known.
-    pub exe: Option<PathBuf>,
+    pub(crate) exe: Option<PathBuf>,
     /// The command line, when known.
-    pub cmdline: Vec<u8>,
+    pub(crate) cmdline: Vec<u8>,
     /// Real user id, when known.
-    pub uid: Option<u32>,
+    pub(crate) uid: Option<u32>,
     /// Start time in clock ticks after boot, when known.
-    pub start_ticks: Option<u64>,
+    pub(crate) start_ticks: Option<u64>,
     /// Resident memory as last read from `/proc`.
-    pub rss: Rss,
+    pub(crate) rss: Rss,
     /// User + system CPU time in clock ticks, as last read.
-    pub cpu_ticks: u64,
+    pub(crate) cpu_ticks: u64,
     /// Whether `/proc` was read for this process since its last exec.
-    pub detailed: bool,
+    pub(crate) detailed: bool,
     /// When the entry was made.
-    pub added: Instant,
+    pub(crate) added: Instant,
 }
 
 impl Entry {
@@ -86,14 +86,14 @@ impl Entry {
     }
 
     /// `comm` as text, invalid UTF-8 replaced.
-    pub fn name_lossy(&self) -> String {
+    pub(crate) fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.comm).into_owned()
     }
 }
 
 /// What applying an event did to the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// A process entered the table (fork, or exec of a process not yet known).
     Added(u32),
     /// A known process ran exec: its name, executable and command line changed.
@@ -108,18 +108,18 @@ pub enum Change {
 
 /// What merging an examination did to the table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Merge {
+pub(crate) struct Merge {
     /// Processes the table did not know (started before procespy, or events lost).
-    pub added: Vec<u32>,
+    pub(crate) added: Vec<u32>,
     /// Processes whose PID now belongs to another process (start time differs).
-    pub reused: Vec<u32>,
+    pub(crate) reused: Vec<u32>,
     /// Processes gone without an exit event (events lost).
-    pub removed: Vec<u32>,
+    pub(crate) removed: Vec<u32>,
 }
 
 /// The live process table.
 #[derive(Debug, Default)]
-pub struct Table {
+pub(crate) struct Table {
     entries: HashMap<u32, Entry>,
     tombstones: HashMap<u32, Instant>,
     /// Kernel threads the last examination listed: never in the table, and
@@ -129,32 +129,27 @@ pub struct Table {
 
 impl Table {
     /// An empty table.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The entry of `pid`.
-    pub fn get(&self, pid: u32) -> Option<&Entry> {
+    pub(crate) fn get(&self, pid: u32) -> Option<&Entry> {
         self.entries.get(&pid)
     }
 
     /// Every entry, in no particular order.
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values()
     }
 
     /// Number of processes in the table.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Applies one kernel event received at `now`.
-    pub fn apply_event(&mut self, event: &KernelEvent, now: Instant) -> Change {
+    pub(crate) fn apply_event(&mut self, event: &KernelEvent, now: Instant) -> Change {
         match event.kind {
             EventKind::Exec => {
                 self.tombstones.remove(&event.pid);
@@ -210,7 +205,7 @@ impl Table {
     ///
     /// Ignored when the read belongs to another process than the entry (the
     /// PID was reused in between).
-    pub fn absorb(&mut self, info: &ProcInfo) {
+    pub(crate) fn absorb(&mut self, info: &ProcInfo) {
         if let Some(entry) = self.entries.get_mut(&info.pid)
             && entry
                 .start_ticks
@@ -221,7 +216,7 @@ impl Table {
     }
 
     /// Merges a full examination of `/proc` that began at `exam.started`.
-    pub fn merge(&mut self, exam: &Examination) -> Merge {
+    pub(crate) fn merge(&mut self, exam: &Examination) -> Merge {
         let mut merge = Merge::default();
         // A partial examination listed more processes than it read.
         let mut seen: HashSet<u32> = exam.listed.iter().flatten().copied().collect();
@@ -279,7 +274,7 @@ impl Table {
 
     /// The PIDs a partial examination need not read: processes known in
     /// detail, and kernel threads.
-    pub fn known_pids(&self) -> HashSet<u32> {
+    pub(crate) fn known_pids(&self) -> HashSet<u32> {
         self.entries
             .values()
             .filter(|entry| entry.detailed)
@@ -340,7 +335,7 @@ mod tests {
             table.apply_event(&event(EventKind::Exit, 10, b"sh"), now),
             Change::Removed(10)
         );
-        assert!(table.is_empty());
+        assert_eq!(table.len(), 0);
         assert_eq!(
             table.apply_event(&event(EventKind::Exit, 10, b"sh"), now),
             Change::None
@@ -436,7 +431,7 @@ mod tests {
             ..info(9, b"defunct", 3)
         };
         table.merge(&exam(Instant::now(), vec![kthread, zombie]));
-        assert!(table.is_empty());
+        assert_eq!(table.len(), 0);
     }
 
     #[test]

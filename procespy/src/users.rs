@@ -4,13 +4,13 @@ use std::{cell::RefCell, collections::HashMap};
 
 /// A cache of uid → user name lookups.
 #[derive(Debug, Default)]
-pub struct UserNames {
+pub(crate) struct UserNames {
     known: RefCell<HashMap<u32, String>>,
 }
 
 impl UserNames {
     /// The user's name, or the uid as text when it has none; `?` when unknown.
-    pub fn name(&self, uid: Option<u32>) -> String {
+    pub(crate) fn name(&self, uid: Option<u32>) -> String {
         let Some(uid) = uid else {
             return "?".to_owned();
         };

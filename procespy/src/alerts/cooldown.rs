@@ -17,11 +17,11 @@ use std::{
 };
 
 use super::message::Notice;
-use crate::enforce::ActionRecord;
+use crate::action::ActionRecord;
 
 /// The windows of every limit.
 #[derive(Debug)]
-pub struct Cooldown {
+pub(crate) struct Cooldown {
     period: Duration,
     windows: HashMap<String, Window>,
 }
@@ -47,7 +47,7 @@ impl Window {
 
 impl Cooldown {
     /// No window open; each limit may send one message per `period`.
-    pub fn new(period: Duration) -> Cooldown {
+    pub(crate) fn new(period: Duration) -> Cooldown {
         Cooldown {
             period,
             windows: HashMap::new(),
@@ -55,13 +55,13 @@ impl Cooldown {
     }
 
     /// A new period, for windows opened from now on.
-    pub fn set_period(&mut self, period: Duration) {
+    pub(crate) fn set_period(&mut self, period: Duration) {
         self.period = period;
     }
 
     /// An action on limit `record.rule` at `now`: the notice to send now,
     /// or `None` when the cooldown holds it back.
-    pub fn offer(&mut self, record: ActionRecord, now: Instant) -> Option<Notice> {
+    pub(crate) fn offer(&mut self, record: ActionRecord, now: Instant) -> Option<Notice> {
         let key = record.rule.clone();
         let notice = match self.windows.remove(&key) {
             Some(mut window) if now < window.until => {
@@ -108,7 +108,7 @@ impl Cooldown {
 
     /// The summaries of the windows that ended by `now`; those windows
     /// reopen (after a summary) or close (when nothing new was held).
-    pub fn due(&mut self, now: Instant) -> Vec<Notice> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<Notice> {
         let ended: Vec<String> = self
             .windows
             .iter()
@@ -130,12 +130,12 @@ impl Cooldown {
     }
 
     /// When the next window ends, if one is open.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.windows.values().map(|w| w.until).min()
     }
 
     /// Every summary now, whatever the windows (at shutdown); all windows close.
-    pub fn drain(&mut self) -> Vec<Notice> {
+    pub(crate) fn drain(&mut self) -> Vec<Notice> {
         let mut notices: Vec<Notice> = self
             .windows
             .drain()
@@ -146,7 +146,7 @@ impl Cooldown {
     }
 
     /// Actions held back in all windows.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.windows.values().map(|w| w.held.len()).sum()
     }
 }
@@ -169,18 +169,12 @@ fn summary(mut window: Window) -> Option<Notice> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{action::Outcome, sys::Signal};
 
-    fn record(pid: u32, rule: &str, action: &str, time: f64) -> ActionRecord {
+    fn record(pid: u32, rule: &str, signal: Signal, time: f64) -> ActionRecord {
         ActionRecord {
             time,
-            pid,
-            name: rule.into(),
-            user: "alice".into(),
-            rss: 2,
-            limit: 1,
-            rule: rule.into(),
-            action: action.into(),
-            result: "sent".into(),
+            ..crate::action::testing::record(pid, rule, Outcome::Sent { signal })
         }
     }
 
@@ -190,13 +184,16 @@ mod tests {
     fn twenty_kills_in_a_window_make_one_message_now_and_one_summary_later() {
         let t0 = Instant::now();
         let mut cd = Cooldown::new(MIN);
-        let first = cd.offer(record(100, "chromium", "SIGTERM", 0.0), t0);
+        let first = cd.offer(record(100, "chromium", Signal::Term, 0.0), t0);
         assert_eq!(first.unwrap().headline.pid, 100);
         for i in 1..20 {
             let at = t0 + Duration::from_secs(i);
             assert!(
-                cd.offer(record(100 + i as u32, "chromium", "SIGTERM", i as f64), at)
-                    .is_none()
+                cd.offer(
+                    record(100 + i as u32, "chromium", Signal::Term, i as f64),
+                    at
+                )
+                .is_none()
             );
         }
         assert_eq!(cd.held(), 19);
@@ -215,7 +212,7 @@ mod tests {
         assert_eq!(cd.next_deadline(), None);
         // After that, the next action goes out at once.
         assert!(
-            cd.offer(record(200, "chromium", "SIGTERM", 200.0), t0 + 3 * MIN)
+            cd.offer(record(200, "chromium", Signal::Term, 200.0), t0 + 3 * MIN)
                 .is_some()
         );
     }
@@ -224,9 +221,9 @@ mod tests {
     fn limits_have_windows_of_their_own() {
         let t0 = Instant::now();
         let mut cd = Cooldown::new(MIN);
-        assert!(cd.offer(record(1, "a", "SIGTERM", 0.0), t0).is_some());
-        assert!(cd.offer(record(2, "b", "SIGTERM", 0.0), t0).is_some());
-        assert!(cd.offer(record(3, "a", "SIGTERM", 1.0), t0).is_none());
+        assert!(cd.offer(record(1, "a", Signal::Term, 0.0), t0).is_some());
+        assert!(cd.offer(record(2, "b", Signal::Term, 0.0), t0).is_some());
+        assert!(cd.offer(record(3, "a", Signal::Term, 1.0), t0).is_none());
         let due = cd.due(t0 + MIN);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].headline.pid, 3);
@@ -238,19 +235,19 @@ mod tests {
     fn a_follow_up_alone_brings_no_summary_but_is_listed_in_one() {
         let t0 = Instant::now();
         let mut cd = Cooldown::new(MIN);
-        cd.offer(record(1, "a", "SIGTERM", 0.0), t0).unwrap();
-        assert!(cd.offer(record(1, "a", "SIGKILL", 3.0), t0).is_none());
+        cd.offer(record(1, "a", Signal::Term, 0.0), t0).unwrap();
+        assert!(cd.offer(record(1, "a", Signal::Kill, 3.0), t0).is_none());
         assert!(cd.due(t0 + MIN).is_empty());
         assert_eq!(cd.next_deadline(), None);
 
-        cd.offer(record(5, "a", "SIGTERM", 100.0), t0 + 2 * MIN)
+        cd.offer(record(5, "a", Signal::Term, 100.0), t0 + 2 * MIN)
             .unwrap();
         assert!(
-            cd.offer(record(5, "a", "SIGKILL", 103.0), t0 + 2 * MIN)
+            cd.offer(record(5, "a", Signal::Kill, 103.0), t0 + 2 * MIN)
                 .is_none()
         );
         assert!(
-            cd.offer(record(6, "a", "SIGTERM", 104.0), t0 + 2 * MIN)
+            cd.offer(record(6, "a", Signal::Term, 104.0), t0 + 2 * MIN)
                 .is_none()
         );
         let due = cd.due(t0 + 3 * MIN);
@@ -258,19 +255,19 @@ mod tests {
         assert_eq!(due[0].headline.pid, 6);
         assert_eq!(due[0].more, 0);
         assert_eq!(due[0].earlier.len(), 1, "the SIGKILL of 5 is listed");
-        assert_eq!(due[0].earlier[0].action, "SIGKILL");
+        assert_eq!(due[0].earlier[0].outcome.action(), "SIGKILL");
     }
 
     #[test]
     fn an_action_after_the_window_carries_what_was_held() {
         let t0 = Instant::now();
         let mut cd = Cooldown::new(MIN);
-        cd.offer(record(1, "a", "SIGTERM", 0.0), t0).unwrap();
-        assert!(cd.offer(record(2, "a", "SIGTERM", 1.0), t0).is_none());
+        cd.offer(record(1, "a", Signal::Term, 0.0), t0).unwrap();
+        assert!(cd.offer(record(2, "a", Signal::Term, 1.0), t0).is_none());
         // Nobody asked for `due` in time; the next action takes the summary.
         let notice = cd
             .offer(
-                record(3, "a", "SIGTERM", 70.0),
+                record(3, "a", Signal::Term, 70.0),
                 t0 + MIN + Duration::from_secs(10),
             )
             .unwrap();
@@ -285,11 +282,11 @@ mod tests {
     fn drain_gives_every_pending_summary() {
         let t0 = Instant::now();
         let mut cd = Cooldown::new(MIN);
-        cd.offer(record(1, "a", "SIGTERM", 0.0), t0).unwrap();
-        cd.offer(record(2, "b", "SIGTERM", 0.0), t0).unwrap();
-        cd.offer(record(3, "a", "SIGTERM", 1.0), t0);
-        cd.offer(record(4, "a", "SIGTERM", 2.0), t0);
-        cd.offer(record(5, "b", "SIGTERM", 3.0), t0);
+        cd.offer(record(1, "a", Signal::Term, 0.0), t0).unwrap();
+        cd.offer(record(2, "b", Signal::Term, 0.0), t0).unwrap();
+        cd.offer(record(3, "a", Signal::Term, 1.0), t0);
+        cd.offer(record(4, "a", Signal::Term, 2.0), t0);
+        cd.offer(record(5, "b", Signal::Term, 3.0), t0);
         let notices = cd.drain();
         assert_eq!(notices.len(), 2);
         assert_eq!((notices[0].headline.pid, notices[0].more), (4, 1));
@@ -302,7 +299,7 @@ mod tests {
         let t0 = Instant::now();
         let mut cd = Cooldown::new(Duration::ZERO);
         for i in 0..5 {
-            let notice = cd.offer(record(i, "a", "SIGTERM", 0.0), t0).unwrap();
+            let notice = cd.offer(record(i, "a", Signal::Term, 0.0), t0).unwrap();
             assert_eq!(notice.more, 0);
         }
     }

@@ -23,9 +23,9 @@ use super::{message::PopupText, outbox::Tally};
 use crate::config::{Desktop, Urgency};
 
 /// Where the session buses are: `/run/user/UID/bus`.
-pub const RUN_USER: &str = "/run/user";
+pub(crate) const RUN_USER: &str = "/run/user";
 /// How long a popup child may run before it is killed.
-pub const CHILD_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CHILD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A popup not shown within this time is dropped.
 const MAX_AGE: Duration = Duration::from_secs(300);
 /// The first wait before a popup is tried again; it doubles up to [`MAX_BACKOFF`].
@@ -36,22 +36,22 @@ const MAX_WAITING: usize = 10;
 
 /// A user's session bus.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Bus {
+pub(crate) struct Bus {
     /// The user's uid (the number in `/run/user/UID`).
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Their primary group.
-    pub gid: u32,
+    pub(crate) gid: u32,
     /// Their name (the uid as text when it has none).
-    pub user: String,
+    pub(crate) user: String,
     /// Their home directory (`/` when unknown).
-    pub home: PathBuf,
+    pub(crate) home: PathBuf,
     /// The bus's socket.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 /// The session buses under `run_user` (`/run/user`): every `UID/bus` that is
 /// a socket owned by UID, of the users named in `users` (all when empty).
-pub fn find_buses(run_user: &Path, users: &[String]) -> Vec<Bus> {
+pub(crate) fn find_buses(run_user: &Path, users: &[String]) -> Vec<Bus> {
     let Ok(entries) = std::fs::read_dir(run_user) else {
         return Vec::new();
     };
@@ -90,7 +90,12 @@ pub fn find_buses(run_user: &Path, users: &[String]) -> Vec<Bus> {
 
 /// Runs `exe notify-popup` as the bus's user and waits for it, at most
 /// [`CHILD_TIMEOUT`].
-pub async fn show(exe: &Path, bus: &Bus, urgency: Urgency, text: &PopupText) -> Result<(), String> {
+pub(crate) async fn show(
+    exe: &Path,
+    bus: &Bus,
+    urgency: Urgency,
+    text: &PopupText,
+) -> Result<(), String> {
     let mut command = tokio::process::Command::new(exe);
     command
         .arg("notify-popup")
@@ -141,7 +146,7 @@ pub async fn show(exe: &Path, bus: &Bus, urgency: Urgency, text: &PopupText) -> 
 }
 
 /// The procespy binary to run as the popup child.
-pub fn own_exe() -> PathBuf {
+pub(crate) fn own_exe() -> PathBuf {
     match std::env::current_exe() {
         Ok(path) if path.exists() => path,
         // Replaced on disk since it started: the kernel still has it.
@@ -159,7 +164,7 @@ struct Popup {
 }
 
 /// The popups of the worker: in flight, and waiting to be tried again.
-pub struct Popups {
+pub(crate) struct Popups {
     config: Desktop,
     exe: PathBuf,
     run_user: PathBuf,
@@ -176,7 +181,7 @@ pub struct Popups {
 
 impl Popups {
     /// Popups as `config` says, run from `exe`, buses under `run_user`.
-    pub fn new(config: Desktop, exe: PathBuf, run_user: PathBuf) -> Popups {
+    pub(crate) fn new(config: Desktop, exe: PathBuf, run_user: PathBuf) -> Popups {
         Popups {
             config,
             exe,
@@ -190,12 +195,12 @@ impl Popups {
     }
 
     /// Popups shown and attempts failed since start.
-    pub fn tally(&self) -> Tally {
+    pub(crate) fn tally(&self) -> Tally {
         self.tally
     }
 
     /// A new `[notify.desktop]`.
-    pub fn configure(&mut self, config: Desktop) {
+    pub(crate) fn configure(&mut self, config: Desktop) {
         if !config.enabled {
             self.waiting.clear();
         }
@@ -203,12 +208,12 @@ impl Popups {
     }
 
     /// Whether popups are on.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.config.enabled
     }
 
     /// Shows `text` on every bus there is now.
-    pub fn show(&mut self, text: PopupText) {
+    pub(crate) fn show(&mut self, text: PopupText) {
         if !self.config.enabled {
             return;
         }
@@ -254,7 +259,7 @@ impl Popups {
     }
 
     /// Waits for the next popup child to finish (pending forever when none runs).
-    pub async fn next_done(&mut self) {
+    pub(crate) async fn next_done(&mut self) {
         let Some(done) = self.in_flight.join_next().await else {
             return std::future::pending().await;
         };
@@ -306,13 +311,13 @@ impl Popups {
     }
 
     /// When the next popup is to be tried again.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.waiting.values().flatten().map(|(at, _)| *at).min()
     }
 
     /// Tries again the popups whose time has come, on their user's bus as
     /// it is now (dropped when the bus went away).
-    pub fn retry_due(&mut self, now: Instant) {
+    pub(crate) fn retry_due(&mut self, now: Instant) {
         let mut due = Vec::new();
         for (&uid, queue) in &mut self.waiting {
             let (ready, later): (Vec<_>, Vec<_>) = queue.drain(..).partition(|(at, _)| *at <= now);
@@ -336,12 +341,12 @@ impl Popups {
     }
 
     /// Popups in flight or waiting.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.in_flight.len() + self.waiting.values().map(Vec::len).sum::<usize>()
     }
 
     /// Stops: popups not shown yet are dropped (their children killed).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let dropped = self.pending();
         self.in_flight.abort_all();
         self.waiting.clear();

@@ -24,11 +24,11 @@ use super::{message::EmailText, spool::Mail};
 use crate::config::{Email, Security};
 
 /// How long one SMTP command may take before the attempt is given up.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Builds the message for `text`, ready for the spool. `seq` and `host`
 /// make its Message-ID unique.
-pub fn compose(
+pub(crate) fn compose(
     config: &Email,
     text: &EmailText,
     host: &str,
@@ -76,11 +76,11 @@ pub fn compose(
 
 /// Why a message was not sent.
 #[derive(Debug)]
-pub struct SendError {
+pub(crate) struct SendError {
     /// The server refused this message for good (5xx): retrying it will not help.
-    pub permanent: bool,
+    pub(crate) permanent: bool,
     /// What happened.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl std::fmt::Display for SendError {
@@ -90,7 +90,10 @@ impl std::fmt::Display for SendError {
 }
 
 /// The SMTP transport for `config`, reading the password file now.
-pub fn transport(config: &Email, host: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+pub(crate) fn transport(
+    config: &Email,
+    host: &str,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
     let server = config.server.clone();
     let tls = |server: &str| {
         TlsParameters::new(server.to_owned())
@@ -117,7 +120,7 @@ pub fn transport(config: &Email, host: &str) -> Result<AsyncSmtpTransport<Tokio1
 }
 
 /// Sends one spooled message; `Ok` once the server accepted it.
-pub async fn send(
+pub(crate) async fn send(
     transport: &AsyncSmtpTransport<Tokio1Executor>,
     mail: &Mail,
 ) -> Result<(), SendError> {

@@ -4,13 +4,13 @@
 
 use std::fmt::Write as _;
 
-use crate::enforce::ActionRecord;
+use crate::action::{ActionRecord, Outcome};
 
 /// What kind of thing an action is, for the alerts. Actions of no kind
 /// (the process was gone before the signal, it was back under the limit on
 /// confirmation or after the grace) are logged but never alerted about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A signal was sent (`SIGTERM`, `SIGKILL`, or `SIGKILL (kernel)`).
     Kill,
     /// The limit's action is `alert`: the process was left running.
@@ -25,20 +25,16 @@ pub enum Kind {
 
 impl Kind {
     /// The kind of `record`, or `None` for an action nobody needs to hear of.
-    pub fn of(record: &ActionRecord) -> Option<Kind> {
-        let (action, result) = (record.action.as_str(), record.result.as_str());
-        if result.starts_with("dry-run") {
-            Some(Kind::DryRun)
-        } else if result.starts_with("refused") {
-            Some(Kind::Refusal)
-        } else if action == "alert" {
-            Some(Kind::Alert)
-        } else if action.starts_with("SIG") && result == "sent" {
-            Some(Kind::Kill)
-        } else if action.starts_with("SIG") && result.starts_with("failed") {
-            Some(Kind::Failure)
-        } else {
-            None
+    pub(crate) fn of(record: &ActionRecord) -> Option<Kind> {
+        match record.outcome {
+            Outcome::Sent { .. } | Outcome::KilledByKernel => Some(Kind::Kill),
+            Outcome::Alerted => Some(Kind::Alert),
+            Outcome::DryRun { .. } => Some(Kind::DryRun),
+            Outcome::Refused { .. } => Some(Kind::Refusal),
+            Outcome::Failed { .. } => Some(Kind::Failure),
+            Outcome::Gone { .. }
+            | Outcome::UnderOnConfirmation { .. }
+            | Outcome::BackUnderAfterGrace => None,
         }
     }
 
@@ -68,23 +64,23 @@ impl Kind {
 /// One message about one limit, as the cooldown lets it out: the action it
 /// is about, and those held back since the last message about the limit.
 #[derive(Clone, Debug)]
-pub struct Notice {
+pub(crate) struct Notice {
     /// The action the message is about (the latest one).
-    pub headline: ActionRecord,
+    pub(crate) headline: ActionRecord,
     /// Actions held back by the cooldown, oldest first, not counting the
     /// headline: new processes and follow-ups (a later action on a process
     /// already reported, like SIGKILL after the grace).
-    pub earlier: Vec<ActionRecord>,
+    pub(crate) earlier: Vec<ActionRecord>,
     /// How many of `earlier` are new processes (the rest are follow-ups).
-    pub more: usize,
+    pub(crate) more: usize,
     /// When the previous message about this limit went out, if `earlier`
     /// is not empty: the "since" of "and 14 more kills of chromium since 10:02".
-    pub since: Option<f64>,
+    pub(crate) since: Option<f64>,
 }
 
 impl Notice {
     /// A notice about `record` alone.
-    pub fn single(record: ActionRecord) -> Notice {
+    pub(crate) fn single(record: ActionRecord) -> Notice {
         Notice {
             headline: record,
             earlier: Vec::new(),
@@ -95,7 +91,7 @@ impl Notice {
 
     /// "and 14 more kills of chromium since 10:02", or `None` when nothing
     /// was held back.
-    pub fn summary_line(&self, clock: &dyn Fn(f64) -> LocalTime) -> Option<String> {
+    pub(crate) fn summary_line(&self, clock: &dyn Fn(f64) -> LocalTime) -> Option<String> {
         if self.more == 0 {
             return None;
         }
@@ -129,27 +125,27 @@ impl Notice {
 
 /// A moment in local time, broken down (see [`LocalTime::from_epoch`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LocalTime {
+pub(crate) struct LocalTime {
     /// Year, e.g. 2025.
-    pub year: i32,
+    pub(crate) year: i32,
     /// Month, 1–12.
-    pub month: u32,
+    pub(crate) month: u32,
     /// Day of the month, 1–31.
-    pub day: u32,
+    pub(crate) day: u32,
     /// Hour, 0–23.
-    pub hour: u32,
+    pub(crate) hour: u32,
     /// Minute, 0–59.
-    pub minute: u32,
+    pub(crate) minute: u32,
     /// Second, 0–60.
-    pub second: u32,
+    pub(crate) second: u32,
     /// Offset from UTC in seconds (east positive).
-    pub offset: i64,
+    pub(crate) offset: i64,
 }
 
 impl LocalTime {
     /// `epoch` (seconds since 1970) in the system's time zone (`TZ`,
     /// `/etc/localtime`), via `localtime_r`; UTC if that fails.
-    pub fn from_epoch(epoch: f64) -> LocalTime {
+    pub(crate) fn from_epoch(epoch: f64) -> LocalTime {
         let secs = epoch.floor() as libc::time_t;
         // SAFETY: localtime_r fills the zeroed tm we own; tzset is called by
         // localtime_r as needed.
@@ -170,7 +166,7 @@ impl LocalTime {
     }
 
     /// `epoch` in UTC (pure; for tests and as a fallback).
-    pub fn utc(epoch: f64) -> LocalTime {
+    pub(crate) fn utc(epoch: f64) -> LocalTime {
         let secs = epoch.floor() as i64;
         let days = secs.div_euclid(86_400);
         let rest = secs.rem_euclid(86_400);
@@ -196,17 +192,17 @@ impl LocalTime {
     }
 
     /// `10:02`.
-    pub fn hour_minute(&self) -> String {
+    pub(crate) fn hour_minute(&self) -> String {
         format!("{:02}:{:02}", self.hour, self.minute)
     }
 
     /// `10:02:13`.
-    pub fn clock(&self) -> String {
+    pub(crate) fn clock(&self) -> String {
         format!("{:02}:{:02}:{:02}", self.hour, self.minute, self.second)
     }
 
     /// `2025-11-25 10:02:13 +0100`.
-    pub fn full(&self) -> String {
+    pub(crate) fn full(&self) -> String {
         let sign = if self.offset < 0 { '-' } else { '+' };
         let offset = self.offset.abs();
         format!(
@@ -223,38 +219,38 @@ impl LocalTime {
 
 /// One of the largest processes, for the email.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopProcess {
+pub(crate) struct TopProcess {
     /// Its PID.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Its user's name.
-    pub user: String,
+    pub(crate) user: String,
     /// Its name.
-    pub name: String,
+    pub(crate) name: String,
     /// Its RSS in bytes.
-    pub rss: u64,
+    pub(crate) rss: u64,
 }
 
 /// A popup's text.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PopupText {
+pub(crate) struct PopupText {
     /// The one-line summary: "procespy stopped chromium".
-    pub summary: String,
+    pub(crate) summary: String,
     /// The body: PID, user, RSS, limit and the action.
-    pub body: String,
+    pub(crate) body: String,
 }
 
 /// An email's text.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EmailText {
+pub(crate) struct EmailText {
     /// The subject.
-    pub subject: String,
+    pub(crate) subject: String,
     /// The plain-text body.
-    pub body: String,
+    pub(crate) body: String,
 }
 
 /// A size for the alerts: binary units with one decimal (`64.3 MiB`,
 /// `1.5 GiB`), so that an RSS just over its limit does not read the same.
-pub fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
@@ -270,7 +266,7 @@ pub fn size(bytes: u64) -> String {
 
 /// The RSS beside its limit: [`size`], or, when both would read the same,
 /// the limit plus how far over it is (`64.0 MiB + 40.0 KiB`).
-pub fn rss_text(rss: u64, limit: u64) -> String {
+pub(crate) fn rss_text(rss: u64, limit: u64) -> String {
     let text = size(rss);
     if rss > limit && text == size(limit) {
         format!("{text} + {}", size(rss - limit))
@@ -296,9 +292,9 @@ fn headline(record: &ActionRecord) -> String {
 fn action_text(record: &ActionRecord) -> String {
     match Kind::of(record) {
         Some(Kind::Alert) => "alert only: the process keeps running".to_owned(),
-        Some(Kind::Refusal) => format!("no signal: {}", record.result),
-        Some(Kind::DryRun) => format!("{} not sent (dry run)", record.action),
-        _ => format!("{}: {}", record.action, record.result),
+        Some(Kind::Refusal) => format!("no signal: {}", record.outcome),
+        Some(Kind::DryRun) => format!("{} not sent (dry run)", record.outcome.action()),
+        _ => format!("{}: {}", record.outcome.action(), record.outcome),
     }
 }
 
@@ -317,7 +313,7 @@ fn escape_markup(text: &str) -> String {
 }
 
 /// The popup for `notice`.
-pub fn popup(notice: &Notice, clock: &dyn Fn(f64) -> LocalTime) -> PopupText {
+pub(crate) fn popup(notice: &Notice, clock: &dyn Fn(f64) -> LocalTime) -> PopupText {
     let r = &notice.headline;
     let mut body = format!(
         "PID {}, user {}\nRSS {}, limit {} (rule {})\n{}",
@@ -339,7 +335,7 @@ pub fn popup(notice: &Notice, clock: &dyn Fn(f64) -> LocalTime) -> PopupText {
 }
 
 /// The email for `notice`, sent from `host`, with the largest processes.
-pub fn email(
+pub(crate) fn email(
     notice: &Notice,
     host: &str,
     top: &[TopProcess],
@@ -369,8 +365,8 @@ pub fn email(
         ("RSS", format!("{} ({} bytes)", size(r.rss), r.rss)),
         ("Limit", format!("{} ({} bytes)", size(r.limit), r.limit)),
         ("Rule", r.rule.clone()),
-        ("Action", r.action.clone()),
-        ("Result", r.result.clone()),
+        ("Action", r.outcome.action().to_owned()),
+        ("Result", r.outcome.to_string()),
     ];
     for (label, value) in rows {
         let _ = writeln!(body, "{:<8} {value}", format!("{label}:"));
@@ -385,8 +381,8 @@ pub fn email(
                 e.pid,
                 e.user,
                 size(e.rss),
-                e.action,
-                e.result
+                e.outcome.action(),
+                e.outcome
             );
         }
     }
@@ -418,20 +414,16 @@ pub fn email(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{rules::Protection, sys::Signal};
 
     const MIB: u64 = 1 << 20;
 
-    pub(crate) fn record(pid: u32, action: &str, result: &str, time: f64) -> ActionRecord {
+    pub(crate) fn record(pid: u32, outcome: Outcome, time: f64) -> ActionRecord {
         ActionRecord {
             time,
-            pid,
-            name: "chromium".into(),
-            user: "alice".into(),
             rss: 1600 * MIB,
             limit: 1536 * MIB,
-            rule: "chromium".into(),
-            action: action.into(),
-            result: result.into(),
+            ..crate::action::testing::record(pid, "chromium", outcome)
         }
     }
 
@@ -461,19 +453,42 @@ mod tests {
 
     #[test]
     fn kinds_pick_what_matters() {
-        let kind = |action, result| Kind::of(&record(1, action, result, T));
-        assert_eq!(kind("SIGTERM", "sent"), Some(Kind::Kill));
-        assert_eq!(kind("SIGKILL (kernel)", "sent"), Some(Kind::Kill));
-        assert_eq!(kind("alert", "over the limit"), Some(Kind::Alert));
-        assert_eq!(kind("SIGTERM", "dry-run: not sent"), Some(Kind::DryRun));
-        assert_eq!(kind("none", "refused: protected"), Some(Kind::Refusal));
-        assert_eq!(kind("SIGKILL", "failed: EPERM"), Some(Kind::Failure));
-        assert_eq!(kind("SIGTERM", "gone: the process exited first"), None);
+        let kind = |outcome| Kind::of(&record(1, outcome, T));
         assert_eq!(
-            kind("none", "under the limit on confirmation (5 bytes)"),
+            kind(Outcome::Sent {
+                signal: Signal::Term
+            }),
+            Some(Kind::Kill)
+        );
+        assert_eq!(kind(Outcome::KilledByKernel), Some(Kind::Kill));
+        assert_eq!(kind(Outcome::Alerted), Some(Kind::Alert));
+        assert_eq!(
+            kind(Outcome::DryRun {
+                signal: Signal::Term
+            }),
+            Some(Kind::DryRun)
+        );
+        assert_eq!(
+            kind(Outcome::Refused {
+                protection: Protection::Myself
+            }),
+            Some(Kind::Refusal)
+        );
+        assert_eq!(
+            kind(Outcome::Failed {
+                signal: Signal::Kill,
+                error: "EPERM".into()
+            }),
+            Some(Kind::Failure)
+        );
+        assert_eq!(
+            kind(Outcome::Gone {
+                signal: Signal::Term
+            }),
             None
         );
-        assert_eq!(kind("none", "back under the limit after grace"), None);
+        assert_eq!(kind(Outcome::UnderOnConfirmation { rss: 5 }), None);
+        assert_eq!(kind(Outcome::BackUnderAfterGrace), None);
     }
 
     #[test]
@@ -495,7 +510,13 @@ mod tests {
 
     #[test]
     fn a_popup_names_process_pid_user_rss_limit_and_action() {
-        let notice = Notice::single(record(1234, "SIGTERM", "sent", T));
+        let notice = Notice::single(record(
+            1234,
+            Outcome::Sent {
+                signal: Signal::Term,
+            },
+            T,
+        ));
         let text = popup(&notice, &utc);
         assert_eq!(text.summary, "procespy stopped chromium");
         assert_eq!(
@@ -507,10 +528,24 @@ mod tests {
     #[test]
     fn a_summary_counts_what_the_cooldown_held_back() {
         let earlier: Vec<_> = (0..14)
-            .map(|i| record(2000 + i, "SIGTERM", "sent", T + 1.0 + f64::from(i)))
+            .map(|i| {
+                record(
+                    2000 + i,
+                    Outcome::Sent {
+                        signal: Signal::Term,
+                    },
+                    T + 1.0 + f64::from(i),
+                )
+            })
             .collect();
         let notice = Notice {
-            headline: record(3000, "SIGTERM", "sent", T + 50.0),
+            headline: record(
+                3000,
+                Outcome::Sent {
+                    signal: Signal::Term,
+                },
+                T + 50.0,
+            ),
             earlier,
             more: 14,
             since: Some(T),
@@ -535,8 +570,8 @@ mod tests {
     #[test]
     fn mixed_and_single_summaries_read_well() {
         let notice = Notice {
-            headline: record(3, "alert", "over the limit", T),
-            earlier: vec![record(2, "alert", "over the limit", T)],
+            headline: record(3, Outcome::Alerted, T),
+            earlier: vec![record(2, Outcome::Alerted, T)],
             more: 1,
             since: None,
         };
@@ -546,8 +581,14 @@ mod tests {
         );
         let notice = Notice {
             earlier: vec![
-                record(2, "alert", "over the limit", T),
-                record(4, "none", "refused: protected", T),
+                record(2, Outcome::Alerted, T),
+                record(
+                    4,
+                    Outcome::Refused {
+                        protection: Protection::Myself,
+                    },
+                    T,
+                ),
             ],
             more: 2,
             ..notice
@@ -560,7 +601,13 @@ mod tests {
 
     #[test]
     fn popup_bodies_escape_markup() {
-        let mut r = record(1, "SIGTERM", "sent", T);
+        let mut r = record(
+            1,
+            Outcome::Sent {
+                signal: Signal::Term,
+            },
+            T,
+        );
         r.user = "<b>&".into();
         let text = popup(&Notice::single(r), &utc);
         assert!(text.body.contains("user &lt;b&gt;&amp;"), "{}", text.body);
@@ -576,7 +623,7 @@ mod tests {
                 rss: u64::from(5 - i) * 1024 * MIB,
             })
             .collect();
-        let notice = Notice::single(record(1234, "SIGKILL (kernel)", "sent", T));
+        let notice = Notice::single(record(1234, Outcome::KilledByKernel, T));
         let mail = email(&notice, "web1", &top, T + 1.0, &utc);
         assert_eq!(
             mail.subject,
@@ -608,19 +655,24 @@ mod tests {
 
     #[test]
     fn other_kinds_have_their_own_headlines() {
-        let h = |action, result| popup(&Notice::single(record(1, action, result, T)), &utc);
+        let h = |outcome| popup(&Notice::single(record(1, outcome, T)), &utc);
         assert_eq!(
-            h("alert", "over the limit").summary,
+            h(Outcome::Alerted).summary,
             "chromium is over its memory limit"
         );
         assert_eq!(
-            h("SIGTERM", "dry-run: not sent").summary,
+            h(Outcome::DryRun {
+                signal: Signal::Term
+            })
+            .summary,
             "procespy would stop chromium (dry run)"
         );
         assert!(
-            h("none", "refused: protected")
-                .body
-                .ends_with("no signal: refused: protected")
+            h(Outcome::Refused {
+                protection: Protection::Myself
+            })
+            .body
+            .ends_with("no signal: refused: procespy never signals itself")
         );
     }
 }

@@ -26,13 +26,13 @@
 //! summaries the cooldown holds become emails in the spool; popups not yet
 //! shown are dropped with a log line.
 
-pub mod cooldown;
-pub mod desktop;
-pub mod email;
-pub mod message;
-pub mod outbox;
-pub mod popup;
-pub mod spool;
+pub(crate) mod cooldown;
+pub(crate) mod desktop;
+pub(crate) mod email;
+pub(crate) mod message;
+pub(crate) mod outbox;
+pub(crate) mod popup;
+pub(crate) mod spool;
 
 use std::{
     collections::VecDeque,
@@ -52,22 +52,17 @@ use self::{
     message::{Kind, LocalTime, Notice, TopProcess},
     outbox::Outbox,
 };
-use crate::{
-    config::Notify,
-    enforce::{ActionRecord, now_epoch},
-    metrics::AlertCounts,
-    users::UserNames,
-};
+use crate::{action::ActionRecord, config::Notify, metrics::AlertCounts, users::UserNames};
 
 /// How many of the largest processes an email lists.
-pub const TOP_PROCESSES: usize = 5;
+pub(crate) const TOP_PROCESSES: usize = 5;
 
 /// How long after an action its popup and email are put together. By then
 /// the process being stopped has died: reading `/proc` for the email's list
 /// of processes while it dies slowed its death by 2–3 ms on two cores
 /// (the reads contend with its exit), and a popup child's fork would come
 /// just as the daemon handles what follows the kill.
-pub const SETTLE: Duration = Duration::from_millis(250);
+pub(crate) const SETTLE: Duration = Duration::from_millis(250);
 
 /// What the daemon asks of the alerts thread.
 enum Request {
@@ -91,7 +86,7 @@ struct Shared {
 }
 
 /// The daemon's handle on the alerts thread.
-pub struct Alerts {
+pub(crate) struct Alerts {
     tx: mpsc::UnboundedSender<Request>,
     shared: Arc<Shared>,
 }
@@ -99,13 +94,13 @@ pub struct Alerts {
 impl Alerts {
     /// Starts the alerts thread for `notify`. Emails found in the spool are
     /// sent at once.
-    pub fn start(notify: &Notify) -> Alerts {
+    pub(crate) fn start(notify: &Notify) -> Alerts {
         Self::start_with(notify, desktop::own_exe(), PathBuf::from(desktop::RUN_USER))
     }
 
     /// [`Alerts::start`] with the popup child's binary and the directory of
     /// session buses given.
-    pub fn start_with(notify: &Notify, exe: PathBuf, run_user: PathBuf) -> Alerts {
+    pub(crate) fn start_with(notify: &Notify, exe: PathBuf, run_user: PathBuf) -> Alerts {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::default());
         let notify = notify.clone();
@@ -138,7 +133,7 @@ impl Alerts {
 
     /// Hands the actions just recorded on; keeps those that matter. Never
     /// blocks.
-    pub fn submit(&self, actions: Vec<ActionRecord>) {
+    pub(crate) fn submit(&self, actions: Vec<ActionRecord>) {
         let actions: Vec<ActionRecord> = actions
             .into_iter()
             .filter(|record| Kind::of(record).is_some())
@@ -155,19 +150,19 @@ impl Alerts {
     }
 
     /// Puts a new `[notify]` in force (after a reload).
-    pub fn reconfigure(&self, notify: &Notify) {
+    pub(crate) fn reconfigure(&self, notify: &Notify) {
         let _ = self.tx.send(Request::Configure(Box::new(notify.clone())));
     }
 
     /// Alerts not delivered yet: actions on their way to the thread or held
     /// by the cooldown, emails not yet accepted by the server (in the spool),
     /// popups not yet shown.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.shared.submitted.load(Ordering::Relaxed) + self.shared.waiting.load(Ordering::Relaxed)
     }
 
     /// Popups and emails delivered, and attempts failed, since start.
-    pub fn counts(&self) -> AlertCounts {
+    pub(crate) fn counts(&self) -> AlertCounts {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         AlertCounts {
             popups_sent: get(&self.shared.popups_sent),
@@ -179,7 +174,7 @@ impl Alerts {
 
     /// Stops the alerts: what is queued in memory is written to the spool as
     /// email; popups not shown are dropped. Waits at most `within`.
-    pub async fn shutdown(&self, within: Duration) {
+    pub(crate) async fn shutdown(&self, within: Duration) {
         let (reply, done) = oneshot::channel();
         if self.tx.send(Request::Stop(reply)).is_err() {
             return;
@@ -206,7 +201,7 @@ struct Worker {
 
 impl Worker {
     fn new(notify: Notify, exe: PathBuf, run_user: PathBuf, shared: Arc<Shared>) -> Worker {
-        let host = host_name();
+        let host = crate::sys::hostname();
         Worker {
             cooldown: Cooldown::new(notify.cooldown),
             popups: Popups::new(notify.desktop, exe, run_user),
@@ -330,7 +325,7 @@ impl Worker {
             }
         }
         if self.outbox.enabled() {
-            let now = now_epoch();
+            let now = crate::sys::epoch_secs();
             let top = self.top_processes();
             let text = message::email(notice, &self.host, &top, now, &clock);
             self.seq += 1;
@@ -383,7 +378,7 @@ impl Worker {
 }
 
 /// Niceness of the alerts thread (and so of the popup children).
-pub const ALERTS_NICE: i32 = 10;
+pub(crate) const ALERTS_NICE: i32 = 10;
 
 /// Lowers the calling thread's CPU priority to [`ALERTS_NICE`]: on a busy
 /// machine, composing an email (a `/proc` read) or a TLS handshake must not
@@ -403,40 +398,18 @@ fn lower_priority() {
     }
 }
 
-/// This machine's name (`localhost` when it has none).
-pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    match (rc, std::str::from_utf8(&buf[..end])) {
-        (0, Ok(name)) if !name.is_empty() => name.to_owned(),
-        _ => "localhost".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::{action::Outcome, config::Config, sys::Signal};
 
-    fn record(pid: u32, action: &str, result: &str) -> ActionRecord {
-        ActionRecord {
-            time: now_epoch(),
-            pid,
-            name: "tp".into(),
-            user: "root".into(),
-            rss: 2,
-            limit: 1,
-            rule: "tp".into(),
-            action: action.into(),
-            result: result.into(),
-        }
+    fn record(pid: u32, outcome: Outcome) -> ActionRecord {
+        crate::action::testing::record(pid, "tp", outcome)
     }
 
     #[test]
     fn the_host_has_a_name() {
-        assert!(!host_name().is_empty());
+        assert!(!crate::sys::hostname().is_empty());
     }
 
     #[tokio::test]
@@ -446,8 +419,13 @@ mod tests {
         let alerts =
             Alerts::start_with(&notify, PathBuf::from("/bin/false"), "/nonexistent".into());
         alerts.submit(vec![
-            record(1, "SIGTERM", "gone: the process exited first"),
-            record(2, "none", "under the limit on confirmation (1 bytes)"),
+            record(
+                1,
+                Outcome::Gone {
+                    signal: Signal::Term,
+                },
+            ),
+            record(2, Outcome::UnderOnConfirmation { rss: 1 }),
         ]);
         assert_eq!(alerts.queued(), 0);
         let start = Instant::now();
@@ -476,9 +454,19 @@ mod tests {
             Alerts::start_with(&notify, PathBuf::from("/bin/false"), "/nonexistent".into());
         // The first goes out after SETTLE, the two others are held by the cooldown.
         alerts.submit(vec![
-            record(1, "SIGTERM", "sent"),
-            record(2, "SIGKILL (kernel)", "sent"),
-            record(3, "SIGTERM", "sent"),
+            record(
+                1,
+                Outcome::Sent {
+                    signal: Signal::Term,
+                },
+            ),
+            record(2, Outcome::KilledByKernel),
+            record(
+                3,
+                Outcome::Sent {
+                    signal: Signal::Term,
+                },
+            ),
         ]);
         alerts.shutdown(Duration::from_secs(5)).await;
         let files = spool::Spool::open(&spool).unwrap().list().unwrap();

@@ -22,11 +22,11 @@ use super::{
 use crate::config::Email;
 
 /// The first wait after a failed attempt; it doubles up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest wait between attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A message refused this many times is set aside.
-pub const MAX_REFUSALS: u32 = 3;
+pub(crate) const MAX_REFUSALS: u32 = 3;
 
 /// One message waiting.
 struct Queued {
@@ -47,7 +47,7 @@ struct Pass {
 }
 
 /// The queue.
-pub struct Outbox {
+pub(crate) struct Outbox {
     config: Email,
     host: String,
     spool: Option<Spool>,
@@ -64,16 +64,16 @@ pub struct Outbox {
 
 /// Deliveries since start: accepted, and attempts that failed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Delivered (accepted by the server, or shown).
-    pub sent: u64,
+    pub(crate) sent: u64,
     /// Attempts that failed (each retry counts).
-    pub failed: u64,
+    pub(crate) failed: u64,
 }
 
 impl Outbox {
     /// The queue for `config`, holding what its spool holds from before.
-    pub fn new(config: Email, host: String) -> Outbox {
+    pub(crate) fn new(config: Email, host: String) -> Outbox {
         let mut outbox = Outbox {
             config: config.clone(),
             host,
@@ -93,12 +93,12 @@ impl Outbox {
     }
 
     /// Whether email is on.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.config.enabled
     }
 
     /// The `[notify.email]` in force.
-    pub fn config(&self) -> &Email {
+    pub(crate) fn config(&self) -> &Email {
         &self.config
     }
 
@@ -160,7 +160,7 @@ impl Outbox {
 
     /// A new `[notify.email]`: a new spool directory is read, a new server
     /// is tried at once.
-    pub fn configure(&mut self, config: Email) {
+    pub(crate) fn configure(&mut self, config: Email) {
         let old = std::mem::replace(&mut self.config, config.clone());
         if config.enabled && (!old.enabled || old.spool_dir != config.spool_dir) {
             self.open_spool();
@@ -172,7 +172,7 @@ impl Outbox {
     }
 
     /// Writes `mail` to the spool and queues it.
-    pub fn enqueue(&mut self, mail: Mail) {
+    pub(crate) fn enqueue(&mut self, mail: Mail) {
         let path = match self.spool.as_mut().map(|spool| spool.write(&mail)) {
             Some(Ok(path)) => Some(path),
             Some(Err(err)) => {
@@ -189,7 +189,7 @@ impl Outbox {
     }
 
     /// Starts a pass when there is mail, none runs, and no backoff holds it.
-    pub fn maybe_start(&mut self, now: Instant) {
+    pub(crate) fn maybe_start(&mut self, now: Instant) {
         if !self.config.enabled
             || self.pass.is_some()
             || self.queue.is_empty()
@@ -210,7 +210,7 @@ impl Outbox {
 
     /// Waits for the running pass to end and takes its outcome (pending
     /// forever when none runs).
-    pub async fn next_done(&mut self) {
+    pub(crate) async fn next_done(&mut self) {
         let Some(pass) = self.pass.as_mut() else {
             return std::future::pending().await;
         };
@@ -226,7 +226,7 @@ impl Outbox {
     }
 
     /// Emails accepted and attempts failed since start.
-    pub fn tally(&self) -> Tally {
+    pub(crate) fn tally(&self) -> Tally {
         self.tally
     }
 
@@ -294,7 +294,7 @@ impl Outbox {
     }
 
     /// When the next attempt is due, if one waits for its time.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         if self.pass.is_some() || self.queue.is_empty() || !self.config.enabled {
             None
         } else {
@@ -303,13 +303,13 @@ impl Outbox {
     }
 
     /// Emails not yet accepted by the server.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.queue.len()
     }
 
     /// Stops: the running pass is abandoned (its messages are in the spool),
     /// messages kept in memory only get one more try at the spool.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(pass) = self.pass.take() {
             pass.abort();
         }

@@ -5,14 +5,27 @@
 //! `org.freedesktop.Notifications.Notify` once and exits: 0 when the
 //! notification server took the popup, 2 (with the reason on stderr) when not.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 
-use crate::{app::Failure, cli::NotifyPopupArgs, config::Urgency};
+use crate::config::Urgency;
+
+/// One popup to show.
+#[derive(Clone, Debug)]
+pub(crate) struct Popup {
+    /// The session bus's socket (`/run/user/UID/bus`).
+    pub(crate) bus: PathBuf,
+    /// `low`, `normal` or `critical`.
+    pub(crate) urgency: String,
+    /// The one-line summary.
+    pub(crate) summary: String,
+    /// The body.
+    pub(crate) body: String,
+}
 
 /// The application name popups carry.
-pub const APP_NAME: &str = "procespy";
+pub(crate) const APP_NAME: &str = "procespy";
 
 /// How long the child waits for the bus to answer a call (the parent's
 /// limit is longer).
@@ -21,7 +34,7 @@ const METHOD_TIMEOUT: Duration = Duration::from_secs(4);
 const SELF_TIMEOUT: Duration = Duration::from_millis(4500);
 
 /// Runs the subcommand.
-pub fn run(args: &NotifyPopupArgs) -> Result<(), Failure> {
+pub(crate) fn run(args: &Popup) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -41,7 +54,7 @@ pub fn run(args: &NotifyPopupArgs) -> Result<(), Failure> {
 }
 
 /// The urgency byte of the notification spec's `urgency` hint.
-pub fn urgency_byte(urgency: Urgency) -> u8 {
+pub(crate) fn urgency_byte(urgency: Urgency) -> u8 {
     match urgency {
         Urgency::Low => 0,
         Urgency::Normal => 1,
@@ -50,7 +63,7 @@ pub fn urgency_byte(urgency: Urgency) -> u8 {
 }
 
 /// The urgency named `name` (`low`, `normal`, `critical`); critical when unknown.
-pub fn urgency_named(name: &str) -> Urgency {
+pub(crate) fn urgency_named(name: &str) -> Urgency {
     match name {
         "low" => Urgency::Low,
         "normal" => Urgency::Normal,
@@ -58,7 +71,7 @@ pub fn urgency_named(name: &str) -> Urgency {
     }
 }
 
-async fn notify(args: &NotifyPopupArgs) -> zbus::Result<u32> {
+async fn notify(args: &Popup) -> zbus::Result<u32> {
     let address = format!("unix:path={}", args.bus.display());
     let connection = zbus::connection::Builder::address(address.as_str())
         .method_timeout(METHOD_TIMEOUT)

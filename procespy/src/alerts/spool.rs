@@ -19,35 +19,35 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 /// Where refused messages go, under the spool directory.
-pub const REJECTED: &str = "rejected";
+pub(crate) const REJECTED: &str = "rejected";
 
 /// One message, as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Mail {
+pub(crate) struct Mail {
     /// When it was made, seconds since the epoch.
-    pub created: f64,
+    pub(crate) created: f64,
     /// Envelope sender.
-    pub from: String,
+    pub(crate) from: String,
     /// Envelope recipients.
-    pub to: Vec<String>,
+    pub(crate) to: Vec<String>,
     /// The subject, for the logs.
-    pub subject: String,
+    pub(crate) subject: String,
     /// The Message-ID, for the logs.
-    pub message_id: String,
+    pub(crate) message_id: String,
     /// The whole message, headers and body (RFC 5322, 7-bit).
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// The spool directory.
 #[derive(Debug)]
-pub struct Spool {
+pub(crate) struct Spool {
     dir: PathBuf,
     seq: u64,
 }
 
 impl Spool {
     /// Opens `dir`, creating it (and its parents) with mode 0700 when missing.
-    pub fn open(dir: &Path) -> io::Result<Spool> {
+    pub(crate) fn open(dir: &Path) -> io::Result<Spool> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -64,14 +64,9 @@ impl Spool {
         })
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Writes `mail` as a new file and returns its path. The file appears
     /// whole or not at all.
-    pub fn write(&mut self, mail: &Mail) -> io::Result<PathBuf> {
+    pub(crate) fn write(&mut self, mail: &Mail) -> io::Result<PathBuf> {
         self.seq += 1;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -99,7 +94,7 @@ impl Spool {
 
     /// The messages waiting, oldest first (hidden and temporary files and
     /// the `rejected/` directory are not listed).
-    pub fn list(&self) -> io::Result<Vec<PathBuf>> {
+    pub(crate) fn list(&self) -> io::Result<Vec<PathBuf>> {
         let mut paths: Vec<PathBuf> = fs::read_dir(&self.dir)?
             .filter_map(Result::ok)
             .filter(|entry| {
@@ -116,13 +111,13 @@ impl Spool {
     }
 
     /// Reads one message.
-    pub fn read(path: &Path) -> io::Result<Mail> {
+    pub(crate) fn read(path: &Path) -> io::Result<Mail> {
         let text = fs::read(path)?;
         serde_json::from_slice(&text).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
     }
 
     /// Removes a message the server accepted.
-    pub fn remove(path: &Path) -> io::Result<()> {
+    pub(crate) fn remove(path: &Path) -> io::Result<()> {
         fs::remove_file(path)?;
         if let Some(dir) = path.parent() {
             sync_dir(dir)?;
@@ -132,7 +127,7 @@ impl Spool {
 
     /// Moves a message out of the way into `rejected/` (refused for good,
     /// or unreadable); returns where it went.
-    pub fn reject(&self, path: &Path) -> io::Result<PathBuf> {
+    pub(crate) fn reject(&self, path: &Path) -> io::Result<PathBuf> {
         let dir = self.dir.join(REJECTED);
         fs::DirBuilder::new()
             .recursive(true)

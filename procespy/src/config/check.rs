@@ -1,23 +1,16 @@
 //! `procespy check-config [PATH]`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::Config;
-use crate::{
-    app::Failure,
-    cli::{CheckConfigArgs, DEFAULT_CONFIG},
-};
+use super::{Config, DEFAULT_CONFIG};
 
 /// Validates a configuration file exactly as the daemon would load it
 /// (including owner, permissions and the password file). Valid: prints
 /// `PATH: ok (N limits)` to stdout. Invalid: prints every diagnostic to
-/// stderr, one `PATH:LINE:COL: message` per line, and fails with
-/// [`Failure::Usage`] (exit 1).
-pub fn check_config_command(args: &CheckConfigArgs) -> Result<(), Failure> {
-    let path = args
-        .path
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+/// stderr, one `PATH:LINE:COL: message` per line, and fails with the
+/// [`super::ConfigError`] (exit 1), its message a count of the problems.
+pub(crate) fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
+    let path = path.map_or_else(|| PathBuf::from(DEFAULT_CONFIG), Path::to_path_buf);
     match Config::load(&path) {
         Ok(config) => {
             println!(
@@ -30,11 +23,8 @@ pub fn check_config_command(args: &CheckConfigArgs) -> Result<(), Failure> {
             for diagnostic in &err.diagnostics {
                 eprintln!("{diagnostic}");
             }
-            Err(Failure::Usage(format!(
-                "{} error(s) in {}",
-                err.diagnostics.len(),
-                path.display()
-            )))
+            let summary = format!("{} error(s) in {}", err.diagnostics.len(), path.display());
+            Err(anyhow::Error::new(err).context(summary))
         }
     }
 }
@@ -63,15 +53,12 @@ mod tests {
     }
 
     #[test]
-    fn missing_file_is_a_usage_failure() {
-        let args = CheckConfigArgs {
-            path: Some(PathBuf::from("/nonexistent/procespy-test.toml")),
-        };
-        match check_config_command(&args) {
-            Err(Failure::Usage(message)) => {
-                assert_eq!(message, "1 error(s) in /nonexistent/procespy-test.toml")
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+    fn a_missing_file_is_a_config_error() {
+        let err = check_config(Some(Path::new("/nonexistent/procespy-test.toml"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "1 error(s) in /nonexistent/procespy-test.toml"
+        );
+        assert!(err.downcast_ref::<super::super::ConfigError>().is_some());
     }
 }

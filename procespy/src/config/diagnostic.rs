@@ -12,20 +12,20 @@ use std::{
 /// with the file as a whole (unreadable, wrong owner or permissions), whose
 /// `line` and `col` are 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
+pub(crate) struct Diagnostic {
     /// The configuration file.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// 1-based line, or 0 for the whole file.
-    pub line: usize,
+    pub(crate) line: usize,
     /// 1-based column in characters, or 0 for the whole file.
-    pub col: usize,
+    pub(crate) col: usize,
     /// What is wrong, as a sentence for the user.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl Diagnostic {
     /// A problem with the file as a whole: no line or column.
-    pub fn whole_file(path: &Path, message: impl Into<String>) -> Diagnostic {
+    pub(crate) fn whole_file(path: &Path, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             path: path.to_path_buf(),
             line: 0,
@@ -54,9 +54,9 @@ impl fmt::Display for Diagnostic {
 
 /// A configuration that was refused, with every problem found in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     /// The problems, in the order they appear in the file (never empty).
-    pub diagnostics: Vec<Diagnostic>,
+    pub(crate) diagnostics: Vec<Diagnostic>,
 }
 
 impl From<Diagnostic> for ConfigError {
@@ -87,14 +87,14 @@ impl std::error::Error for ConfigError {}
 #[derive(Clone, Copy)]
 pub(crate) struct Source<'a> {
     /// The file name used in diagnostics.
-    pub path: &'a Path,
+    pub(crate) path: &'a Path,
     /// The whole text of the file.
-    pub text: &'a str,
+    pub(crate) text: &'a str,
 }
 
 impl Source<'_> {
     /// The 1-based (line, column) of a byte offset.
-    pub fn position(&self, offset: usize) -> (usize, usize) {
+    pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
         let mut offset = offset.min(self.text.len());
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
@@ -107,7 +107,7 @@ impl Source<'_> {
     }
 
     /// A diagnostic at the start of `span`.
-    pub fn at(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
+    pub(crate) fn at(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
         let (line, col) = self.position(span.start);
         Diagnostic {
             path: self.path.to_path_buf(),

@@ -34,47 +34,48 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use check::check_config_command;
-pub use diagnostic::{ConfigError, Diagnostic};
-pub use units::{parse_duration, parse_size, size_from_integer};
+pub(crate) use check::check_config;
+pub(crate) use diagnostic::{ConfigError, Diagnostic};
 
+/// Default location of the configuration file.
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/procespy.toml";
 /// Default `[monitor] scan_interval`.
-pub const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(5);
 /// Default `[enforce] grace`.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(3);
 /// Default `[enforce] protect`.
-pub const DEFAULT_PROTECT: &[&str] = &["sshd", "systemd-journald"];
+pub(crate) const DEFAULT_PROTECT: &[&str] = &["sshd", "systemd-journald"];
 /// Default `[notify] cooldown`.
-pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
 /// Default `[notify.email] port` (with `security = "none"` or `"starttls"`).
-pub const DEFAULT_SMTP_PORT: u16 = 587;
+pub(crate) const DEFAULT_SMTP_PORT: u16 = 587;
 /// Default `[notify.email] port` with `security = "tls"`.
-pub const DEFAULT_SMTPS_PORT: u16 = 465;
+pub(crate) const DEFAULT_SMTPS_PORT: u16 = 465;
 /// Default `[notify.email] spool_dir`.
-pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/procespy/outbox";
+pub(crate) const DEFAULT_SPOOL_DIR: &str = "/var/lib/procespy/outbox";
 /// Default `[metrics] listen`, when a `[metrics]` table is present.
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9613";
+pub(crate) const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9613";
 
 /// A validated configuration: every value resolved, every default filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
+pub(crate) struct Config {
     /// `[monitor]`: how processes are followed.
-    pub monitor: Monitor,
+    pub(crate) monitor: Monitor,
     /// `[enforce]`: how breaches are acted on.
-    pub enforce: Enforce,
+    pub(crate) enforce: Enforce,
     /// The `[[limit]]` tables, in file order. Empty: watch only.
-    pub limits: Vec<Limit>,
+    pub(crate) limits: Vec<Limit>,
     /// `[notify]`: who is told.
-    pub notify: Notify,
+    pub(crate) notify: Notify,
     /// `[metrics]`, when present.
-    pub metrics: Option<Metrics>,
+    pub(crate) metrics: Option<Metrics>,
     /// Where this configuration came from.
-    pub origin: Origin,
+    pub(crate) origin: Origin,
 }
 
 /// Where a [`Config`] came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// Read from this file.
     File(PathBuf),
     /// [`Config::builtin_default`]: no file.
@@ -92,61 +93,62 @@ impl fmt::Display for Origin {
 
 /// `[monitor]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Monitor {
+pub(crate) struct Monitor {
     /// `mode`: eBPF, `/proc` polling, or eBPF where it loads.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// `scan_interval`: period of the full `/proc` examination (never zero).
-    pub scan_interval: Duration,
+    pub(crate) scan_interval: Duration,
 }
 
-/// `[monitor] mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// `[monitor] mode` and `--mode`; the daemon reports the mode in use as
+/// `ebpf` or `proc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// eBPF where it loads, else `/proc` polling.
+    /// eBPF where it loads, else /proc polling.
     Auto,
     /// eBPF, or refuse to start.
     Ebpf,
-    /// `/proc` polling only.
+    /// /proc polling only.
     Proc,
 }
 
 /// `[enforce]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Enforce {
+pub(crate) struct Enforce {
     /// `dry_run`: decide and alert, never signal.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// `grace`: time between SIGTERM and SIGKILL for action `kill`.
-    pub grace: Duration,
+    pub(crate) grace: Duration,
     /// `protect`: process names never signalled (besides the ones always
     /// protected: PID 1, kernel threads, procespy itself).
-    pub protect: Vec<String>,
+    pub(crate) protect: Vec<String>,
 }
 
 /// One `[[limit]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limit {
+pub(crate) struct Limit {
     /// 0-based position among the `[[limit]]` tables of the file.
-    pub index: usize,
+    pub(crate) index: usize,
     /// The name, or the pattern's text: how logs and alerts refer to the limit.
-    pub label: String,
+    pub(crate) label: String,
     /// Which processes it covers.
-    pub matcher: Matcher,
+    pub(crate) matcher: Matcher,
     /// `user`, resolved to a uid: only processes of this user.
-    pub user: Option<u32>,
+    pub(crate) user: Option<u32>,
     /// `max_memory` in bytes (percentages resolved against MemTotal).
-    pub max_memory: u64,
+    pub(crate) max_memory: u64,
     /// `max_memory` as written, e.g. `"1.5GiB"`, `"10%"` or `"1048576"`.
-    pub max_memory_text: String,
+    pub(crate) max_memory_text: String,
     /// `scope`: per process, or summed over the matching processes.
-    pub scope: Scope,
+    pub(crate) scope: Scope,
     /// `action`: what is done on a breach.
-    pub action: Action,
+    pub(crate) action: Action,
 }
 
 /// How a [`Limit`] picks its processes.
 #[derive(Debug, Clone)]
-pub enum Matcher {
+pub(crate) enum Matcher {
     /// `name`: exact match on the process name (comm) or on the file name of
     /// its executable.
     Name(String),
@@ -191,30 +193,30 @@ pub enum Action {
 
 /// `[notify]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notify {
+pub(crate) struct Notify {
     /// `cooldown`: per limit, at most one popup and one email per period.
-    pub cooldown: Duration,
+    pub(crate) cooldown: Duration,
     /// `[notify.desktop]`.
-    pub desktop: Desktop,
+    pub(crate) desktop: Desktop,
     /// `[notify.email]`.
-    pub email: Email,
+    pub(crate) email: Email,
 }
 
 /// `[notify.desktop]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Desktop {
+pub(crate) struct Desktop {
     /// `enabled`.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// `users`: user names to notify; empty means every user with a session bus.
-    pub users: Vec<String>,
+    pub(crate) users: Vec<String>,
     /// `urgency` of the popups.
-    pub urgency: Urgency,
+    pub(crate) urgency: Urgency,
 }
 
 /// `[notify.desktop] urgency`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Urgency {
+pub(crate) enum Urgency {
     /// Low.
     Low,
     /// Normal.
@@ -226,31 +228,31 @@ pub enum Urgency {
 /// `[notify.email]`. When `enabled` is false, the other fields may hold
 /// defaults and empty strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Email {
+pub(crate) struct Email {
     /// `enabled`.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// `server`: SMTP host name.
-    pub server: String,
+    pub(crate) server: String,
     /// `port`.
-    pub port: u16,
+    pub(crate) port: u16,
     /// `security`: how the connection is encrypted.
-    pub security: Security,
+    pub(crate) security: Security,
     /// `username`, set together with `password_file`.
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     /// `password_file`: absolute path of a file holding the SMTP password.
-    pub password_file: Option<PathBuf>,
+    pub(crate) password_file: Option<PathBuf>,
     /// `from`: sender address.
-    pub from: String,
+    pub(crate) from: String,
     /// `to`: recipient addresses (at least one when enabled).
-    pub to: Vec<String>,
+    pub(crate) to: Vec<String>,
     /// `spool_dir`: absolute path where unsent mail waits.
-    pub spool_dir: PathBuf,
+    pub(crate) spool_dir: PathBuf,
 }
 
 /// `[notify.email] security`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Security {
+pub(crate) enum Security {
     /// Plain SMTP.
     None,
     /// SMTP upgraded with STARTTLS.
@@ -261,25 +263,25 @@ pub enum Security {
 
 /// `[metrics]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// `listen`: address of the Prometheus endpoint.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
 }
 
 /// What validation needs from the system, so that [`Config::parse`] stays
 /// pure and tests can supply their own.
 #[derive(Debug, Clone, Copy)]
-pub struct Env {
+pub(crate) struct Env {
     /// Total memory in bytes (MemTotal), for percentage sizes; 0 if unknown.
-    pub mem_total: u64,
+    pub(crate) mem_total: u64,
     /// Resolves a user name to its uid.
-    pub lookup_user: fn(&str) -> Option<u32>,
+    pub(crate) lookup_user: fn(&str) -> Option<u32>,
 }
 
 impl Env {
     /// The running system: MemTotal from `/proc/meminfo` (0 if it cannot be
     /// read) and the system's user database.
-    pub fn system() -> Env {
+    pub(crate) fn system() -> Env {
         Env {
             mem_total: std::fs::read_to_string("/proc/meminfo")
                 .ok()
@@ -415,7 +417,7 @@ impl Config {
     /// The configuration used when `/etc/procespy.toml` does not exist:
     /// no limits (watch only), desktop popups on, email off, every other
     /// value at its default. The same as an empty file.
-    pub fn builtin_default() -> Config {
+    pub(crate) fn builtin_default() -> Config {
         Config {
             monitor: Monitor::default(),
             enforce: Enforce::default(),
@@ -440,7 +442,8 @@ impl Config {
     ///
     /// On error, returns every problem found: a TOML syntax error alone, else
     /// all unknown keys, wrong types and invalid values, sorted by position.
-    pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> {
+    #[cfg(test)]
+    pub(crate) fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> {
         validate::parse(text, path, env).map(|parsed| parsed.config)
     }
 
@@ -449,7 +452,7 @@ impl Config {
     /// others. When email is enabled with a `password_file`, that file is
     /// checked the same way (the diagnostic points at the `password_file`
     /// key). Uses [`Env::system`].
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         security::check_file(path, "config")
             .map_err(|message| Diagnostic::whole_file(path, message))?;
         let text = std::fs::read_to_string(path)

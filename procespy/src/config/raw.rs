@@ -25,80 +25,80 @@ use super::{
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
-    pub monitor: Option<RawMonitor>,
-    pub enforce: Option<RawEnforce>,
-    pub limit: Option<Vec<Spanned<RawLimit>>>,
-    pub notify: Option<RawNotify>,
-    pub metrics: Option<Spanned<RawMetrics>>,
+    pub(crate) monitor: Option<RawMonitor>,
+    pub(crate) enforce: Option<RawEnforce>,
+    pub(crate) limit: Option<Vec<Spanned<RawLimit>>>,
+    pub(crate) notify: Option<RawNotify>,
+    pub(crate) metrics: Option<Spanned<RawMetrics>>,
 }
 
 /// `[monitor]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMonitor {
-    pub mode: Option<Mode>,
-    pub scan_interval: Option<Spanned<DurationText>>,
+    pub(crate) mode: Option<Mode>,
+    pub(crate) scan_interval: Option<Spanned<DurationText>>,
 }
 
 /// `[enforce]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEnforce {
-    pub dry_run: Option<bool>,
-    pub grace: Option<Spanned<DurationText>>,
-    pub protect: Option<Vec<Spanned<String>>>,
+    pub(crate) dry_run: Option<bool>,
+    pub(crate) grace: Option<Spanned<DurationText>>,
+    pub(crate) protect: Option<Vec<Spanned<String>>>,
 }
 
 /// One `[[limit]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLimit {
-    pub name: Option<Spanned<String>>,
-    pub pattern: Option<Spanned<String>>,
-    pub user: Option<Spanned<UserRef>>,
-    pub max_memory: Option<Spanned<SizeValue>>,
-    pub scope: Option<Scope>,
-    pub action: Option<Action>,
+    pub(crate) name: Option<Spanned<String>>,
+    pub(crate) pattern: Option<Spanned<String>>,
+    pub(crate) user: Option<Spanned<UserRef>>,
+    pub(crate) max_memory: Option<Spanned<SizeValue>>,
+    pub(crate) scope: Option<Scope>,
+    pub(crate) action: Option<Action>,
 }
 
 /// `[notify]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawNotify {
-    pub cooldown: Option<Spanned<DurationText>>,
-    pub desktop: Option<RawDesktop>,
-    pub email: Option<Spanned<RawEmail>>,
+    pub(crate) cooldown: Option<Spanned<DurationText>>,
+    pub(crate) desktop: Option<RawDesktop>,
+    pub(crate) email: Option<Spanned<RawEmail>>,
 }
 
 /// `[notify.desktop]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDesktop {
-    pub enabled: Option<bool>,
-    pub users: Option<Vec<Spanned<String>>>,
-    pub urgency: Option<Urgency>,
+    pub(crate) enabled: Option<bool>,
+    pub(crate) users: Option<Vec<Spanned<String>>>,
+    pub(crate) urgency: Option<Urgency>,
 }
 
 /// `[notify.email]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEmail {
-    pub enabled: Option<bool>,
-    pub server: Option<Spanned<String>>,
-    pub port: Option<Spanned<u16>>,
-    pub security: Option<Security>,
-    pub username: Option<Spanned<String>>,
-    pub password_file: Option<Spanned<PathBuf>>,
-    pub from: Option<Spanned<String>>,
-    pub to: Option<Spanned<Vec<Spanned<String>>>>,
-    pub spool_dir: Option<Spanned<PathBuf>>,
+    pub(crate) enabled: Option<bool>,
+    pub(crate) server: Option<Spanned<String>>,
+    pub(crate) port: Option<Spanned<u16>>,
+    pub(crate) security: Option<Security>,
+    pub(crate) username: Option<Spanned<String>>,
+    pub(crate) password_file: Option<Spanned<PathBuf>>,
+    pub(crate) from: Option<Spanned<String>>,
+    pub(crate) to: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) spool_dir: Option<Spanned<PathBuf>>,
 }
 
 /// `[metrics]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMetrics {
-    pub listen: Option<Spanned<String>>,
+    pub(crate) listen: Option<Spanned<String>>,
 }
 
 /// A duration as written; only strings are accepted.
@@ -208,21 +208,21 @@ fn key_path(steps: &[Step]) -> String {
 /// What [`read`] makes of a syntactically valid document.
 pub(crate) struct Read {
     /// The document, less the keys that had errors.
-    pub config: RawConfig,
+    pub(crate) config: RawConfig,
     /// The errors serde found (unknown keys, wrong types, unknown values).
-    pub diagnostics: Vec<Diagnostic>,
+    pub(crate) diagnostics: Vec<Diagnostic>,
     /// Key paths removed because of an error (`limit[0].name`), and of the
     /// tables that had an unknown key (`limit[0]`, `""` for the top level),
     /// which may be a misspelt known one. A check that a key is present (or
     /// absent) is skipped for these, since the key may well be there, only
     /// wrong: see [`Read::unsure`].
-    pub damaged: BTreeSet<String>,
+    pub(crate) damaged: BTreeSet<String>,
 }
 
 impl Read {
     /// Whether it is unknown if `key` of the table at `table` is present:
     /// the key had an error, or the table had an unknown key.
-    pub fn unsure(&self, table: &str, key: &str) -> bool {
+    pub(crate) fn unsure(&self, table: &str, key: &str) -> bool {
         self.damaged.contains(table) || self.damaged.contains(&format!("{table}.{key}"))
     }
 }

@@ -117,13 +117,9 @@ fn split_number<'a>(text: &'a str, what: &str) -> Result<(Decimal, &'a str), Str
 ///
 /// The error is a sentence for the user, without position.
 ///
-/// ```
-/// use procespy::config::parse_size;
-/// assert_eq!(parse_size("1.5GiB", 0), Ok(1_610_612_736));
-/// assert_eq!(parse_size("10%", 1000), Ok(100));
-/// assert!(parse_size("150%", 1000).is_err());
-/// ```
-pub fn parse_size(text: &str, mem_total: u64) -> Result<u64, String> {
+/// For example `"1.5GiB"` is 1,610,612,736 bytes, `"10%"` of 1000 bytes is
+/// 100, and `"150%"` is an error.
+pub(crate) fn parse_size(text: &str, mem_total: u64) -> Result<u64, String> {
     let (number, unit) = split_number(text, "size")?;
     let bytes = if unit == "%" {
         // Digits beyond the ninth decimal place cannot matter for any real
@@ -171,7 +167,7 @@ pub fn parse_size(text: &str, mem_total: u64) -> Result<u64, String> {
 
 /// Checks a size written as a bare TOML integer, which counts bytes: it must
 /// be more than 0.
-pub fn size_from_integer(value: i64) -> Result<u64, String> {
+pub(crate) fn size_from_integer(value: i64) -> Result<u64, String> {
     match u64::try_from(value) {
         Ok(0) => Err("size 0 is zero; a limit must be more than 0 bytes".to_string()),
         Ok(bytes) => Ok(bytes),
@@ -185,14 +181,9 @@ pub fn size_from_integer(value: i64) -> Result<u64, String> {
 /// negative durations, missing or unknown units and durations beyond
 /// `u64::MAX` nanoseconds are errors.
 ///
-/// ```
-/// use procespy::config::parse_duration;
-/// use std::time::Duration;
-/// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-/// assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-/// assert!(parse_duration("5").is_err());
-/// ```
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// For example `"250ms"` is 250 milliseconds, `"1.5m"` 90 seconds, and
+/// `"5"` an error.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = split_number(text, "duration")?;
     if unit.is_empty() {
         return Err(format!(

@@ -24,10 +24,10 @@ use super::{
 /// A valid configuration, with the positions [`Config::load`] still needs.
 pub(crate) struct Parsed {
     /// The configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Where the `password_file` key is, when it is set (its message is
     /// filled in by the caller).
-    pub password_file_at: Option<Diagnostic>,
+    pub(crate) password_file_at: Option<Diagnostic>,
 }
 
 /// Parses, deserializes and validates `text`; see [`Config::parse`].

@@ -7,26 +7,26 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 /// A kernel event, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelEvent {
+pub(crate) struct KernelEvent {
     /// What happened.
-    pub kind: EventKind,
+    pub(crate) kind: EventKind,
     /// The process (a thread id for [`EventKind::Rename`]).
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// The parent, for [`EventKind::Fork`].
-    pub ppid: u32,
+    pub(crate) ppid: u32,
     /// The task name, raw bytes.
-    pub comm: Vec<u8>,
+    pub(crate) comm: Vec<u8>,
     /// RSS in bytes at a breach.
-    pub rss_bytes: u64,
+    pub(crate) rss_bytes: u64,
     /// Whether the kernel already sent SIGKILL (breach of a kill-now limit).
-    pub killed: bool,
+    pub(crate) killed: bool,
     /// `CLOCK_MONOTONIC` nanoseconds when the kernel made the event.
-    pub ktime_ns: u64,
+    pub(crate) ktime_ns: u64,
 }
 
 impl KernelEvent {
     /// Decodes one ring buffer record; `None` for a short or unknown record.
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
         if bytes.len() < size_of::<Event>() {
             return None;
         }
@@ -45,7 +45,7 @@ impl KernelEvent {
 }
 
 /// The stream of events from the kernel.
-pub struct EventStream {
+pub(crate) struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
 }
 
@@ -60,7 +60,7 @@ impl EventStream {
     }
 
     /// Waits for events and appends every one available to `out`.
-    pub async fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> Result<()> {
+    pub(crate) async fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> Result<()> {
         loop {
             let mut guard = self.ring.readable_mut().await?;
             let before = out.len();

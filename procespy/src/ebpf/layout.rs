@@ -16,7 +16,7 @@ use std::{fmt, fs, path::Path};
 
 use anyhow::{Context, Result, anyhow, bail};
 use procespy_common::{KernelConfig, NR_MM_COUNTERS};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::btf::{Btf, Kind, TypeId};
 
@@ -29,7 +29,7 @@ pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const FLOOR: &str = "eBPF mode needs Linux 5.8 or newer, built with BTF";
 
 /// How the kernel keeps a process's RSS counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Counters {
     /// `struct percpu_counter rss_stat[]` (Linux 6.2 and later).
     #[serde(rename = "percpu_counter")]
@@ -49,7 +49,7 @@ impl fmt::Display for Counters {
 }
 
 /// How the exit program tells a thread group's end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupExit {
     /// The tracepoint's `group_dead` argument (Linux 6.16 and later).

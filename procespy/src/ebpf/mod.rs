@@ -2,14 +2,11 @@
 //! programs, the `WATCHED` map, and the stream of events.
 
 mod btf;
-pub mod events;
+pub(crate) mod events;
 mod layout;
 mod logs;
 
-use std::{
-    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
-    path::Path,
-};
+use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
@@ -18,12 +15,12 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
 };
 use procespy_common::{WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_REPORT_USAGE, Watched};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-pub use events::EventStream;
+pub(crate) use events::EventStream;
 pub use layout::{Counters, GroupExit};
 
-use crate::process::Rss;
+use crate::{guard::KernelWatch, process::Rss, sys::Pidfd};
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/procespy.bpf.o"));
@@ -38,7 +35,7 @@ const TRACEPOINTS: [(&str, &str, &str); 2] = [
 ///
 /// Dropping it detaches every program and frees every map: nothing stays in
 /// the kernel.
-pub struct Kernel {
+pub(crate) struct Kernel {
     _ebpf: Ebpf,
     watched: HashMap<MapData, u32, Watched>,
     lost: PerCpuArray<MapData, u64>,
@@ -47,7 +44,7 @@ pub struct Kernel {
 }
 
 /// Which kernel the programs run in, and how they read it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelInfo {
     /// `uname -r`.
     pub release: String,
@@ -62,27 +59,27 @@ pub struct KernelInfo {
 
 /// How the kernel is to follow one process.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WatchSpec {
+pub(crate) struct WatchSpec {
     /// Report a breach above this many bytes; 0: follow only.
-    pub limit_bytes: u64,
+    pub(crate) limit_bytes: u64,
     /// Send SIGKILL from the kernel at the page that crosses the limit.
-    pub kill_now: bool,
+    pub(crate) kill_now: bool,
     /// Report every move of the RSS to another MiB (total-scope limits).
-    pub report_usage: bool,
+    pub(crate) report_usage: bool,
 }
 
 /// What the kernel's map holds for one process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelRss {
+pub(crate) struct KernelRss {
     /// The counters, in bytes.
-    pub rss: Rss,
+    pub(crate) rss: Rss,
     /// Number of upward crossings of the limit so far.
-    pub breaches: u32,
+    pub(crate) breaches: u32,
 }
 
 /// Loads and attaches the programs; the error says why they could not be,
 /// in words a user understands.
-pub fn load() -> Result<(Kernel, EventStream)> {
+pub(crate) fn load() -> Result<(Kernel, EventStream)> {
     ensure_tracefs()?;
     let btf_path = Path::new(layout::VMLINUX_BTF);
     let btf_bytes = match std::fs::read(btf_path) {
@@ -135,9 +132,7 @@ pub fn load() -> Result<(Kernel, EventStream)> {
     let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST")?)?;
     let events = EventStream::new(take_map(&mut ebpf, "EVENTS")?)?;
     let info = KernelInfo {
-        release: nix::sys::utsname::uname()
-            .map(|uts| uts.release().to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        release: crate::sys::kernel_release(),
         counters: layout.counters,
         batched: layout.batched,
         group_exit: layout.exit,
@@ -220,16 +215,26 @@ fn ensure_tracefs() -> Result<()> {
 
 impl Kernel {
     /// Which kernel the programs run in, and how they read it.
-    pub fn info(&self) -> &KernelInfo {
+    pub(crate) fn info(&self) -> &KernelInfo {
         &self.info
     }
 
+    /// Events the kernel could not put into the ring buffer, since load.
+    pub(crate) fn lost_events(&self) -> u64 {
+        self.lost
+            .get(&0, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+impl KernelWatch<Pidfd> for Kernel {
     /// Follows `pid` in the kernel as `spec` says.
     ///
-    /// The entry is kept only if the process identified by `pidfd` is still
-    /// alive after the insert: its exit then removes it in the kernel. So a
-    /// PID that was reused meanwhile never inherits the entry.
-    pub fn watch(&mut self, pid: u32, pidfd: &OwnedFd, spec: WatchSpec) -> Result<()> {
+    /// The entry is kept only if the process behind `handle` is still alive
+    /// after the insert: its exit then removes it in the kernel. So a PID
+    /// that was reused meanwhile never inherits the entry.
+    fn watch(&mut self, pid: u32, handle: &Pidfd, spec: WatchSpec) -> Result<()> {
         let mut state = self.watched.get(&pid, 0).unwrap_or_default();
         state.limit_bytes = spec.limit_bytes;
         state.reported_mib = 0;
@@ -243,19 +248,18 @@ impl Kernel {
         self.watched
             .insert(pid, state, 0)
             .with_context(|| format!("watching {pid}"))?;
-        if has_exited(pidfd) {
+        if handle.exited() {
             let _ = self.watched.remove(&pid);
         }
         Ok(())
     }
 
-    /// Stops following `pid` in the kernel.
-    pub fn unwatch(&mut self, pid: u32) {
+    fn unwatch(&mut self, pid: u32) {
         let _ = self.watched.remove(&pid);
     }
 
     /// The kernel's figures for `pid`, if it is watched and has faulted since.
-    pub fn rss(&self, pid: u32) -> Option<KernelRss> {
+    fn rss(&self, pid: u32) -> Option<KernelRss> {
         let state = self.watched.get(&pid, 0).ok()?;
         if state.flags & WATCH_NEEDS_FULL_READ != 0 {
             return None; // no counter read since the entry was (re)made
@@ -270,35 +274,4 @@ impl Kernel {
             breaches: state.breaches,
         })
     }
-
-    /// Events the kernel could not put into the ring buffer, since load.
-    pub fn lost_events(&self) -> u64 {
-        self.lost
-            .get(&0, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
-    }
-}
-
-/// Opens a pidfd for `pid`: a handle that always means this very process.
-pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Whether the process behind `pidfd` has exited (its pidfd polls readable).
-pub fn has_exited(pidfd: &OwnedFd) -> bool {
-    let mut poll = libc::pollfd {
-        fd: pidfd.as_fd().as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-    ready > 0 && poll.revents & libc::POLLIN != 0
 }

@@ -1,17 +1,25 @@
 //! `procespy run`: the daemon's event loop.
 //!
-//! One task owns all state. It takes, in turn: kernel events, finished `/proc`
-//! examinations, control requests and signals. Examinations run on tokio's
-//! blocking pool so that reading `/proc` never holds up kernel events.
+//! One task owns all state. It takes, in turn: kernel events, reads of
+//! `/proc` that finished, completions of the guard's effects, control
+//! requests, scrapes and signals. Everything that reads `/proc` runs on
+//! tokio's blocking pool (examinations, the read of an exec'd process, the
+//! confirming read before a signal), so the loop never waits on it.
+//!
+//! The data flows one way: kernel events and examinations go into the
+//! [`Table`]; the [`Guard`] matches and decides; its system acts; actions
+//! go to the alerts and the metrics; [`StatusReport`]s are built from the
+//! same state for `status` and `/metrics`.
+
+mod backend;
 
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use procespy_common::EventKind;
-use serde_json::Value;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
@@ -20,17 +28,18 @@ use tokio::{
 
 use crate::{
     alerts::Alerts,
-    app::Failure,
-    cli::{DEFAULT_CONFIG, ModeArg, RunArgs},
-    config::{Config, Mode},
-    control::{self, Incoming, Request},
-    ebpf::{self, EventStream, Kernel, events::KernelEvent},
-    guard::{Deferred, Guard},
+    config::{Config, ConfigError, DEFAULT_CONFIG, Mode},
+    control::{self, Incoming, Reply, Request},
+    ebpf::{Kernel, events::KernelEvent},
+    guard::{Completion, Guard, Real},
     metrics::{self, ActionCounts, MetricsRequest},
-    scan::{self, Examination},
-    status, systemd,
+    process::ProcInfo,
+    report::{REPORTED_ACTIONS, StatusReport},
+    scan::{self, Examination, ReadError},
+    sys::{Pidfd, systemd},
     table::{Change, Table},
 };
+use backend::Backend;
 
 /// How long stopping may wait for the alert queue to reach the spool.
 const ALERTS_FLUSH: Duration = Duration::from_secs(5);
@@ -38,64 +47,37 @@ const ALERTS_FLUSH: Duration = Duration::from_secs(5);
 /// How often the kernel's count of lost events is looked at.
 const LOSS_CHECK: Duration = Duration::from_millis(500);
 
-/// How the daemon follows processes, and why.
-pub enum Backend {
-    /// eBPF programs are attached.
-    Ebpf {
-        /// The programs and maps (boxed: they are large, and live as long as the daemon).
-        kernel: Box<Kernel>,
-        /// Their events.
-        events: Box<EventStream>,
-    },
-    /// `/proc` is polled at the scan interval.
-    Proc {
-        /// Why eBPF is not in use.
-        reason: String,
-    },
+/// What `procespy run` was asked for.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    /// `-c PATH`; `None`: `/etc/procespy.toml`, or the built-in default
+    /// when that does not exist.
+    pub(crate) config: Option<PathBuf>,
+    /// Decide and alert, never signal.
+    pub(crate) dry_run: bool,
+    /// Overrides `[monitor] mode`.
+    pub(crate) mode: Option<Mode>,
+    /// The control socket.
+    pub(crate) socket: PathBuf,
 }
 
-impl Backend {
-    /// The kernel side, in eBPF mode.
-    pub fn kernel_mut(&mut self) -> Option<&mut Kernel> {
-        match self {
-            Backend::Ebpf { kernel, .. } => Some(kernel.as_mut()),
-            Backend::Proc { .. } => None,
-        }
-    }
-
-    /// The kernel side, in eBPF mode.
-    pub fn kernel(&self) -> Option<&Kernel> {
-        match self {
-            Backend::Ebpf { kernel, .. } => Some(kernel.as_ref()),
-            Backend::Proc { .. } => None,
-        }
-    }
-
-    /// `"ebpf"` or `"proc"`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Backend::Ebpf { .. } => "ebpf",
-            Backend::Proc { .. } => "proc",
-        }
-    }
-}
-
-/// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(args: RunArgs) -> Result<(), Failure> {
-    let (config, config_path) = load_config(args.config.as_deref())?;
+/// Runs the daemon until SIGTERM or SIGINT. An unusable configuration is
+/// a [`ConfigError`].
+pub(crate) fn run(options: Options) -> anyhow::Result<()> {
+    let (config, config_path) = load_config(options.config.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let mut daemon = Daemon::start(config, config_path, &args)?;
+        let mut daemon = Daemon::start(config, config_path, &options)?;
         daemon.run().await
     })
 }
 
 /// Reads the configuration: `-c PATH` must exist; without `-c`, a missing
 /// `/etc/procespy.toml` means the built-in default.
-fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), Failure> {
+fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
     let (path, explicit) = match path {
         Some(path) => (path.to_owned(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
@@ -107,7 +89,7 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), Failure
         );
         return Ok((Config::builtin_default(), None));
     }
-    let config = Config::load(&path).map_err(|err| Failure::Usage(err.to_string()))?;
+    let config = Config::load(&path)?;
     tracing::info!(
         "configuration {} loaded: {} limits",
         path.display(),
@@ -116,39 +98,16 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), Failure
     Ok((config, Some(path)))
 }
 
-/// Chooses and starts the backend for `mode`.
-fn start_backend(mode: Mode) -> Result<Backend, Failure> {
-    match mode {
-        Mode::Proc => Ok(Backend::Proc {
-            reason: "mode = \"proc\" was asked for".into(),
-        }),
-        Mode::Ebpf => match ebpf::load() {
-            Ok((kernel, events)) => Ok(Backend::Ebpf {
-                kernel: Box::new(kernel),
-                events: Box::new(events),
-            }),
-            Err(err) => Err(Failure::Runtime(anyhow!(
-                "mode = \"ebpf\", but the eBPF programs cannot be loaded: {err:#}"
-            ))),
-        },
-        Mode::Auto => match ebpf::load() {
-            Ok((kernel, events)) => Ok(Backend::Ebpf {
-                kernel: Box::new(kernel),
-                events: Box::new(events),
-            }),
-            Err(err) => {
-                let reason = format!("eBPF cannot be loaded: {err:#}");
-                tracing::warn!("{reason}; polling /proc instead");
-                Ok(Backend::Proc { reason })
-            }
-        },
-    }
-}
+/// Reads of `/proc` made on the blocking pool for processes that just ran
+/// exec: each with a handle opened before the read.
+type Reads = Vec<(u32, Result<(ProcInfo, Pidfd), ReadError>)>;
 
 /// The daemon's state, owned by its event loop.
-pub struct Daemon {
-    guard: Guard,
-    deferred_rx: mpsc::UnboundedReceiver<Deferred>,
+struct Daemon {
+    guard: Guard<Real>,
+    completions: mpsc::UnboundedReceiver<Completion<Pidfd>>,
+    reads_tx: mpsc::UnboundedSender<Reads>,
+    reads_rx: mpsc::UnboundedReceiver<Reads>,
     config_path: Option<PathBuf>,
     socket: PathBuf,
     backend: Backend,
@@ -166,16 +125,10 @@ impl Daemon {
     fn start(
         config: Config,
         config_path: Option<PathBuf>,
-        args: &RunArgs,
-    ) -> Result<Self, Failure> {
+        options: &Options,
+    ) -> anyhow::Result<Self> {
         let scan_interval = config.monitor.scan_interval;
-        let mode = match args.mode {
-            Some(ModeArg::Auto) => Mode::Auto,
-            Some(ModeArg::Ebpf) => Mode::Ebpf,
-            Some(ModeArg::Proc) => Mode::Proc,
-            None => config.monitor.mode,
-        };
-        let backend = start_backend(mode)?;
+        let backend = Backend::start(options.mode.unwrap_or(config.monitor.mode))?;
         match &backend {
             Backend::Ebpf { .. } => tracing::info!(mode = "ebpf", "following processes with eBPF"),
             Backend::Proc { reason } => {
@@ -185,10 +138,11 @@ impl Daemon {
                 )
             }
         }
-        let listener = control::bind(&args.socket)?;
+        crate::sys::raise_fd_limit();
+        let listener = control::bind(&options.socket)?;
         let (tx, control_rx) = mpsc::channel(16);
         tokio::spawn(control::serve(listener, tx));
-        tracing::info!("control socket: {}", args.socket.display());
+        tracing::info!("control socket: {}", options.socket.display());
         let metrics_rx = match &config.metrics {
             Some(settings) => {
                 let listener = metrics::bind(settings.listen)?;
@@ -199,13 +153,16 @@ impl Daemon {
             }
             None => None,
         };
-        let (deferred_tx, deferred_rx) = mpsc::unbounded_channel();
+        let (done, completions) = mpsc::unbounded_channel();
+        let (reads_tx, reads_rx) = mpsc::unbounded_channel();
         let alerts = Alerts::start(&config.notify);
         Ok(Self {
-            guard: Guard::new(config, args.dry_run, deferred_tx),
-            deferred_rx,
+            guard: Guard::new(Real::new(done), config, options.dry_run),
+            completions,
+            reads_tx,
+            reads_rx,
             config_path,
-            socket: args.socket.clone(),
+            socket: options.socket.clone(),
             backend,
             table: Table::new(),
             started: Instant::now(),
@@ -218,7 +175,7 @@ impl Daemon {
         })
     }
 
-    async fn run(&mut self) -> Result<(), Failure> {
+    async fn run(&mut self) -> anyhow::Result<()> {
         let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
         let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
         let mut sighup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
@@ -229,20 +186,28 @@ impl Daemon {
         let mut loss_check = tokio::time::interval(LOSS_CHECK);
         let mut lost_seen = 0;
         let mut batch = Vec::with_capacity(256);
-        systemd::notify_ready(&format!("following processes ({})", self.backend.name()));
+        systemd::ready(&format!("following processes ({})", self.backend.mode()));
         loop {
             tokio::select! {
-                result = next_events(&mut self.backend, &mut batch) => {
+                result = self.backend.next_events(&mut batch) => {
                     result.context("reading kernel events")?;
+                    let mut to_read = Vec::new();
                     for event in batch.drain(..) {
-                        self.on_event(&event);
+                        self.on_event(&event, &mut to_read);
                     }
+                    self.read_on_pool(to_read);
+                    self.after_actions();
+                }
+                Some(reads) = self.reads_rx.recv() => self.on_reads(reads),
+                Some(completion) = self.completions.recv() => {
+                    self.guard.complete(completion, &self.table, self.backend.watch());
+                    self.after_actions();
                 }
                 _ = scan_timer.tick(), if scan.is_none() => {
                     scan = Some(self.start_examination());
                 }
                 _ = loss_check.tick(), if scan.is_none() => {
-                    let lost = self.backend.kernel_mut().map_or(0, |kernel| kernel.lost_events());
+                    let lost = self.backend.kernel().map_or(0, Kernel::lost_events);
                     if lost > lost_seen {
                         tracing::warn!(
                             lost = lost - lost_seen,
@@ -260,10 +225,6 @@ impl Daemon {
                     }
                 }
                 Some(incoming) = self.control_rx.recv() => self.on_request(incoming),
-                Some(deferred) = self.deferred_rx.recv() => {
-                    self.guard.on_deferred(deferred, &self.table);
-                    self.after_actions();
-                }
                 Some(request) = next_metrics_request(&mut self.metrics_rx) => {
                     let _ = request.reply.send(metrics::render(&self.metrics_snapshot()));
                 }
@@ -274,9 +235,12 @@ impl Daemon {
                 _ = sigint.recv() => break,
             }
         }
-        systemd::notify_stopping();
+        systemd::stopping();
         self.alerts.shutdown(ALERTS_FLUSH).await;
-        tracing::info!("stopping: detaching the eBPF programs");
+        match self.backend.mode() {
+            Mode::Ebpf => tracing::info!("stopping: detaching the eBPF programs"),
+            _ => tracing::info!("stopping"),
+        }
         let _ = std::fs::remove_file(&self.socket);
         Ok(())
     }
@@ -288,19 +252,16 @@ impl Daemon {
     fn start_examination(&self) -> JoinHandle<Examination> {
         match self.backend {
             Backend::Ebpf { .. } if self.examinations > 0 => {
-                let known: std::collections::HashSet<u32> = self
-                    .table
-                    .entries()
-                    .filter(|e| e.detailed)
-                    .map(|e| e.pid)
-                    .collect();
+                let known = self.table.known_pids();
                 tokio::task::spawn_blocking(move || scan::examine_unknown(&known))
             }
             _ => tokio::task::spawn_blocking(scan::examine),
         }
     }
 
-    fn on_event(&mut self, event: &KernelEvent) {
+    /// Applies one kernel event; processes that need a read of `/proc`
+    /// before they can be matched are added to `to_read`.
+    fn on_event(&mut self, event: &KernelEvent, to_read: &mut Vec<u32>) {
         match event.kind {
             EventKind::Breach => {
                 self.guard.on_kernel_breach(
@@ -319,7 +280,7 @@ impl Daemon {
             _ => {}
         }
         let change = self.table.apply_event(event, Instant::now());
-        let name = String::from_utf8_lossy(&event.comm);
+        let name = crate::text::escape_bytes(&event.comm);
         match change {
             Change::Added(pid) | Change::Replaced(pid) => {
                 if event.kind == EventKind::Exec {
@@ -327,23 +288,25 @@ impl Daemon {
                 } else {
                     tracing::debug!(event = "fork", pid, ppid = event.ppid, name = %name, "fork");
                 }
-                // Matching needs the executable, command line and user now;
-                // without limits the next examination fills them in, and
-                // a short-lived process costs no read at all.
+                // Matching needs the executable, command line and user:
+                // read them on the pool. Without limits the next
+                // examination fills them in, and a short-lived process
+                // costs no read at all.
                 let needs_read = self.table.get(pid).is_some_and(|entry| !entry.detailed);
-                if needs_read
-                    && !self.guard.config().limits.is_empty()
-                    && let Ok(info) = scan::read_process(pid)
-                {
-                    self.table.absorb(&info);
+                if needs_read && !self.guard.config().limits.is_empty() {
+                    to_read.push(pid);
+                } else {
+                    // After exec the kernel dropped the old limit: apply anew.
+                    let force =
+                        matches!(change, Change::Replaced(_)) || event.kind == EventKind::Exec;
+                    self.guard
+                        .rematch(pid, &self.table, self.backend.watch(), force, None);
                 }
-                // After exec the kernel dropped the old limit: apply anew.
-                let force = matches!(change, Change::Replaced(_)) || event.kind == EventKind::Exec;
-                self.rematch(pid, force);
             }
             Change::Renamed(pid) => {
                 tracing::debug!(event = "rename", pid, name = %name, "rename");
-                self.rematch(pid, false);
+                self.guard
+                    .rematch(pid, &self.table, self.backend.watch(), false, None);
             }
             Change::Removed(pid) => {
                 tracing::debug!(event = "exit", pid, name = %name, "exit");
@@ -351,31 +314,53 @@ impl Daemon {
             }
             Change::None => {}
         }
-        self.after_actions();
     }
 
-    fn rematch(&mut self, pid: u32, force: bool) {
-        self.guard
-            .rematch(pid, &self.table, self.backend.kernel_mut(), force);
+    /// Reads `pids` on the blocking pool; the results come back as [`Reads`].
+    fn read_on_pool(&self, pids: Vec<u32>) {
+        if pids.is_empty() {
+            return;
+        }
+        let tx = self.reads_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let reads = pids
+                .into_iter()
+                .map(|pid| (pid, scan::read_with_handle(pid)))
+                .collect();
+            let _ = tx.send(reads);
+        });
+    }
+
+    /// Reads of exec'd processes are back: match them, with their handles.
+    fn on_reads(&mut self, reads: Reads) {
+        for (pid, read) in reads {
+            match read {
+                Ok((info, handle)) => {
+                    self.table.absorb(&info);
+                    self.guard
+                        .rematch(pid, &self.table, self.backend.watch(), true, Some(handle));
+                }
+                Err(err) => tracing::debug!("{err}"),
+            }
+        }
+        self.after_actions();
     }
 
     fn on_examination(&mut self, exam: &Examination) {
         let merge = self.table.merge(exam);
         self.examinations += 1;
         self.last_examination = Some(exam.started.elapsed());
-        for &pid in &merge.removed {
-            self.guard.forget(pid, self.backend.kernel_mut());
-        }
-        for &pid in &merge.reused {
-            self.guard.forget(pid, self.backend.kernel_mut());
+        for &pid in merge.removed.iter().chain(&merge.reused) {
+            self.guard.forget(pid, self.backend.watch());
         }
         // Match again what was read: every process in a full examination;
         // in a partial one, what the table did not know (events rematch the rest).
         for info in &exam.procs {
-            self.rematch(info.pid, false);
+            self.guard
+                .rematch(info.pid, &self.table, self.backend.watch(), false, None);
         }
         self.guard
-            .after_examination(&self.table, self.backend.kernel());
+            .after_examination(&self.table, self.backend.watch_ref());
         self.after_actions();
         tracing::trace!(
             processes = self.table.len(),
@@ -385,7 +370,7 @@ impl Daemon {
         );
     }
 
-    /// Hands the actions just recorded on to the alerts.
+    /// Hands the actions just recorded on to the alerts and the metrics.
     fn after_actions(&mut self) {
         let actions = self.guard.take_new_actions();
         for action in &actions {
@@ -398,10 +383,8 @@ impl Daemon {
 
     fn on_request(&mut self, incoming: Incoming) {
         let reply = match incoming.request {
-            Request::Status => Ok(self.status()),
-            Request::Reload => self
-                .reload()
-                .map(|message| serde_json::json!({ "message": message })),
+            Request::Status => Ok(Reply::Status(Box::new(self.report()))),
+            Request::Reload => self.reload().map(|message| Reply::Reloaded { message }),
         };
         let _ = incoming.reply.send(reply);
     }
@@ -409,9 +392,9 @@ impl Daemon {
     /// Re-reads the configuration; a config that does not validate is refused
     /// and the one in force stays.
     fn reload(&mut self) -> Result<String, String> {
-        systemd::notify_reloading();
+        systemd::reloading();
         let result = self.reload_config();
-        systemd::notify_ready("following processes");
+        systemd::ready("following processes");
         result
     }
 
@@ -431,7 +414,8 @@ impl Daemon {
                 tracing::info!("{message}");
                 self.alerts.reconfigure(&config.notify);
                 self.guard
-                    .replace_config(config, &self.table, self.backend.kernel_mut());
+                    .replace_config(config, &self.table, self.backend.watch());
+                self.after_actions();
                 Ok(message)
             }
             Err(err) => {
@@ -443,46 +427,44 @@ impl Daemon {
         }
     }
 
-    fn metrics_snapshot(&self) -> metrics::Snapshot {
+    /// What the daemon is doing, for `status` and `/metrics`.
+    fn report(&self) -> StatusReport {
         let kernel = self.backend.kernel();
-        let config = self.guard.config();
-        let email = &config.notify.email;
-        metrics::Snapshot {
-            mode: self.backend.name().into(),
-            dry_run: self.guard.dry_run(),
-            uptime: self.started.elapsed(),
-            processes: self.table.len() as u64,
-            limits: metrics::tally_limits(&config.limits, self.guard.covered(&self.table, kernel)),
-            actions: self.action_counts.clone(),
-            alerts: self.alerts.counts(),
-            alerts_queued: self.alerts.queued() as u64,
-            spool: email
-                .enabled
-                .then(|| metrics::spool_usage(&email.spool_dir)),
-            lost_events: kernel.map(Kernel::lost_events),
+        StatusReport {
+            pid: std::process::id(),
+            mode: self.backend.mode(),
+            mode_reason: self.backend.reason(),
+            kernel: kernel.map(|k| k.info().clone()),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            config: self.config_path.as_ref().map(|p| p.display().to_string()),
+            limits: self.guard.config().limits.len(),
+            table_size: self.table.len(),
             examinations: self.examinations,
-            last_examination: self.last_examination,
+            last_examination_ms: self.last_examination.map(|d| d.as_secs_f64() * 1000.0),
+            lost_events: kernel.map(Kernel::lost_events),
+            processes: self.guard.watched(&self.table, self.backend.watch_ref()),
+            actions: self.guard.recent_actions(REPORTED_ACTIONS),
+            alerts_queued: self.alerts.queued(),
         }
     }
 
-    fn status(&self) -> Value {
-        let kernel = self.backend.kernel();
-        let reason = match &self.backend {
-            Backend::Ebpf { .. } => "the eBPF programs are attached".to_owned(),
-            Backend::Proc { reason } => reason.clone(),
-        };
-        status::build(&status::Inputs {
-            mode: self.backend.name(),
-            mode_reason: &reason,
-            uptime: self.started.elapsed(),
-            config_path: self.config_path.as_deref(),
-            table: &self.table,
-            kernel,
-            guard: &self.guard,
-            examinations: self.examinations,
-            last_examination: self.last_examination,
-            alerts_queued: self.alerts.queued(),
-        })
+    fn metrics_snapshot(&self) -> metrics::Snapshot {
+        let config = self.guard.config();
+        let email = &config.notify.email;
+        metrics::Snapshot {
+            report: self.report(),
+            dry_run: self.guard.dry_run(),
+            limits: config
+                .limits
+                .iter()
+                .map(|l| (l.label.clone(), l.max_memory))
+                .collect(),
+            actions: self.action_counts.clone(),
+            alerts: self.alerts.counts(),
+            spool: email
+                .enabled
+                .then(|| metrics::spool_usage(&email.spool_dir)),
+        }
     }
 }
 
@@ -493,13 +475,5 @@ async fn next_metrics_request(
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Waits for the next batch of kernel events; never ready in proc mode.
-async fn next_events(backend: &mut Backend, batch: &mut Vec<KernelEvent>) -> anyhow::Result<()> {
-    match backend {
-        Backend::Ebpf { events, .. } => events.next_batch(batch).await,
-        Backend::Proc { .. } => std::future::pending().await,
     }
 }

@@ -1,0 +1,657 @@
+//! The processes a limit covers, and what is done when they breach it.
+//!
+//! The guard keeps, for every covered process, a handle (a pidfd) on it:
+//! every signal goes through it, so a PID that was reused meanwhile is
+//! never signalled. It tells the kernel which processes to follow and with
+//! which limit, and turns breaches (reported by the kernel, or found by an
+//! examination in proc mode) into verdicts ([`rules::decide`]) and verdicts
+//! into signals and [`ActionRecord`]s.
+//!
+//! The guard decides; its [`System`] acts. Every effect (opening a handle,
+//! confirming and sending a signal, a timer) is asked of the system and
+//! comes back as a [`Completion`], so the guard is plain state, unit-tested
+//! with a fake system and a fake kernel.
+
+mod system;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+
+pub(crate) use system::{Completion, Real};
+use system::{Enforced, Enforcement, Purpose, System, Timer};
+
+use crate::{
+    action::{ActionRecord, Outcome},
+    config::{Action, Config, Limit, Scope},
+    ebpf::{KernelRss, WatchSpec},
+    process::{Rss, Source},
+    report::WatchedProcess,
+    rules::{self, Subject, Verdict},
+    sys::{Delivery, Signal},
+    table::{Entry, Table},
+};
+
+/// How many action records `procespy status` keeps.
+const KEPT_ACTIONS: usize = 100;
+
+/// What the guard needs of the kernel side (eBPF mode): which processes it
+/// follows, with which limit, and what its counters say.
+pub(crate) trait KernelWatch<H> {
+    /// Follows `pid` (whose handle is `handle`) as `spec` says.
+    fn watch(&mut self, pid: u32, handle: &H, spec: WatchSpec) -> anyhow::Result<()>;
+    /// Stops following `pid`.
+    fn unwatch(&mut self, pid: u32);
+    /// The kernel's figures for `pid`, if it follows it and has read them.
+    fn rss(&self, pid: u32) -> Option<KernelRss>;
+}
+
+/// One covered process.
+#[derive(Debug)]
+struct Guarded<H> {
+    /// The limit's index.
+    limit: usize,
+    /// What the kernel was told about it.
+    spec: WatchSpec,
+    /// The handle; `None` until the system brings it.
+    handle: Option<H>,
+    /// Last RSS the guard heard of (usage events, examinations).
+    rss: u64,
+    /// Over the limit since the last crossing (proc mode and total scope).
+    over: bool,
+    /// A signal was sent or is on its way: no second verdict until it ends.
+    acting: bool,
+    /// A breach that came before the handle: (RSS, when the kernel saw it).
+    pending: Option<(u64, Option<u64>)>,
+}
+
+/// The covered processes, their groups, and the record of actions.
+pub(crate) struct Guard<S: System> {
+    sys: S,
+    config: Config,
+    dry_run: bool,
+    own_pid: u32,
+    guarded: HashMap<u32, Guarded<S::Handle>>,
+    /// Total-scope limits (by index) that are over their sum.
+    groups_over: HashMap<usize, bool>,
+    actions: VecDeque<ActionRecord>,
+    new_actions: Vec<ActionRecord>,
+}
+
+impl<S: System> Guard<S> {
+    /// A guard for `config` acting through `sys`; `dry_run` withholds every
+    /// signal (as `[enforce] dry_run` does).
+    pub(crate) fn new(sys: S, config: Config, dry_run: bool) -> Self {
+        Guard {
+            sys,
+            config,
+            dry_run,
+            own_pid: std::process::id(),
+            guarded: HashMap::new(),
+            groups_over: HashMap::new(),
+            actions: VecDeque::new(),
+            new_actions: Vec::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether signals are withheld (`--dry-run` or `[enforce] dry_run`).
+    pub(crate) fn dry_run(&self) -> bool {
+        self.dry_run || self.config.enforce.dry_run
+    }
+
+    /// Puts `config` in force and matches every process again.
+    pub(crate) fn replace_config(
+        &mut self,
+        config: Config,
+        table: &Table,
+        mut kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
+    ) {
+        self.config = config;
+        self.groups_over.clear();
+        let pids: Vec<u32> = table.entries().map(|e| e.pid).collect();
+        for pid in pids {
+            self.rematch(pid, table, kernel.as_deref_mut(), true, None);
+        }
+    }
+
+    /// Matches `pid` against the limits again (after exec, rename, an
+    /// examination) and tells the kernel when the outcome changed, or when
+    /// `force` says the kernel forgot (exec resets the kernel's entry).
+    /// `fresh` is a handle opened with the read the table just took in.
+    pub(crate) fn rematch(
+        &mut self,
+        pid: u32,
+        table: &Table,
+        kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
+        force: bool,
+        fresh: Option<S::Handle>,
+    ) {
+        let Some(entry) = table.get(pid) else {
+            self.forget(pid, kernel);
+            return;
+        };
+        let Some(limit) = rules::limit_for(&self.config.limits, &subject(entry)) else {
+            self.forget(pid, kernel);
+            return;
+        };
+        let index = limit.index;
+        let spec = self.watch_spec(limit, entry);
+        let changed = match self.guarded.get_mut(&pid) {
+            Some(guarded) => {
+                let changed = guarded.limit != index || guarded.spec != spec;
+                if guarded.limit != index {
+                    guarded.over = false;
+                }
+                guarded.limit = index;
+                guarded.spec = spec;
+                if guarded.handle.is_none() {
+                    guarded.handle = fresh;
+                }
+                changed
+            }
+            None => {
+                if fresh.is_none() {
+                    self.sys.request_handle(pid, entry.start_ticks);
+                }
+                self.guarded.insert(
+                    pid,
+                    Guarded {
+                        limit: index,
+                        spec,
+                        handle: fresh,
+                        rss: entry.rss.total(),
+                        over: false,
+                        acting: false,
+                        pending: None,
+                    },
+                );
+                true
+            }
+        };
+        if changed || force {
+            self.tell_kernel(pid, kernel);
+        }
+    }
+
+    /// Tells the kernel about `pid`, once its handle is there.
+    fn tell_kernel(
+        &mut self,
+        pid: u32,
+        kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
+    ) {
+        let (Some(kernel), Some(guarded)) = (kernel, self.guarded.get(&pid)) else {
+            return;
+        };
+        let Some(handle) = &guarded.handle else {
+            return; // told when the handle comes
+        };
+        if let Err(err) = kernel.watch(pid, handle, guarded.spec) {
+            tracing::warn!("cannot follow {pid} in the kernel: {err:#}");
+        }
+    }
+
+    fn watch_spec(&self, limit: &Limit, entry: &Entry) -> WatchSpec {
+        let protected =
+            rules::protection(&subject(entry), &self.config.enforce.protect, self.own_pid)
+                .is_some();
+        match limit.scope {
+            Scope::Process => WatchSpec {
+                limit_bytes: limit.max_memory,
+                kill_now: limit.action == Action::KillNow && !self.dry_run() && !protected,
+                report_usage: false,
+            },
+            Scope::Total => WatchSpec {
+                limit_bytes: 0,
+                kill_now: false,
+                report_usage: true,
+            },
+        }
+    }
+
+    /// Forgets `pid` (it exited, or no limit covers it any more).
+    pub(crate) fn forget(
+        &mut self,
+        pid: u32,
+        kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
+    ) {
+        if self.guarded.remove(&pid).is_some()
+            && let Some(kernel) = kernel
+        {
+            kernel.unwatch(pid);
+        }
+    }
+
+    /// Something the system was asked for is done.
+    pub(crate) fn complete(
+        &mut self,
+        completion: Completion<S::Handle>,
+        table: &Table,
+        kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
+    ) {
+        match completion {
+            Completion::Handle { pid, handle } => self.attach(pid, handle, table, kernel),
+            Completion::Enforced {
+                request,
+                result,
+                sent_ns,
+            } => self.enforced(*request, result, sent_ns),
+            Completion::Timer(Timer::GraceOver { pid, handle }) => {
+                self.grace_over(pid, handle, table)
+            }
+        }
+    }
+
+    /// A handle asked for has come (or could not be had).
+    fn attach(
+        &mut self,
+        pid: u32,
+        handle: Option<S::Handle>,
+        table: &Table,
+        kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
+    ) {
+        let Some(guarded) = self.guarded.get_mut(&pid) else {
+            return; // forgotten meanwhile: the handle is dropped
+        };
+        if guarded.handle.is_some() {
+            return;
+        }
+        let Some(handle) = handle else {
+            tracing::debug!(pid, "gone before it could be followed");
+            self.guarded.remove(&pid);
+            return;
+        };
+        guarded.handle = Some(handle);
+        let pending = guarded.pending.take();
+        let limit = guarded.limit;
+        self.tell_kernel(pid, kernel);
+        if let Some((rss, seen_ns)) = pending {
+            self.act(pid, limit, rss, false, seen_ns, table);
+        }
+    }
+
+    /// A breach reported by the kernel at the page that crossed the limit.
+    ///
+    /// `seen_ns` is when the kernel saw it (CLOCK_MONOTONIC): a signal sent
+    /// for it logs how long userspace took, as `breach_to_signal_us`.
+    pub(crate) fn on_kernel_breach(
+        &mut self,
+        pid: u32,
+        rss: u64,
+        killed: bool,
+        seen_ns: u64,
+        table: &Table,
+    ) {
+        let Some(guarded) = self.guarded.get(&pid) else {
+            tracing::debug!(pid, "breach of a process no limit covers any more: ignored");
+            return;
+        };
+        let limit = guarded.limit;
+        self.act(pid, limit, rss, killed, Some(seen_ns), table);
+    }
+
+    /// A process of a total-scope limit moved to another MiB.
+    pub(crate) fn on_usage(&mut self, pid: u32, rss: u64, table: &Table) {
+        let Some(guarded) = self.guarded.get_mut(&pid) else {
+            return;
+        };
+        guarded.rss = rss;
+        let limit = guarded.limit;
+        self.check_group(limit, table);
+    }
+
+    /// After an examination: updates RSS figures (the kernel's where it
+    /// follows the process, else the table's) and, in proc mode (no
+    /// `kernel`), finds the breaches.
+    pub(crate) fn after_examination(
+        &mut self,
+        table: &Table,
+        kernel: Option<&(dyn KernelWatch<S::Handle> + 'static)>,
+    ) {
+        let polling = kernel.is_none();
+        let pids: Vec<u32> = self.guarded.keys().copied().collect();
+        let mut groups = Vec::new();
+        for pid in pids {
+            let Some(entry) = table.get(pid) else {
+                continue;
+            };
+            let Some(guarded) = self.guarded.get_mut(&pid) else {
+                continue;
+            };
+            let Some(limit) = self.config.limits.get(guarded.limit) else {
+                continue;
+            };
+            if polling || limit.scope == Scope::Total {
+                guarded.rss = rss_of(pid, entry, kernel).0.total();
+            }
+            match limit.scope {
+                Scope::Total => groups.push(limit.index),
+                Scope::Process if polling => {
+                    let over = guarded.rss > limit.max_memory;
+                    let crossed = over && !guarded.over;
+                    guarded.over = over;
+                    if crossed {
+                        let (index, rss) = (limit.index, guarded.rss);
+                        self.act(pid, index, rss, false, None, table);
+                    }
+                }
+                Scope::Process => {}
+            }
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        for index in groups {
+            self.check_group(index, table);
+        }
+    }
+
+    fn check_group(&mut self, index: usize, table: &Table) {
+        let Some(limit) = self.config.limits.get(index) else {
+            return;
+        };
+        let max = limit.max_memory;
+        let members: Vec<(u32, u64, bool)> = self
+            .guarded
+            .iter()
+            .filter(|(_, g)| g.limit == index)
+            .map(|(&pid, g)| {
+                let protected = table.get(pid).is_none_or(|entry| {
+                    rules::protection(&subject(entry), &self.config.enforce.protect, self.own_pid)
+                        .is_some()
+                });
+                (pid, g.rss, protected || g.acting)
+            })
+            .collect();
+        let sum: u64 = members.iter().map(|m| m.1).sum();
+        let was_over = self.groups_over.get(&index).copied().unwrap_or(false);
+        self.groups_over.insert(index, sum > max);
+        if sum <= max || was_over {
+            return;
+        }
+        tracing::info!(rule = %limit.label, sum, limit = max, "the sum over {} processes crossed the limit", members.len());
+        for pid in rules::total_victims(&members, max) {
+            let rss = self.guarded.get(&pid).map_or(0, |g| g.rss);
+            self.act(pid, index, rss, false, None, table);
+        }
+    }
+
+    /// A record of what is about to be done about `pid`.
+    fn record_for(
+        &self,
+        pid: u32,
+        entry: Option<&Entry>,
+        limit: Option<&Limit>,
+        rss: u64,
+    ) -> ActionRecord {
+        ActionRecord {
+            time: self.sys.epoch_secs(),
+            pid,
+            name: entry.map(Entry::name_lossy).unwrap_or_default(),
+            user: self.sys.user_name(entry.and_then(|e| e.uid)),
+            rss,
+            limit: limit.map_or(0, |l| l.max_memory),
+            rule: limit.map(|l| l.label.clone()).unwrap_or_default(),
+            outcome: Outcome::Alerted,
+        }
+    }
+
+    /// Decides about `pid`, over limit `index` with `rss`, and acts.
+    /// `seen_ns`: when the kernel saw the breach (CLOCK_MONOTONIC), if it did.
+    fn act(
+        &mut self,
+        pid: u32,
+        index: usize,
+        rss: u64,
+        kernel_killed: bool,
+        seen_ns: Option<u64>,
+        table: &Table,
+    ) {
+        let Some(limit) = self.config.limits.get(index) else {
+            return;
+        };
+        let Some(entry) = table.get(pid) else { return };
+        let Some(guarded) = self.guarded.get(&pid) else {
+            return;
+        };
+        if guarded.acting && !kernel_killed {
+            return;
+        }
+        let mut enforce = self.config.enforce.clone();
+        enforce.dry_run = self.dry_run();
+        let verdict = rules::decide(
+            limit,
+            &enforce,
+            &subject(entry),
+            self.own_pid,
+            kernel_killed,
+        );
+        let mut record = self.record_for(pid, Some(entry), Some(limit), rss);
+        let signal = match verdict {
+            Verdict::KilledByKernel => {
+                record.outcome = Outcome::KilledByKernel;
+                None
+            }
+            Verdict::Alert => {
+                record.outcome = Outcome::Alerted;
+                None
+            }
+            Verdict::Refused(protection) => {
+                record.outcome = Outcome::Refused { protection };
+                None
+            }
+            Verdict::DryRun(inner) => {
+                let signal = match *inner {
+                    Verdict::Kill => Signal::Kill,
+                    _ => Signal::Term,
+                };
+                record.outcome = Outcome::DryRun { signal };
+                None
+            }
+            Verdict::Terminate { .. } => Some(Signal::Term),
+            Verdict::Kill => Some(Signal::Kill),
+        };
+        let Some(signal) = signal else {
+            self.record(record);
+            return;
+        };
+        // From userspace, confirm with /proc before acting: the process may
+        // have shrunk since the event.
+        let confirm_over = (limit.scope == Scope::Process).then_some(limit.max_memory);
+        let label = limit.label.clone();
+        let Some(guarded) = self.guarded.get_mut(&pid) else {
+            return;
+        };
+        let Some(handle) = guarded.handle.clone() else {
+            guarded.pending = Some((rss, seen_ns));
+            return; // acted on when the handle comes
+        };
+        guarded.acting = true;
+        tracing::info!(event = "decision", pid, action = signal.name(), rule = %label, "decided to send {signal} to {pid}");
+        self.sys.enforce(Enforcement {
+            pid,
+            handle,
+            signal,
+            confirm_over,
+            purpose: Purpose::Breach,
+            seen_ns,
+            record,
+        });
+    }
+
+    /// A signal the system was asked to send has gone out (or not).
+    fn enforced(
+        &mut self,
+        request: Enforcement<S::Handle>,
+        result: Enforced,
+        sent_ns: Option<u64>,
+    ) {
+        let Enforcement {
+            pid,
+            handle,
+            signal,
+            purpose,
+            seen_ns,
+            mut record,
+            ..
+        } = request;
+        record.outcome = match result {
+            Enforced::Delivered(Delivery::Sent) => Outcome::Sent { signal },
+            Enforced::Delivered(Delivery::Gone) => Outcome::Gone { signal },
+            Enforced::Under(rss) => match purpose {
+                Purpose::Breach => Outcome::UnderOnConfirmation { rss },
+                Purpose::GraceOver => Outcome::BackUnderAfterGrace,
+            },
+            Enforced::Failed(error) => Outcome::Failed { signal, error },
+        };
+        if let (Some(seen), Some(sent)) = (seen_ns, sent_ns) {
+            let micros = sent.saturating_sub(seen) / 1000;
+            tracing::debug!(
+                event = "reaction",
+                pid,
+                signal = signal.name(),
+                breach_to_signal_us = micros,
+                "{signal} sent {micros} µs after the kernel saw the breach"
+            );
+        }
+        let ours = self
+            .guarded
+            .get_mut(&pid)
+            .filter(|g| g.handle.as_ref().is_some_and(|h| S::same(h, &handle)));
+        match (&record.outcome, ours) {
+            (
+                Outcome::Sent {
+                    signal: Signal::Term,
+                },
+                _,
+            ) => {
+                self.sys
+                    .start_timer(self.config.enforce.grace, Timer::GraceOver { pid, handle });
+            }
+            (
+                Outcome::UnderOnConfirmation { .. }
+                | Outcome::BackUnderAfterGrace
+                | Outcome::Failed { .. },
+                Some(guarded),
+            ) => {
+                // Nothing is on its way: the next crossing is decided anew.
+                guarded.acting = false;
+            }
+            _ => {}
+        }
+        self.record(record);
+    }
+
+    /// The grace after SIGTERM is over: SIGKILL unless the process exited
+    /// or, for a per-process limit, got back under it.
+    fn grace_over(&mut self, pid: u32, handle: S::Handle, table: &Table) {
+        if self.sys.exited(&handle) {
+            return; // it heeded SIGTERM
+        }
+        let limit = self
+            .guarded
+            .get(&pid)
+            .filter(|g| g.handle.as_ref().is_some_and(|h| S::same(h, &handle)))
+            .and_then(|g| self.config.limits.get(g.limit));
+        let confirm_over = limit
+            .filter(|l| l.scope == Scope::Process)
+            .map(|l| l.max_memory);
+        let rss = self.guarded.get(&pid).map_or(0, |g| g.rss);
+        let record = self.record_for(pid, table.get(pid), limit, rss);
+        self.sys.enforce(Enforcement {
+            pid,
+            handle,
+            signal: Signal::Kill,
+            confirm_over,
+            purpose: Purpose::GraceOver,
+            seen_ns: None,
+            record,
+        });
+    }
+
+    fn record(&mut self, record: ActionRecord) {
+        record.log();
+        if self.actions.len() == KEPT_ACTIONS {
+            self.actions.pop_front();
+        }
+        self.actions.push_back(record.clone());
+        self.new_actions.push(record);
+    }
+
+    /// Actions recorded since the last call (for alerts and metrics).
+    pub(crate) fn take_new_actions(&mut self) -> Vec<ActionRecord> {
+        std::mem::take(&mut self.new_actions)
+    }
+
+    /// The last actions, newest first.
+    pub(crate) fn recent_actions(&self, n: usize) -> Vec<ActionRecord> {
+        self.actions.iter().rev().take(n).cloned().collect()
+    }
+
+    /// The covered processes for `procespy status` and metrics, largest first.
+    pub(crate) fn watched(
+        &self,
+        table: &Table,
+        kernel: Option<&(dyn KernelWatch<S::Handle> + 'static)>,
+    ) -> Vec<WatchedProcess> {
+        let mut list: Vec<WatchedProcess> = self
+            .guarded
+            .iter()
+            .filter_map(|(&pid, g)| {
+                let entry = table.get(pid)?;
+                let limit = self.config.limits.get(g.limit)?;
+                let (rss, source) = rss_of(pid, entry, kernel);
+                Some(WatchedProcess {
+                    pid,
+                    name: entry.name_lossy(),
+                    user: self.sys.user_name(entry.uid),
+                    rss_bytes: rss.total(),
+                    rss,
+                    rss_source: source,
+                    limit_index: limit.index,
+                    limit_bytes: limit.max_memory,
+                    limit_percent: rss.total() as f64 * 100.0 / limit.max_memory.max(1) as f64,
+                    rule: limit.label.clone(),
+                    scope: limit.scope,
+                    action: limit.action,
+                })
+            })
+            .collect();
+        list.sort_by_key(|p| (std::cmp::Reverse(p.rss_bytes), p.pid));
+        list
+    }
+
+    /// The system the guard acts through (the tests look at their fake's).
+    #[cfg(test)]
+    pub(crate) fn system(&mut self) -> &mut S {
+        &mut self.sys
+    }
+}
+
+/// The RSS of a covered process: the kernel's figure where it follows the
+/// process, else the last read of `/proc`.
+fn rss_of<H>(
+    pid: u32,
+    entry: &Entry,
+    kernel: Option<&(dyn KernelWatch<H> + 'static)>,
+) -> (Rss, Source) {
+    match kernel.and_then(|k| k.rss(pid)) {
+        Some(k) => (k.rss, Source::Ebpf),
+        None => (entry.rss, Source::Proc),
+    }
+}
+
+/// The rules' view of a table entry.
+fn subject(entry: &Entry) -> Subject<'_> {
+    Subject {
+        pid: entry.pid,
+        comm: &entry.comm,
+        exe: entry.exe.as_deref(),
+        cmdline: &entry.cmdline,
+        uid: entry.uid,
+        kernel_thread: false,
+    }
+}

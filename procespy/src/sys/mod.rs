@@ -1,0 +1,156 @@
+//! What the operating system answers: page size, clocks, memory figures,
+//! the host name, process handles and systemd's notification socket.
+//!
+//! Everything here is a thin, safe wrapper (rustix, sd-notify, std); the
+//! deciding code above takes these answers as plain values, so it stays
+//! pure and testable without root.
+
+mod pidfd;
+pub(crate) mod systemd;
+
+use std::{path::Path, time::SystemTime};
+
+pub use pidfd::Signal;
+pub(crate) use pidfd::{Delivery, Pidfd};
+
+/// The system's page size in bytes.
+pub(crate) fn page_size() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of the kernel's event times.
+pub(crate) fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn epoch_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The host's name (`uname -n`; `localhost` when it has none).
+pub(crate) fn hostname() -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
+    }
+}
+
+/// The kernel's release (`uname -r`).
+pub(crate) fn kernel_release() -> String {
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// What `/proc/meminfo` says about the whole machine, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MemInfo {
+    /// `MemTotal`.
+    pub(crate) total: u64,
+    /// `MemAvailable`.
+    pub(crate) available: u64,
+}
+
+impl MemInfo {
+    /// Reads `/proc/meminfo`; zeros where it cannot be read.
+    pub(crate) fn read() -> MemInfo {
+        std::fs::read_to_string("/proc/meminfo")
+            .map(|text| MemInfo::parse(&text))
+            .unwrap_or_default()
+    }
+
+    /// Parses the text of `/proc/meminfo`.
+    pub(crate) fn parse(text: &str) -> MemInfo {
+        let kib = |key: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|rest| rest.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+                .and_then(|kib| kib.checked_mul(1024))
+                .unwrap_or(0)
+        };
+        MemInfo {
+            total: kib("MemTotal"),
+            available: kib("MemAvailable"),
+        }
+    }
+}
+
+/// Resident bytes of `pid` from `/proc/PID/statm`: the precise figure a
+/// breach is confirmed with before acting from userspace.
+pub(crate) fn statm_rss(pid: u32) -> Option<u64> {
+    let text =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("statm")).ok()?;
+    let pages: u64 = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    pages.checked_mul(page_size())
+}
+
+/// Raises the soft limit on open files to the hard limit: a pidfd is kept
+/// for every covered process. Returns the limit now in force.
+pub(crate) fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (limit.current, limit.maximum) else {
+        return u64::MAX; // unlimited
+    };
+    let Some(hard) = hard else {
+        return soft;
+    };
+    if soft >= hard {
+        return soft;
+    }
+    let raised = rustix::process::Rlimit {
+        current: Some(hard),
+        maximum: Some(hard),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => hard,
+        Err(err) => {
+            tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {err}");
+            soft
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_is_parsed_in_bytes() {
+        let text = "MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(
+            MemInfo::parse(text),
+            MemInfo {
+                total: 24_000_000 * 1024,
+                available: 20_000_000 * 1024
+            }
+        );
+        assert_eq!(MemInfo::parse("garbage"), MemInfo::default());
+        assert!(MemInfo::read().total > 0);
+    }
+
+    #[test]
+    fn statm_reads_our_own_rss_and_nothing_for_strangers() {
+        assert!(statm_rss(std::process::id()).unwrap() > 0);
+        assert!(statm_rss(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn clocks_and_names_answer() {
+        let a = monotonic_ns();
+        assert!(monotonic_ns() >= a);
+        assert!(epoch_secs() > 1.7e9);
+        assert!(!hostname().is_empty());
+        assert!(page_size() >= 4096);
+    }
+}
