@@ -20,7 +20,7 @@ pub(crate) enum Kind {
     /// A protected process: nothing was sent.
     Refusal,
     /// Sending the signal failed.
-    Failure,
+    FailedKill,
 }
 
 impl Kind {
@@ -31,7 +31,7 @@ impl Kind {
             Outcome::Alerted => Some(Kind::Alert),
             Outcome::DryRun { .. } => Some(Kind::DryRun),
             Outcome::Refused { .. } => Some(Kind::Refusal),
-            Outcome::Failed { .. } => Some(Kind::Failure),
+            Outcome::Failed { .. } => Some(Kind::FailedKill),
             Outcome::Gone { .. }
             | Outcome::UnderOnConfirmation { .. }
             | Outcome::BackUnderAfterGrace => None,
@@ -45,7 +45,7 @@ impl Kind {
             Kind::Alert => "alerts",
             Kind::DryRun => "dry-run decisions",
             Kind::Refusal => "refusals",
-            Kind::Failure => "failed kills",
+            Kind::FailedKill => "failed kills",
         }
     }
 
@@ -56,7 +56,7 @@ impl Kind {
             Kind::Alert => "alert",
             Kind::DryRun => "dry-run decision",
             Kind::Refusal => "refusal",
-            Kind::Failure => "failed kill",
+            Kind::FailedKill => "failed kill",
         }
     }
 }
@@ -109,7 +109,7 @@ impl Notice {
             "actions"
         };
         let preposition = match first {
-            Kind::Kill | Kind::Failure => "of",
+            Kind::Kill | Kind::FailedKill => "of",
             _ => "on",
         };
         let mut line = format!(
@@ -283,7 +283,7 @@ fn headline(record: &ActionRecord) -> String {
         Some(Kind::Alert) => format!("{name} is over its memory limit"),
         Some(Kind::DryRun) => format!("procespy would stop {name} (dry run)"),
         Some(Kind::Refusal) => format!("{name} is over its memory limit but protected"),
-        Some(Kind::Failure) => format!("procespy could not stop {name}"),
+        Some(Kind::FailedKill) => format!("procespy could not stop {name}"),
         None => format!("procespy: {name}"),
     }
 }
@@ -479,7 +479,7 @@ mod tests {
                 signal: Signal::Kill,
                 error: "EPERM".into()
             }),
-            Some(Kind::Failure)
+            Some(Kind::FailedKill)
         );
         assert_eq!(
             kind(Outcome::Gone {
