@@ -384,17 +384,8 @@ pub(crate) const ALERTS_NICE: i32 = 10;
 /// machine, composing an email (a `/proc` read) or a TLS handshake must not
 /// take CPU from the process being killed or from the daemon's loop.
 fn lower_priority() {
-    // SAFETY: gettid has no preconditions; setpriority on our own thread
-    // (on Linux, PRIO_PROCESS with a thread id changes that thread only).
-    let rc = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, ALERTS_NICE)
-    };
-    if rc != 0 {
-        tracing::debug!(
-            "cannot lower the alerts thread's priority: {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(err) = crate::sys::lower_thread_priority(ALERTS_NICE) {
+        tracing::debug!("cannot lower the alerts thread's priority: {err}");
     }
 }
 

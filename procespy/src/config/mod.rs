@@ -283,11 +283,7 @@ impl Env {
     /// read) and the system's user database.
     pub(crate) fn system() -> Env {
         Env {
-            mem_total: std::fs::read_to_string("/proc/meminfo")
-                .ok()
-                .as_deref()
-                .and_then(mem_total)
-                .unwrap_or(0),
+            mem_total: crate::sys::MemInfo::read().total,
             lookup_user: |name| {
                 nix::unistd::User::from_name(name)
                     .ok()
@@ -296,15 +292,6 @@ impl Env {
             },
         }
     }
-}
-
-/// The `MemTotal` line of a `/proc/meminfo` text, in bytes.
-fn mem_total(meminfo: &str) -> Option<u64> {
-    let line = meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))?;
-    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
-    kib.checked_mul(1024)
 }
 
 /// Gives an enumeration of the file its names: `as_str`, `NAMES`, `Display`,

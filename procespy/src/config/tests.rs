@@ -516,12 +516,7 @@ fn mode_action_scope_names() {
 }
 
 #[test]
-fn meminfo_parsing() {
-    assert_eq!(
-        mem_total("MemTotal:       16305976 kB\nMemFree: 1 kB\n"),
-        Some(16305976 * 1024)
-    );
-    assert_eq!(mem_total("MemFree: 1 kB\n"), None);
+fn the_system_env_knows_memory_and_users() {
     assert!(Env::system().mem_total > 0);
     assert_eq!((Env::system().lookup_user)("root"), Some(0));
 }

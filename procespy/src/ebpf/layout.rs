@@ -110,11 +110,7 @@ pub(crate) fn find(btf: &[u8], tracefs: &Path) -> Result<Layout> {
         .find(Kind::Struct, "task_struct")
         .and_then(|task| btf.member(task, "rss_stat"))
         .is_some();
-    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|size| u32::try_from(size).ok())
-        .unwrap_or(4096);
+    let page_size = u32::try_from(crate::sys::page_size()).unwrap_or(4096);
     let config = KernelConfig {
         mm_counter,
         task_mm: types.offset("task_struct", "mm")?,

@@ -94,6 +94,13 @@ pub(crate) fn statm_rss(pid: u32) -> Option<u64> {
     pages.checked_mul(page_size())
 }
 
+/// Lowers the calling thread's CPU priority to `nice` (on Linux, a thread
+/// id given to setpriority changes that thread only).
+pub(crate) fn lower_thread_priority(nice: i32) -> std::io::Result<()> {
+    rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice)?;
+    Ok(())
+}
+
 /// Raises the soft limit on open files to the hard limit: a pidfd is kept
 /// for every covered process. Returns the limit now in force.
 pub(crate) fn raise_fd_limit() -> u64 {
