@@ -69,11 +69,27 @@ pub(crate) fn init(args: &Settings) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let result = match args.format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(escaped_fields()).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     // A second init (in tests) keeps the first subscriber.
     drop(result);
+}
+
+/// Text-line fields with every control character escaped, so that no
+/// value (a process name, above all) can split a line, forge another, or
+/// drive the terminal. JSON lines are escaped by JSON itself.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = crate::text::escape_controls(&format!("{value:?}"));
+        if field.name() == "message" {
+            write!(writer, "{text}")
+        } else {
+            write!(writer, "{}={text}", field.name())
+        }
+    })
+    .delimited(" ")
 }
 
 fn filter(args: &Settings) -> EnvFilter {

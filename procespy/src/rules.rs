@@ -87,8 +87,11 @@ pub enum Protection {
     KernelThread,
     /// procespy itself.
     Myself,
-    /// Its name is in `[enforce] protect`.
+    /// Its executable is in `[enforce] protect`.
     Listed(String),
+    /// Its name is in `[enforce] protect` but its executable could not be
+    /// read, so the name cannot be checked: in doubt, no signal.
+    Unverified(String),
 }
 
 impl std::fmt::Display for Protection {
@@ -98,6 +101,11 @@ impl std::fmt::Display for Protection {
             Protection::KernelThread => f.write_str("kernel threads are never signalled"),
             Protection::Myself => f.write_str("procespy never signals itself"),
             Protection::Listed(name) => write!(f, "{name:?} is in [enforce] protect"),
+            Protection::Unverified(name) => write!(
+                f,
+                "it is named {name:?}, which [enforce] protect lists, and its executable \
+                 cannot be read to check it: not signalled while in doubt"
+            ),
         }
     }
 }
@@ -117,10 +125,28 @@ pub(crate) fn protection(
     if subject.pid == own_pid {
         return Some(Protection::Myself);
     }
-    protect
-        .iter()
-        .find(|name| name_matches(name, subject.comm, subject.exe))
-        .map(|name| Protection::Listed(name.clone()))
+    protect.iter().find_map(|entry| listed(entry, subject))
+}
+
+/// Whether `[enforce] protect` entry `entry` protects the process: an entry
+/// starting with `/` is the executable's full path, any other its file name.
+/// The name a process gives itself (`comm`) is not enough, since any
+/// process can take any name; it counts only when the executable is
+/// unknown, and then as a doubt.
+fn listed(entry: &str, subject: &Subject<'_>) -> Option<Protection> {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(exe) = subject.exe else {
+        return (subject.comm == entry.as_bytes())
+            .then(|| Protection::Unverified(entry.to_owned()));
+    };
+    let path = exe.as_os_str().as_bytes();
+    let path = path.strip_suffix(b" (deleted)").unwrap_or(path);
+    let protected = if entry.starts_with('/') {
+        path == entry.as_bytes()
+    } else {
+        exe_name(exe) == Some(entry.as_bytes())
+    };
+    protected.then(|| Protection::Listed(entry.to_owned()))
 }
 
 /// What to do about a process over its limit.
@@ -379,11 +405,44 @@ mod tests {
                 Protection::KernelThread,
             ),
             (subject(own, b"x", None), Protection::Myself),
-            (subject(9, b"sshd", None), Protection::Listed("sshd".into())),
+            (
+                subject(9, b"x", Some(Path::new("/usr/sbin/sshd"))),
+                Protection::Listed("sshd".into()),
+            ),
+            (
+                subject(9, b"sshd", None),
+                Protection::Unverified("sshd".into()),
+            ),
         ];
         for (s, expected) in cases {
             assert_eq!(decide(&l, &e, &s, own, false), Verdict::Refused(expected));
         }
+    }
+
+    #[test]
+    fn a_name_taken_by_another_executable_protects_nothing() {
+        let e = enforce(false, &["sshd", "/usr/bin/important"]);
+        let l = limit(name("x"), Action::Kill);
+        let impostor = subject(9, b"sshd", Some(Path::new("/home/eve/grower")));
+        assert!(matches!(
+            decide(&l, &e, &impostor, 1, false),
+            Verdict::Terminate { .. }
+        ));
+        let by_path = subject(9, b"x", Some(Path::new("/usr/bin/important")));
+        assert_eq!(
+            decide(&l, &e, &by_path, 1, false),
+            Verdict::Refused(Protection::Listed("/usr/bin/important".into()))
+        );
+        let elsewhere = subject(9, b"x", Some(Path::new("/opt/important")));
+        assert!(matches!(
+            decide(&l, &e, &elsewhere, 1, false),
+            Verdict::Terminate { .. }
+        ));
+        let replaced = subject(9, b"x", Some(Path::new("/usr/bin/important (deleted)")));
+        assert!(matches!(
+            decide(&l, &e, &replaced, 1, false),
+            Verdict::Refused(_)
+        ));
     }
 
     #[test]

@@ -27,6 +27,16 @@ pub(crate) fn escape(name: &str) -> String {
     out
 }
 
+/// `text` with its control characters (and bidirectional overrides)
+/// escaped as [`escape`] writes them, but backslashes left alone: for text
+/// that is already partly escaped, such as a `Debug` rendering.
+pub(crate) fn escape_controls(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return text.to_owned();
+    }
+    text.split('\\').map(escape).collect::<Vec<_>>().join("\\")
+}
+
 /// Raw bytes (a `comm`, a command line) as escaped text: invalid UTF-8
 /// shows as `\xNN`, then [`escape`] applies.
 pub(crate) fn escape_bytes(bytes: &[u8]) -> String {
@@ -143,6 +153,7 @@ mod tests {
             );
         }
         assert_eq!(escape("a\\b\n"), "a\\\\b\\n");
+        assert_eq!(escape_controls("a\\b\n\x1b"), "a\\b\\n\\x1b");
         assert_eq!(escape_bytes(b"ok\xff\x1b"), "ok\\xff\\x1b");
     }
 

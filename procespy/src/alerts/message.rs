@@ -4,7 +4,10 @@
 
 use std::fmt::Write as _;
 
-use crate::action::{ActionRecord, Outcome};
+use crate::{
+    action::{ActionRecord, Outcome},
+    text::escape,
+};
 
 /// What kind of thing an action is, for the alerts. Actions of no kind
 /// (the process was gone before the signal, it was back under the limit on
@@ -277,7 +280,7 @@ pub(crate) fn rss_text(rss: u64, limit: u64) -> String {
 
 /// "procespy stopped chromium", "chromium is over its memory limit", ….
 fn headline(record: &ActionRecord) -> String {
-    let name = &record.name;
+    let name = escape(&record.name);
     match Kind::of(record) {
         Some(Kind::Kill) => format!("procespy stopped {name}"),
         Some(Kind::Alert) => format!("{name} is over its memory limit"),
@@ -292,9 +295,13 @@ fn headline(record: &ActionRecord) -> String {
 fn action_text(record: &ActionRecord) -> String {
     match Kind::of(record) {
         Some(Kind::Alert) => "alert only: the process keeps running".to_owned(),
-        Some(Kind::Refusal) => format!("no signal: {}", record.outcome),
+        Some(Kind::Refusal) => format!("no signal: {}", escape(&record.outcome.to_string())),
         Some(Kind::DryRun) => format!("{} not sent (dry run)", record.outcome.action()),
-        _ => format!("{}: {}", record.outcome.action(), record.outcome),
+        _ => format!(
+            "{}: {}",
+            record.outcome.action(),
+            escape(&record.outcome.to_string())
+        ),
     }
 }
 
@@ -318,10 +325,10 @@ pub(crate) fn popup(notice: &Notice, clock: &dyn Fn(f64) -> LocalTime) -> PopupT
     let mut body = format!(
         "PID {}, user {}\nRSS {}, limit {} (rule {})\n{}",
         r.pid,
-        r.user,
+        escape(&r.user),
         rss_text(r.rss, r.limit),
         size(r.limit),
-        r.rule,
+        escape(&r.rule),
         action_text(r)
     );
     if let Some(line) = notice.summary_line(clock) {
@@ -343,6 +350,8 @@ pub(crate) fn email(
     clock: &dyn Fn(f64) -> LocalTime,
 ) -> EmailText {
     let r = &notice.headline;
+    let host = escape(host);
+    let host = host.as_str();
     let mut subject = format!(
         "[procespy@{host}] {} (PID {}, RSS {} / limit {})",
         headline(r).trim_start_matches("procespy "),
@@ -360,13 +369,13 @@ pub(crate) fn email(
     let rows = [
         ("Time", clock(r.time).full()),
         ("Host", host.to_owned()),
-        ("Process", format!("{} (PID {})", r.name, r.pid)),
-        ("User", r.user.clone()),
+        ("Process", format!("{} (PID {})", escape(&r.name), r.pid)),
+        ("User", escape(&r.user)),
         ("RSS", format!("{} ({} bytes)", size(r.rss), r.rss)),
         ("Limit", format!("{} ({} bytes)", size(r.limit), r.limit)),
-        ("Rule", r.rule.clone()),
+        ("Rule", escape(&r.rule)),
         ("Action", r.outcome.action().to_owned()),
-        ("Result", r.outcome.to_string()),
+        ("Result", escape(&r.outcome.to_string())),
     ];
     for (label, value) in rows {
         let _ = writeln!(body, "{:<8} {value}", format!("{label}:"));
@@ -379,10 +388,10 @@ pub(crate) fn email(
                 "  {}  PID {:<7} {:<10} RSS {:<9} {}: {}",
                 clock(e.time).clock(),
                 e.pid,
-                e.user,
+                escape(&e.user),
                 size(e.rss),
                 e.outcome.action(),
-                e.outcome
+                escape(&e.outcome.to_string())
             );
         }
     }
@@ -402,8 +411,8 @@ pub(crate) fn email(
             body,
             "  {:>7}  {:<12} {:<16} {:>9}",
             p.pid,
-            p.user,
-            p.name,
+            escape(&p.user),
+            escape(&p.name),
             size(p.rss)
         );
     }
@@ -674,5 +683,47 @@ mod tests {
             .body
             .ends_with("no signal: refused: procespy never signals itself")
         );
+    }
+
+    #[test]
+    fn hostile_names_reach_no_mail_or_popup_raw() {
+        for name in [
+            "\r\nBcc: x@y",
+            "\x1b]0;T\x07",
+            "\x1b[31mR",
+            "<b>x</b>",
+            "a\u{202e}b",
+        ] {
+            let mut r = record(
+                1,
+                Outcome::Sent {
+                    signal: Signal::Term,
+                },
+                T,
+            );
+            r.name = name.into();
+            r.user = name.into();
+            r.rule = name.into();
+            let notice = Notice::single(r);
+            let top = [TopProcess {
+                pid: 9,
+                user: name.into(),
+                name: name.into(),
+                rss: 1,
+            }];
+            let mail = email(&notice, name, &top, T, &utc);
+            let pop = popup(&notice, &utc);
+            for text in [&mail.subject, &pop.summary] {
+                assert!(!text.chars().any(char::is_control), "{text:?}");
+            }
+            for text in [&mail.body, &pop.body] {
+                assert!(
+                    !text.chars().any(|c| c.is_control() && c != '\n'),
+                    "{text:?}"
+                );
+                assert!(!text.contains("\nBcc"), "{text:?}");
+            }
+            assert!(!pop.body.contains("<b>"), "{}", pop.body);
+        }
     }
 }
