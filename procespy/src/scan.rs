@@ -19,7 +19,7 @@
 //! [`Examination::vanished`] and left out; nothing here panics on a racing
 //! `/proc`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Read};
@@ -86,6 +86,20 @@ pub(crate) struct Examination {
     /// For a partial examination ([`Scanner::examine_unknown`]): every PID
     /// listed in `/proc`, read or not. `None`: `procs` is every process.
     pub(crate) listed: Option<Vec<u32>>,
+    /// Resident bytes (statm) of the processes asked for with
+    /// [`Examination::with_resident`]: the covered ones.
+    pub(crate) resident: HashMap<u32, u64>,
+}
+
+impl Examination {
+    /// Adds fresh reads of the resident memory of `pids`.
+    pub(crate) fn with_resident(mut self, pids: &[u32]) -> Self {
+        self.resident = pids
+            .iter()
+            .filter_map(|&pid| Some((pid, crate::sys::statm_rss(pid)?)))
+            .collect();
+        self
+    }
 }
 
 /// The fields of `/proc/PID/stat` procespy uses, borrowed from the buffer.
@@ -335,6 +349,7 @@ impl Scanner {
             started,
             vanished: 0,
             listed: None,
+            resident: HashMap::new(),
         };
         let mut denied = 0;
         for part in parts {
@@ -511,6 +526,7 @@ pub(crate) fn examine() -> Examination {
                 started: Instant::now(),
                 vanished: 0,
                 listed: None,
+                resident: HashMap::new(),
             }
         }
     }

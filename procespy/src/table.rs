@@ -319,6 +319,7 @@ mod tests {
             started,
             vanished: 0,
             listed: None,
+            resident: Default::default(),
         }
     }
 

@@ -249,13 +249,23 @@ impl Daemon {
     /// events keep known processes current: only processes the table does
     /// not know, or knows only by name, are read (a full examination
     /// follows lost events instead).
+    ///
+    /// With eBPF, the covered processes' resident memory is read afresh
+    /// too: the safety net under the kernel's crossings.
     fn start_examination(&self) -> JoinHandle<Examination> {
         match self.backend {
             Backend::Ebpf { .. } if self.examinations > 0 => {
                 let known = self.table.known_pids();
-                tokio::task::spawn_blocking(move || scan::examine_unknown(&known))
+                let covered = self.guard.covered_pids();
+                tokio::task::spawn_blocking(move || {
+                    scan::examine_unknown(&known).with_resident(&covered)
+                })
             }
-            _ => tokio::task::spawn_blocking(scan::examine),
+            Backend::Ebpf { .. } => {
+                let covered = self.guard.covered_pids();
+                tokio::task::spawn_blocking(move || scan::examine().with_resident(&covered))
+            }
+            Backend::Proc { .. } => tokio::task::spawn_blocking(scan::examine),
         }
     }
 
@@ -360,7 +370,7 @@ impl Daemon {
                 .rematch(info.pid, &self.table, self.backend.watch(), false, None);
         }
         self.guard
-            .after_examination(&self.table, self.backend.watch_ref());
+            .after_examination(&self.table, &exam.resident, self.backend.watch_ref());
         self.after_actions();
         tracing::trace!(
             processes = self.table.len(),

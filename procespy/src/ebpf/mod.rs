@@ -234,11 +234,18 @@ impl KernelWatch<Pidfd> for Kernel {
     /// The entry is kept only if the process behind `handle` is still alive
     /// after the insert: its exit then removes it in the kernel. So a PID
     /// that was reused meanwhile never inherits the entry.
+    /// An entry the kernel has already filled keeps its counters (and so
+    /// `status` keeps showing the real RSS after a reload); the crossing is
+    /// armed anew, so a process above a new, lower limit is reported at its
+    /// next RSS change (and found over by the guard meanwhile).
     fn watch(&mut self, pid: u32, handle: &Pidfd, spec: WatchSpec) -> Result<()> {
-        let mut state = self.watched.get(&pid, 0).unwrap_or_default();
+        let (mut state, fresh) = match self.watched.get(&pid, 0) {
+            Ok(state) => (state, state.flags & WATCH_NEEDS_FULL_READ != 0),
+            Err(_) => (Watched::default(), true),
+        };
         state.limit_bytes = spec.limit_bytes;
         state.reported_mib = 0;
-        state.flags = WATCH_NEEDS_FULL_READ
+        state.flags = if fresh { WATCH_NEEDS_FULL_READ } else { 0 }
             | if spec.kill_now { WATCH_KILL_NOW } else { 0 }
             | if spec.report_usage {
                 WATCH_REPORT_USAGE

@@ -53,11 +53,14 @@ struct Guarded<H> {
     limit: usize,
     /// What the kernel was told about it.
     spec: WatchSpec,
+    /// Protected at the last match (a protected process is never signalled).
+    protected: bool,
     /// The handle; `None` until the system brings it.
     handle: Option<H>,
     /// Last RSS the guard heard of (usage events, examinations).
     rss: u64,
-    /// Over the limit since the last crossing (proc mode and total scope).
+    /// This crossing of a per-process limit was decided on already; cleared
+    /// when the process is seen back under, or its limit changes.
     over: bool,
     /// A signal was sent or is on its way: no second verdict until it ends.
     acting: bool,
@@ -127,7 +130,7 @@ impl<S: System> Guard<S> {
         &mut self,
         pid: u32,
         table: &Table,
-        kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
+        mut kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
         force: bool,
         fresh: Option<S::Handle>,
     ) {
@@ -140,11 +143,17 @@ impl<S: System> Guard<S> {
             return;
         };
         let index = limit.index;
-        let spec = self.watch_spec(limit, entry);
+        let protected = self.is_protected(entry);
+        let spec = self.watch_spec(limit, protected);
         let changed = match self.guarded.get_mut(&pid) {
             Some(guarded) => {
-                let changed = guarded.limit != index || guarded.spec != spec;
-                if guarded.limit != index {
+                let changed = guarded.limit != index
+                    || guarded.spec != spec
+                    || guarded.protected != protected;
+                guarded.protected = protected;
+                if changed {
+                    // A new limit, or the same one newly enforceable (a
+                    // rename out of `protect`): decided anew.
                     guarded.over = false;
                 }
                 guarded.limit = index;
@@ -163,6 +172,7 @@ impl<S: System> Guard<S> {
                     Guarded {
                         limit: index,
                         spec,
+                        protected,
                         handle: fresh,
                         rss: entry.rss.total(),
                         over: false,
@@ -174,7 +184,33 @@ impl<S: System> Guard<S> {
             }
         };
         if changed || force {
-            self.tell_kernel(pid, kernel);
+            self.tell_kernel(pid, kernel.as_deref_mut());
+        }
+        if changed {
+            self.check_now(pid, table, kernel.as_deref());
+        }
+    }
+
+    /// Acts on `pid` if it is over its per-process limit already: the kernel
+    /// reports only crossings, so a process that was over before it was
+    /// matched (running before procespy, grown while procespy was down, over
+    /// a limit a reload lowered, renamed out of `protect`) is caught here.
+    fn check_now(
+        &mut self,
+        pid: u32,
+        table: &Table,
+        kernel: Option<&(dyn KernelWatch<S::Handle> + 'static)>,
+    ) {
+        let (Some(entry), Some(guarded)) = (table.get(pid), self.guarded.get(&pid)) else {
+            return;
+        };
+        let Some(limit) = self.config.limits.get(guarded.limit) else {
+            return;
+        };
+        let rss = rss_of(pid, entry, kernel).0.total();
+        if limit.scope == Scope::Process && rss > limit.max_memory && !guarded.over {
+            let index = limit.index;
+            self.act(pid, index, rss, false, None, table);
         }
     }
 
@@ -195,10 +231,11 @@ impl<S: System> Guard<S> {
         }
     }
 
-    fn watch_spec(&self, limit: &Limit, entry: &Entry) -> WatchSpec {
-        let protected =
-            rules::protection(&subject(entry), &self.config.enforce.protect, self.own_pid)
-                .is_some();
+    fn is_protected(&self, entry: &Entry) -> bool {
+        rules::protection(&subject(entry), &self.config.enforce.protect, self.own_pid).is_some()
+    }
+
+    fn watch_spec(&self, limit: &Limit, protected: bool) -> WatchSpec {
         match limit.scope {
             Scope::Process => WatchSpec {
                 limit_bytes: limit.max_memory,
@@ -304,15 +341,19 @@ impl<S: System> Guard<S> {
         self.check_group(limit, table);
     }
 
-    /// After an examination: updates RSS figures (the kernel's where it
-    /// follows the process, else the table's) and, in proc mode (no
-    /// `kernel`), finds the breaches.
+    /// After an examination: updates RSS figures and finds what is over
+    /// its limit. `resident` holds fresh reads of the covered processes'
+    /// resident memory (statm) taken with the examination; without one, the
+    /// kernel's figure is used where it follows the process, else the
+    /// table's. This is the safety net under the kernel's crossings: a
+    /// process over its limit is acted on within one scan interval, however
+    /// it got there.
     pub(crate) fn after_examination(
         &mut self,
         table: &Table,
+        resident: &HashMap<u32, u64>,
         kernel: Option<&(dyn KernelWatch<S::Handle> + 'static)>,
     ) {
-        let polling = kernel.is_none();
         let pids: Vec<u32> = self.guarded.keys().copied().collect();
         let mut groups = Vec::new();
         for pid in pids {
@@ -325,21 +366,26 @@ impl<S: System> Guard<S> {
             let Some(limit) = self.config.limits.get(guarded.limit) else {
                 continue;
             };
-            if polling || limit.scope == Scope::Total {
-                guarded.rss = rss_of(pid, entry, kernel).0.total();
+            let rss = resident
+                .get(&pid)
+                .copied()
+                .unwrap_or_else(|| rss_of(pid, entry, kernel).0.total());
+            if kernel.is_none() || limit.scope == Scope::Total || resident.contains_key(&pid) {
+                guarded.rss = rss;
             }
             match limit.scope {
                 Scope::Total => groups.push(limit.index),
-                Scope::Process if polling => {
+                Scope::Process => {
                     let over = guarded.rss > limit.max_memory;
                     let crossed = over && !guarded.over;
-                    guarded.over = over;
+                    if !over {
+                        guarded.over = false;
+                    }
                     if crossed {
                         let (index, rss) = (limit.index, guarded.rss);
                         self.act(pid, index, rss, false, None, table);
                     }
                 }
-                Scope::Process => {}
             }
         }
         groups.sort_unstable();
@@ -347,6 +393,11 @@ impl<S: System> Guard<S> {
         for index in groups {
             self.check_group(index, table);
         }
+    }
+
+    /// The covered processes, for the examination's fresh reads.
+    pub(crate) fn covered_pids(&self) -> Vec<u32> {
+        self.guarded.keys().copied().collect()
     }
 
     fn check_group(&mut self, index: usize, table: &Table) {
@@ -359,10 +410,7 @@ impl<S: System> Guard<S> {
             .iter()
             .filter(|(_, g)| g.limit == index)
             .map(|(&pid, g)| {
-                let protected = table.get(pid).is_none_or(|entry| {
-                    rules::protection(&subject(entry), &self.config.enforce.protect, self.own_pid)
-                        .is_some()
-                });
+                let protected = table.get(pid).is_none_or(|entry| self.is_protected(entry));
                 (pid, g.rss, protected || g.acting)
             })
             .collect();
@@ -414,9 +462,12 @@ impl<S: System> Guard<S> {
             return;
         };
         let Some(entry) = table.get(pid) else { return };
-        let Some(guarded) = self.guarded.get(&pid) else {
+        let Some(guarded) = self.guarded.get_mut(&pid) else {
             return;
         };
+        if limit.scope == Scope::Process {
+            guarded.over = true;
+        }
         if guarded.acting && !kernel_killed {
             return;
         }

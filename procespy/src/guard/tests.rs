@@ -130,6 +130,7 @@ fn table(procs: &[ProcInfo]) -> Table {
         started: Instant::now(),
         vanished: 0,
         listed: None,
+        resident: Default::default(),
     });
     table
 }
@@ -480,10 +481,10 @@ fn proc_mode_acts_on_an_examination_that_finds_a_crossing() {
     let before = table(&[process(100, "grower", 10)]);
     let limits = vec![limit(0, "grower", 64, Scope::Process, Action::Kill)];
     let (mut guard, _kernel) = guarded(limits, &before, false);
-    guard.after_examination(&before, None);
+    guard.after_examination(&before, &HashMap::new(), None);
     assert!(guard.system().enforcements.is_empty());
     let after = table(&[process(100, "grower", 80)]);
-    guard.after_examination(&after, None);
+    guard.after_examination(&after, &HashMap::new(), None);
     assert_eq!(guard.system().enforcements.len(), 1);
     assert_eq!(guard.system().enforcements[0].record.rss, 80 * MIB);
 }
@@ -498,4 +499,88 @@ fn watched_processes_are_reported_largest_first() {
     assert_eq!(pids, [101, 100]);
     assert_eq!(watched[0].user, "user1000");
     assert_eq!(watched[0].rss_source, Source::Proc);
+}
+
+#[test]
+fn a_process_over_its_limit_when_matched_is_acted_on_at_once() {
+    let table = table(&[process(100, "grower", 300)]);
+    let limits = vec![limit(0, "grower", 100, Scope::Process, Action::Kill)];
+    let (mut guard, _kernel) = guarded(limits, &table, false);
+    assert_eq!(
+        guard.system().enforcements.len(),
+        1,
+        "acted on when its handle came"
+    );
+    assert_eq!(guard.system().enforcements[0].record.rss, 300 * MIB);
+}
+
+#[test]
+fn a_reload_that_lowers_the_limit_below_the_rss_acts() {
+    let table = table(&[process(100, "grower", 300)]);
+    let limits = vec![limit(0, "grower", 1024, Scope::Process, Action::Kill)];
+    let (mut guard, mut kernel) = guarded(limits, &table, false);
+    assert!(guard.system().enforcements.is_empty());
+    let lower = config(vec![limit(0, "grower", 100, Scope::Process, Action::Kill)]);
+    guard.replace_config(lower, &table, Some(&mut kernel));
+    assert_eq!(guard.system().enforcements.len(), 1);
+    assert_eq!(kernel.watched[&100].limit_bytes, 100 * MIB);
+}
+
+#[test]
+fn a_rename_back_from_a_protected_name_is_acted_on() {
+    // An executable that cannot be read, named like a protected one: in
+    // doubt, protected; renamed back, enforced at once.
+    let mut grower = process(100, "sshd", 300);
+    grower.exe = None;
+    grower.cmdline = b"/opt/grower --big".to_vec();
+    let mut table = table(&[grower]);
+    let mut by_pattern = limit(0, "grower", 100, Scope::Process, Action::Kill);
+    by_pattern.matcher = Matcher::Pattern(regex::bytes::Regex::new("grower").unwrap());
+    let (mut guard, mut kernel) = guarded(vec![by_pattern], &table, false);
+    assert!(
+        guard.system().enforcements.is_empty(),
+        "protected while in doubt"
+    );
+    assert!(matches!(
+        outcomes(&mut guard)[..],
+        [Outcome::Refused {
+            protection: Protection::Unverified(_)
+        }]
+    ));
+    table.apply_event(
+        &crate::ebpf::events::KernelEvent {
+            kind: procespy_common::EventKind::Rename,
+            pid: 100,
+            ppid: 0,
+            comm: b"grower".to_vec(),
+            rss_bytes: 0,
+            killed: false,
+            ktime_ns: 0,
+        },
+        Instant::now(),
+    );
+    guard.rematch(100, &table, Some(&mut kernel), false, None);
+    assert_eq!(guard.system().enforcements.len(), 1);
+}
+
+#[test]
+fn an_examination_catches_what_no_event_reported_once_per_crossing() {
+    let table = table(&[process(100, "grower", 10)]);
+    let limits = vec![limit(0, "grower", 100, Scope::Process, Action::Alert)];
+    let (mut guard, kernel) = guarded(limits, &table, false);
+    let over = HashMap::from([(100, 150 * MIB)]);
+    guard.after_examination(&table, &over, Some(&kernel));
+    guard.after_examination(&table, &over, Some(&kernel));
+    assert_eq!(
+        outcomes(&mut guard),
+        [Outcome::Alerted],
+        "once, not every scan"
+    );
+    guard.after_examination(&table, &HashMap::from([(100, 50 * MIB)]), Some(&kernel));
+    guard.after_examination(&table, &over, Some(&kernel));
+    assert_eq!(
+        outcomes(&mut guard),
+        [Outcome::Alerted],
+        "again after going under"
+    );
 }
