@@ -21,7 +21,7 @@ use lettre::{
 };
 
 use super::{message::EmailText, spool::Mail};
-use crate::config::{Email, Security};
+use crate::config::{Email, MAX_SECRET_BYTES, Security};
 
 /// How long one SMTP command may take before the attempt is given up.
 pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
@@ -111,9 +111,11 @@ pub(crate) fn transport(
         builder = builder.hello_name(ClientId::Domain(host.to_owned()));
     }
     if let (Some(username), Some(file)) = (&config.username, &config.password_file) {
-        let password = std::fs::read_to_string(file)
-            .map_err(|err| format!("cannot read the password file {}: {err}", file.display()))?;
-        let password = password.trim_end_matches(['\n', '\r']).to_owned();
+        let password = crate::config::read_trusted(file, "password file", MAX_SECRET_BYTES)
+            .map_err(|err| format!("the password file {}: {err}", file.display()))?;
+        let password = String::from_utf8_lossy(&password)
+            .trim_end_matches(['\n', '\r'])
+            .to_owned();
         builder = builder.credentials(Credentials::new(username.clone(), password));
     }
     Ok(builder.build())

@@ -36,6 +36,31 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use check::check_config;
 pub(crate) use diagnostic::{ConfigError, Diagnostic};
+pub(crate) use security::read_trusted;
+
+/// The largest configuration file read.
+pub(crate) const MAX_CONFIG_BYTES: usize = 1 << 20;
+/// The largest password file read.
+pub(crate) const MAX_SECRET_BYTES: usize = 4096;
+
+/// The diagnostic for a file that is not UTF-8: where the first bad byte is.
+fn not_utf8(path: &Path, err: &std::string::FromUtf8Error) -> ConfigError {
+    let bytes = err.as_bytes();
+    let at = err.utf8_error().valid_up_to();
+    let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+    let start = bytes[..at]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let col = String::from_utf8_lossy(&bytes[start..at]).chars().count() + 1;
+    Diagnostic {
+        path: path.to_path_buf(),
+        line,
+        col,
+        message: format!("the file is not UTF-8 (byte 0x{:02x})", bytes[at]),
+    }
+    .into()
+}
 
 /// Default location of the configuration file.
 pub(crate) const DEFAULT_CONFIG: &str = "/etc/procespy.toml";
@@ -435,22 +460,25 @@ impl Config {
     }
 
     /// Reads, parses and validates a configuration file, refusing it unless
-    /// it is a regular file owned by root and not writable by group or
-    /// others. When email is enabled with a `password_file`, that file is
-    /// checked the same way (the diagnostic points at the `password_file`
-    /// key). Uses [`Env::system`].
+    /// nobody but root can have written it or chosen it
+    /// ([`security::read_trusted`]: a root-owned regular file, not writable
+    /// by group or others, in directories only root can change), and only
+    /// once it has stopped changing. When email is enabled with a
+    /// `password_file`, that file is checked the same way (the diagnostic
+    /// points at the `password_file` key). Uses [`Env::system`]. It may
+    /// block (a file being rewritten is waited for): call it off the
+    /// daemon's event loop.
     pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
-        security::check_file(path, "config")
+        let bytes = security::read_trusted(path, "config", MAX_CONFIG_BYTES)
             .map_err(|message| Diagnostic::whole_file(path, message))?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| Diagnostic::whole_file(path, format!("cannot read: {err}")))?;
+        let text = String::from_utf8(bytes).map_err(|err| not_utf8(path, &err))?;
         let parsed = validate::parse(&text, path, &Env::system())?;
         let email = &parsed.config.notify.email;
         if let (true, Some(file), Some(at)) = (
             email.enabled,
             &email.password_file,
             &parsed.password_file_at,
-        ) && let Err(message) = security::check_file(file, "password file")
+        ) && let Err(message) = security::read_trusted(file, "password file", MAX_SECRET_BYTES)
         {
             let mut diagnostic = at.clone();
             diagnostic.message =

@@ -102,6 +102,21 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigE
 /// exec: each with a handle opened before the read.
 type Reads = Vec<(u32, Result<(ProcInfo, Pidfd), ReadError>)>;
 
+/// Where a reload's outcome goes: the control clients that asked for it.
+type ReloadWaiter = tokio::sync::oneshot::Sender<Result<Reply, String>>;
+
+/// A reload of the configuration, read and validated on the blocking pool
+/// so that a slow or huge file never holds up the loop.
+#[derive(Default)]
+struct Reloading {
+    /// A load is running.
+    running: bool,
+    /// Asked for again while it ran: its result may be older than the file.
+    again: bool,
+    /// Who waits for the answer.
+    waiting: Vec<ReloadWaiter>,
+}
+
 /// The daemon's state, owned by its event loop.
 struct Daemon {
     guard: Guard<Real>,
@@ -119,6 +134,9 @@ struct Daemon {
     alerts: Alerts,
     metrics_rx: Option<mpsc::Receiver<MetricsRequest>>,
     action_counts: ActionCounts,
+    reloading: Reloading,
+    loaded_tx: mpsc::UnboundedSender<Result<Config, ConfigError>>,
+    loaded_rx: mpsc::UnboundedReceiver<Result<Config, ConfigError>>,
 }
 
 impl Daemon {
@@ -155,6 +173,7 @@ impl Daemon {
         };
         let (done, completions) = mpsc::unbounded_channel();
         let (reads_tx, reads_rx) = mpsc::unbounded_channel();
+        let (loaded_tx, loaded_rx) = mpsc::unbounded_channel();
         let alerts = Alerts::start(&config.notify);
         Ok(Self {
             guard: Guard::new(Real::new(done), config, options.dry_run),
@@ -172,6 +191,9 @@ impl Daemon {
             alerts,
             metrics_rx,
             action_counts: ActionCounts::default(),
+            reloading: Reloading::default(),
+            loaded_tx,
+            loaded_rx,
         })
     }
 
@@ -228,9 +250,8 @@ impl Daemon {
                 Some(request) = next_metrics_request(&mut self.metrics_rx) => {
                     let _ = request.reply.send(metrics::render(&self.metrics_snapshot()));
                 }
-                _ = sighup.recv() => {
-                    let _ = self.reload();
-                }
+                _ = sighup.recv() => self.reload(None),
+                Some(loaded) = self.loaded_rx.recv() => self.on_loaded(loaded),
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
             }
@@ -392,29 +413,60 @@ impl Daemon {
     }
 
     fn on_request(&mut self, incoming: Incoming) {
-        let reply = match incoming.request {
-            Request::Status => Ok(Reply::Status(Box::new(self.report()))),
-            Request::Reload => self.reload().map(|message| Reply::Reloaded { message }),
-        };
-        let _ = incoming.reply.send(reply);
+        match incoming.request {
+            Request::Status => {
+                let _ = incoming
+                    .reply
+                    .send(Ok(Reply::Status(Box::new(self.report()))));
+            }
+            Request::Reload => self.reload(Some(incoming.reply)),
+        }
     }
 
-    /// Re-reads the configuration; a config that does not validate is refused
-    /// and the one in force stays.
-    fn reload(&mut self) -> Result<String, String> {
-        systemd::reloading();
-        let result = self.reload_config();
-        systemd::ready("following processes");
-        result
-    }
-
-    fn reload_config(&mut self) -> Result<String, String> {
+    /// Starts re-reading the configuration on the blocking pool (SIGHUP, or
+    /// a control client who then waits for the answer). Asked for while a
+    /// load runs, it is read once more after that one.
+    fn reload(&mut self, waiter: Option<ReloadWaiter>) {
         let Some(path) = self.config_path.clone() else {
             let message = "running on the built-in default: there is no file to reload".to_owned();
             tracing::warn!("{message}");
-            return Err(message);
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(Err(message));
+            }
+            return;
         };
-        match Config::load(&path) {
+        self.reloading.waiting.extend(waiter);
+        if self.reloading.running {
+            self.reloading.again = true;
+            return;
+        }
+        systemd::reloading();
+        self.reloading.running = true;
+        let done = self.loaded_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = done.send(Config::load(&path));
+        });
+    }
+
+    /// A reload's read is done: put the new configuration in force, or keep
+    /// the old one if it does not validate.
+    fn on_loaded(&mut self, loaded: Result<Config, ConfigError>) {
+        self.reloading.running = false;
+        if std::mem::take(&mut self.reloading.again) {
+            self.reload(None);
+            return;
+        }
+        let result = self.apply_loaded(loaded);
+        systemd::ready("following processes");
+        for waiter in self.reloading.waiting.drain(..) {
+            let reply = result.clone().map(|message| Reply::Reloaded { message });
+            let _ = waiter.send(reply);
+        }
+    }
+
+    fn apply_loaded(&mut self, loaded: Result<Config, ConfigError>) -> Result<String, String> {
+        let path = self.config_path.clone().unwrap_or_default();
+        match loaded {
             Ok(config) => {
                 let message = format!(
                     "configuration {} reloaded: {} limits",

@@ -7,16 +7,19 @@
 //! few dozen lines (read a bounded request head, answer one path), and
 //! hyper or axum would bring a large dependency tree into a root daemon for
 //! it. A request head larger than [`MAX_REQUEST`] or slower than
-//! [`READ_TIMEOUT`] is dropped, and at most [`MAX_CLIENTS`] connections are
-//! served at once.
+//! [`READ_TIMEOUT`] is dropped, every connection ends within
+//! [`CLIENT_DEADLINE`] (reading and writing together: a client that never
+//! reads cannot hold one), and at most [`MAX_CLIENTS`] are served at once,
+//! a new one cutting the oldest: clients that trickle or never read cannot
+//! keep a well-behaved scraper out.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::VecDeque, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc, oneshot},
+    sync::{mpsc, oneshot},
 };
 
 /// The Content-Type of the OpenMetrics text format, which
@@ -25,11 +28,14 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 /// Largest request head accepted, in bytes.
 pub(crate) const MAX_REQUEST: usize = 8 * 1024;
 /// How long a client may take to send its request head.
-pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the daemon's loop may take to answer a scrape.
 pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more are closed at once.
-pub(crate) const MAX_CLIENTS: usize = 8;
+/// Connections served at once (each costs a task and a socket); a new one
+/// beyond cuts the oldest.
+pub(crate) const MAX_CLIENTS: usize = 64;
+/// How long one connection may last, reading and writing together.
+pub(crate) const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A scrape, sent to the daemon's loop: answer with `super::render`'s text.
 #[derive(Debug)]
@@ -59,24 +65,31 @@ pub(crate) async fn serve(listener: std::net::TcpListener, tx: mpsc::Sender<Metr
             return;
         }
     };
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let mut clients: VecDeque<tokio::task::AbortHandle> = VecDeque::new();
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             // Out of file descriptors, say: do not spin.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::debug!(%peer, "metrics: too many clients at once; connection closed");
-            continue;
-        };
+        clients.retain(|client| !client.is_finished());
+        if clients.len() >= MAX_CLIENTS
+            && let Some(oldest) = clients.pop_front()
+        {
+            // A well-behaved scraper is done in milliseconds: whoever has
+            // held a slot longest is the one stalling, and makes room.
+            oldest.abort();
+            tracing::debug!(%peer, "metrics: {MAX_CLIENTS} clients at once; the oldest was cut");
+        }
         let tx = tx.clone();
-        tokio::spawn(async move {
-            if let Err(err) = answer(stream, &tx).await {
-                tracing::debug!(%peer, "metrics client: {err:#}");
+        let task = tokio::spawn(async move {
+            match tokio::time::timeout(CLIENT_DEADLINE, answer(stream, &tx)).await {
+                Ok(Err(err)) => tracing::debug!(%peer, "metrics client: {err:#}"),
+                Err(_) => tracing::debug!(%peer, "metrics client cut after {CLIENT_DEADLINE:?}"),
+                Ok(Ok(())) => {}
             }
-            drop(slot);
         });
+        clients.push_back(task.abort_handle());
     }
 }
 
