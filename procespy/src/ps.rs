@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
-    config::{Config, DEFAULT_CONFIG, Limit},
+    config::{Config, DEFAULT_CONFIG, Limits},
     output::print_stdout,
     process::{ProcInfo, Rss},
     rules::{self, Subject},
@@ -230,19 +230,19 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
 /// The limits of `--config`, or of the default config when it exists. A
 /// default config that cannot be used is reported and left out: `ps` still
 /// shows the processes.
-fn load_limits(path: Option<&Path>) -> anyhow::Result<Vec<Limit>> {
+fn load_limits(path: Option<&Path>) -> anyhow::Result<Limits> {
     match path {
         Some(path) => Ok(Config::load(path)?.limits),
         None => {
             let path = Path::new(DEFAULT_CONFIG);
             if !path.exists() {
-                return Ok(Vec::new());
+                return Ok(Limits::default());
             }
             Config::load(path)
                 .map(|config| config.limits)
                 .or_else(|err| {
                     eprintln!("procespy: limits not shown: {err}");
-                    Ok(Vec::new())
+                    Ok(Limits::default())
                 })
         }
     }

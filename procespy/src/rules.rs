@@ -4,7 +4,7 @@
 use std::{path::Path, time::Duration};
 
 use crate::{
-    config::{Action, Enforce, Limit, Matcher},
+    config::{Action, Enforce, Limit, Limits},
     process::ProcInfo,
 };
 
@@ -55,26 +55,35 @@ pub(crate) fn name_matches(name: &str, comm: &[u8], exe: Option<&Path>) -> bool 
     comm == name || exe.and_then(exe_name) == Some(name)
 }
 
-/// Whether `limit` covers the process.
-pub(crate) fn covers(limit: &Limit, subject: &Subject<'_>) -> bool {
-    if subject.kernel_thread {
-        return false;
-    }
-    if let Some(uid) = limit.user
-        && subject.uid != Some(uid)
-    {
-        return false;
-    }
-    match &limit.matcher {
-        Matcher::Name(name) => name_matches(name, subject.comm, subject.exe),
-        Matcher::Pattern(regex) => !subject.cmdline.is_empty() && regex.is_match(subject.cmdline),
-    }
-}
-
 /// The limit that covers the process: the first one that matches, in the
-/// order of the configuration file.
-pub(crate) fn limit_for<'c>(limits: &'c [Limit], subject: &Subject<'_>) -> Option<&'c Limit> {
-    limits.iter().find(|limit| covers(limit, subject))
+/// order of the configuration file (its name or its pattern, then its
+/// user). Looks only at the limits the index names as candidates.
+pub(crate) fn limit_for<'c>(limits: &'c Limits, subject: &Subject<'_>) -> Option<&'c Limit> {
+    if subject.kernel_thread {
+        return None;
+    }
+    let by_comm = limits.named(subject.comm);
+    let by_exe = subject
+        .exe
+        .and_then(exe_name)
+        .map_or(&[][..], |name| limits.named(name));
+    let by_pattern = if subject.cmdline.is_empty() {
+        Vec::new()
+    } else {
+        limits.matching(subject.cmdline)
+    };
+    by_comm
+        .iter()
+        .chain(by_exe)
+        .copied()
+        .chain(by_pattern)
+        .filter(|&position| {
+            limits[position]
+                .user
+                .is_none_or(|uid| subject.uid == Some(uid))
+        })
+        .min()
+        .map(|position| &limits[position])
 }
 
 /// Why a process is never signalled.
@@ -226,7 +235,12 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::config::Scope;
+    use crate::config::{Matcher, Scope};
+
+    /// Whether `limit` alone covers the process.
+    fn covers(limit: &Limit, subject: &Subject<'_>) -> bool {
+        limit_for(&Limits::from(vec![limit.clone()]), subject).is_some()
+    }
 
     fn limit(matcher: Matcher, action: Action) -> Limit {
         Limit {
@@ -303,19 +317,16 @@ mod tests {
 
     #[test]
     fn the_first_matching_limit_wins() {
-        let limits = vec![
+        let limits = Limits::from(vec![
             Limit {
                 index: 0,
                 ..limit(name("python3"), Action::Alert)
             },
             Limit {
                 index: 1,
-                ..limit(
-                    Matcher::Pattern(regex::bytes::Regex::new("manage\\.py").unwrap()),
-                    Action::Kill,
-                )
+                ..limit(Matcher::Pattern("manage\\.py".into()), Action::Kill)
             },
-        ];
+        ]);
         let cmdline = b"python3 manage.py runserver";
         let s = Subject {
             cmdline,
@@ -332,11 +343,54 @@ mod tests {
     }
 
     #[test]
-    fn patterns_work_on_non_utf8_command_lines() {
-        let l = limit(
-            Matcher::Pattern(regex::bytes::Regex::new("^tool --x").unwrap()),
-            Action::Kill,
+    fn the_index_finds_the_first_limit_in_file_order() {
+        let pattern = |p: &str| Matcher::Pattern(p.into());
+        let mut limits: Vec<Limit> = vec![
+            limit(pattern("worker"), Action::Alert),
+            limit(name("app"), Action::Kill),
+            limit(pattern("^/opt/app"), Action::Kill),
+            limit(name("app"), Action::KillNow),
+        ];
+        limits[0].user = Some(42);
+        for (index, limit) in limits.iter_mut().enumerate() {
+            limit.index = index;
+        }
+        let limits = Limits::from(limits);
+        let first = |s: &Subject<'_>| limit_for(&limits, s).map(|l| l.index);
+        let app = Subject {
+            cmdline: b"/opt/app --worker",
+            ..subject(5, b"app", None)
+        };
+        assert_eq!(
+            first(&app),
+            Some(1),
+            "user 1000 is not 42: the pattern is skipped"
         );
+        assert_eq!(
+            first(&Subject {
+                uid: Some(42),
+                ..app
+            }),
+            Some(0)
+        );
+        let renamed = Subject {
+            comm: b"x",
+            exe: Some(Path::new("/usr/bin/app")),
+            ..app
+        };
+        assert_eq!(first(&renamed), Some(1), "the executable's name counts");
+        let other = Subject { comm: b"x", ..app };
+        assert_eq!(first(&other), Some(2));
+        let thread = Subject {
+            kernel_thread: true,
+            ..app
+        };
+        assert_eq!(first(&thread), None);
+    }
+
+    #[test]
+    fn patterns_work_on_non_utf8_command_lines() {
+        let l = limit(Matcher::Pattern("^tool --x".into()), Action::Kill);
         let s = Subject {
             cmdline: b"tool --x \xff\xfe",
             ..subject(5, b"tool", None)

@@ -17,6 +17,7 @@
 
 mod check;
 mod diagnostic;
+mod limits;
 mod raw;
 mod security;
 mod units;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use check::check_config;
 pub(crate) use diagnostic::{ConfigError, Diagnostic};
+pub(crate) use limits::{Limits, PATTERN_SIZE_LIMIT};
 pub(crate) use security::read_trusted;
 
 /// The largest configuration file read.
@@ -89,7 +91,7 @@ pub(crate) struct Config {
     /// `[enforce]`: how breaches are acted on.
     pub(crate) enforce: Enforce,
     /// The `[[limit]]` tables, in file order. Empty: watch only.
-    pub(crate) limits: Vec<Limit>,
+    pub(crate) limits: Limits,
     /// `[notify]`: who is told.
     pub(crate) notify: Notify,
     /// `[metrics]`, when present.
@@ -177,8 +179,9 @@ pub(crate) enum Matcher {
     /// `name`: exact match on the process name (comm) or on the file name of
     /// its executable.
     Name(String),
-    /// `pattern`: regex searched in the full command line.
-    Pattern(regex::bytes::Regex),
+    /// `pattern`: regex searched in the full command line (its source: the
+    /// compiled form is in [`Limits`]).
+    Pattern(String),
 }
 
 impl PartialEq for Matcher {
@@ -186,7 +189,7 @@ impl PartialEq for Matcher {
     fn eq(&self, other: &Matcher) -> bool {
         match (self, other) {
             (Matcher::Name(a), Matcher::Name(b)) => a == b,
-            (Matcher::Pattern(a), Matcher::Pattern(b)) => a.as_str() == b.as_str(),
+            (Matcher::Pattern(a), Matcher::Pattern(b)) => a == b,
             _ => false,
         }
     }
@@ -433,7 +436,7 @@ impl Config {
         Config {
             monitor: Monitor::default(),
             enforce: Enforce::default(),
-            limits: Vec::new(),
+            limits: Limits::default(),
             notify: Notify {
                 cooldown: DEFAULT_COOLDOWN,
                 desktop: Desktop {

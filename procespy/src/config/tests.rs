@@ -232,7 +232,7 @@ fn example_file_parses_to_the_defaults_and_one_demo_limit() {
     let config = Config::parse(EXAMPLE, Path::new("config/procespy.toml"), &env()).unwrap();
     let mut expected = Config::builtin_default();
     expected.origin = Origin::File(PathBuf::from("config/procespy.toml"));
-    expected.limits = vec![Limit {
+    expected.limits = Limits::from(vec![Limit {
         index: 0,
         label: "procespy-demo".into(),
         matcher: Matcher::Name("procespy-demo".into()),
@@ -241,7 +241,7 @@ fn example_file_parses_to_the_defaults_and_one_demo_limit() {
         max_memory_text: "256MiB".into(),
         scope: Scope::Process,
         action: Action::Kill,
-    }];
+    }]);
     expected.notify.email.server = "smtp.example.com".into();
     expected.notify.email.from = "procespy@example.com".into();
     expected.notify.email.to = vec!["ops@example.com".into()];
@@ -276,11 +276,22 @@ fn example_file_commented_limits_are_valid() {
         (GIB + GIB / 2, Scope::Total)
     );
     let python = &config.limits[2];
-    let Matcher::Pattern(regex) = &python.matcher else {
+    let Matcher::Pattern(pattern) = &python.matcher else {
         panic!("{python:?}")
     };
-    assert!(regex.is_match(b"/usr/bin/python3 /srv/app/manage.py runserver"));
-    assert!(!regex.is_match(b"/usr/bin/python3 /srv/app/manage_py"));
+    assert_eq!(
+        config
+            .limits
+            .matching(b"/usr/bin/python3 /srv/app/manage.py runserver"),
+        [2]
+    );
+    assert!(
+        config
+            .limits
+            .matching(b"/usr/bin/python3 /srv/app/manage_py")
+            .is_empty()
+    );
+    assert_eq!(pattern, r"^/usr/bin/python3 .*manage\.py");
     assert_eq!(python.label, r"^/usr/bin/python3 .*manage\.py");
     assert_eq!(
         (python.user, python.max_memory, python.action),

@@ -14,8 +14,8 @@ use toml::Spanned;
 use super::{
     Action, Config, ConfigError, DEFAULT_COOLDOWN, DEFAULT_GRACE, DEFAULT_METRICS_LISTEN,
     DEFAULT_SCAN_INTERVAL, DEFAULT_SMTP_PORT, DEFAULT_SMTPS_PORT, DEFAULT_SPOOL_DIR, Desktop,
-    Diagnostic, Email, Enforce, Env, Limit, Matcher, Metrics, Mode, Monitor, Notify, Origin, Scope,
-    Security, Urgency,
+    Diagnostic, Email, Enforce, Env, Limit, Limits, Matcher, Metrics, Mode, Monitor, Notify,
+    Origin, PATTERN_SIZE_LIMIT, Scope, Security, Urgency,
     diagnostic::Source,
     raw::{self, DurationText, RawConfig, RawEmail, RawLimit, SizeValue, UserRef},
     units,
@@ -74,13 +74,21 @@ impl Validator<'_> {
     fn config(&mut self, raw: RawConfig) -> Parsed {
         let monitor = self.monitor(raw.monitor);
         let enforce = self.enforce(raw.enforce);
-        let limits = raw
+        let list: Vec<Limit> = raw
             .limit
             .unwrap_or_default()
             .into_iter()
             .enumerate()
             .filter_map(|(index, limit)| self.limit(index, limit))
             .collect();
+        let limits = match Limits::new(list) {
+            Ok(limits) => limits,
+            Err(message) => {
+                self.diagnostics
+                    .push(Diagnostic::whole_file(self.source.path, message));
+                Limits::default()
+            }
+        };
         let (notify, password_file_at) = self.notify(raw.notify);
         let metrics = raw.metrics.map(|metrics| self.metrics(metrics));
         let config = Config {
@@ -230,7 +238,7 @@ impl Validator<'_> {
         let (max_memory, max_memory_text) = max_memory?;
         let label = match &matcher {
             Matcher::Name(name) => name.clone(),
-            Matcher::Pattern(regex) => regex.as_str().to_string(),
+            Matcher::Pattern(pattern) => pattern.clone(),
         };
         Some(Limit {
             index,
@@ -252,8 +260,11 @@ impl Validator<'_> {
             );
             return None;
         }
-        match regex::bytes::Regex::new(pattern.get_ref()) {
-            Ok(regex) => Some(Matcher::Pattern(regex)),
+        let compiled = regex::bytes::RegexBuilder::new(pattern.get_ref())
+            .size_limit(PATTERN_SIZE_LIMIT)
+            .build();
+        match compiled {
+            Ok(_) => Some(Matcher::Pattern(pattern.into_inner())),
             Err(err) => {
                 self.error(
                     pattern.span(),

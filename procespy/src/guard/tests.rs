@@ -5,7 +5,7 @@ use std::{collections::HashMap, path::PathBuf, time::Duration, time::Instant};
 
 use super::*;
 use crate::{
-    config::{Matcher, Scope},
+    config::{Limits, Matcher, Scope},
     process::ProcInfo,
     rules::Protection,
     scan::Examination,
@@ -100,7 +100,7 @@ fn config(limits: Vec<Limit>) -> Config {
     let mut config = Config::builtin_default();
     config.enforce.grace = GRACE;
     config.enforce.protect = vec!["sshd".into()];
-    config.limits = limits;
+    config.limits = Limits::from(limits);
     config
 }
 
@@ -535,7 +535,7 @@ fn a_rename_back_from_a_protected_name_is_acted_on() {
     grower.cmdline = b"/opt/grower --big".to_vec();
     let mut table = table(&[grower]);
     let mut by_pattern = limit(0, "grower", 100, Scope::Process, Action::Kill);
-    by_pattern.matcher = Matcher::Pattern(regex::bytes::Regex::new("grower").unwrap());
+    by_pattern.matcher = Matcher::Pattern("grower".into());
     let (mut guard, mut kernel) = guarded(vec![by_pattern], &table, false);
     assert!(
         guard.system().enforcements.is_empty(),
