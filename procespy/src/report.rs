@@ -44,6 +44,10 @@ pub struct StatusReport {
     pub lost_events: Option<u64>,
     /// The covered processes, largest first.
     pub processes: Vec<WatchedProcess>,
+    /// Covered processes that cannot be followed (no pidfd could be
+    /// opened, no room in the kernel's map); each was logged as an error.
+    #[serde(default)]
+    pub unfollowed: usize,
     /// The last actions, newest first (at most [`REPORTED_ACTIONS`]).
     pub actions: Vec<ActionRecord>,
     /// Alerts not delivered yet.
@@ -119,6 +123,12 @@ impl StatusReport {
             self.processes.len(),
             self.limits
         ));
+        if self.unfollowed > 0 {
+            out.push_str(&format!(
+                "UNFOLLOWED: {} covered processes cannot be followed (see the log)\n",
+                self.unfollowed
+            ));
+        }
         if !self.processes.is_empty() {
             let rows: Vec<Vec<String>> = self
                 .processes
@@ -209,6 +219,7 @@ mod tests {
                 scope: Scope::Process,
                 action: Action::Kill,
             }],
+            unfollowed: 0,
             actions: vec![ActionRecord {
                 time: 1.0,
                 pid: 77,

@@ -488,10 +488,19 @@ pub(crate) fn read_process(pid: u32) -> Result<ProcInfo, ReadError> {
 /// known to describe the handle's process: the pidfd is opened first, the
 /// process read next, and the pidfd checked to be alive last (a PID is
 /// reused only after its process is gone).
-pub(crate) fn read_with_handle(pid: u32) -> Result<(ProcInfo, Pidfd), ReadError> {
-    let handle = Pidfd::open(pid).map_err(|_| ReadError::Vanished(pid))?;
+///
+/// A process whose pidfd cannot be opened for another reason than its exit
+/// (out of file descriptors, say) is read without one.
+pub(crate) fn read_with_handle(pid: u32) -> Result<(ProcInfo, Option<Pidfd>), ReadError> {
+    let handle = match Pidfd::open(pid) {
+        Ok(handle) => Some(handle),
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {
+            return Err(ReadError::Vanished(pid));
+        }
+        Err(_) => None,
+    };
     let info = read_process(pid)?;
-    if handle.exited() {
+    if handle.as_ref().is_some_and(Pidfd::exited) {
         return Err(ReadError::Vanished(pid));
     }
     Ok((info, handle))

@@ -100,7 +100,7 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigE
 
 /// Reads of `/proc` made on the blocking pool for processes that just ran
 /// exec: each with a handle opened before the read.
-type Reads = Vec<(u32, Result<(ProcInfo, Pidfd), ReadError>)>;
+type Reads = Vec<(u32, Result<(ProcInfo, Option<Pidfd>), ReadError>)>;
 
 /// Where a reload's outcome goes: the control clients that asked for it.
 type ReloadWaiter = tokio::sync::oneshot::Sender<Result<Reply, String>>;
@@ -369,7 +369,7 @@ impl Daemon {
                 Ok((info, handle)) => {
                     self.table.absorb(&info);
                     self.guard
-                        .rematch(pid, &self.table, self.backend.watch(), true, Some(handle));
+                        .rematch(pid, &self.table, self.backend.watch(), true, handle);
                 }
                 Err(err) => tracing::debug!("{err}"),
             }
@@ -505,6 +505,7 @@ impl Daemon {
             last_examination_ms: self.last_examination.map(|d| d.as_secs_f64() * 1000.0),
             lost_events: kernel.map(Kernel::lost_events),
             processes: self.guard.watched(&self.table, self.backend.watch_ref()),
+            unfollowed: self.guard.unfollowed(),
             actions: self.guard.recent_actions(REPORTED_ACTIONS),
             alerts_queued: self.alerts.queued(),
         }

@@ -18,7 +18,7 @@ mod tests;
 
 use std::collections::{HashMap, VecDeque};
 
-pub(crate) use system::{Completion, Real};
+pub(crate) use system::{Completion, NoHandle, Real};
 use system::{Enforced, Enforcement, Purpose, System, Timer};
 
 use crate::{
@@ -57,6 +57,10 @@ struct Guarded<H> {
     protected: bool,
     /// The handle; `None` until the system brings it.
     handle: Option<H>,
+    /// Why it cannot be followed (no handle, no room in the kernel's map),
+    /// if it cannot: counted in status and metrics, retried at every
+    /// examination.
+    unfollowed: Option<String>,
     /// Last RSS the guard heard of (usage events, examinations).
     rss: u64,
     /// This crossing of a per-process limit was decided on already; cleared
@@ -174,6 +178,7 @@ impl<S: System> Guard<S> {
                         spec,
                         protected,
                         handle: fresh,
+                        unfollowed: None,
                         rss: entry.rss.total(),
                         over: false,
                         acting: false,
@@ -226,9 +231,45 @@ impl<S: System> Guard<S> {
         let Some(handle) = &guarded.handle else {
             return; // told when the handle comes
         };
-        if let Err(err) = kernel.watch(pid, handle, guarded.spec) {
-            tracing::warn!("cannot follow {pid} in the kernel: {err:#}");
+        match kernel.watch(pid, handle, guarded.spec) {
+            Ok(()) => {
+                if let Some(guarded) = self.guarded.get_mut(&pid) {
+                    guarded.unfollowed = None;
+                }
+            }
+            Err(err) => self.unfollowable(pid, format!("the kernel cannot follow it: {err:#}")),
         }
+    }
+
+    /// `pid` is covered but cannot be followed: an error that names the
+    /// limit, once per reason, and a count in status and metrics.
+    fn unfollowable(&mut self, pid: u32, reason: String) {
+        let Some(guarded) = self.guarded.get_mut(&pid) else {
+            return;
+        };
+        if guarded.unfollowed.as_ref() != Some(&reason) {
+            let rule = self
+                .config
+                .limits
+                .get(guarded.limit)
+                .map_or("?", |l| l.label.as_str());
+            tracing::error!(
+                event = "unfollowed",
+                pid,
+                rule = %crate::text::escape(rule),
+                "process {pid}, covered by the limit {:?}, cannot be followed: {reason}",
+                crate::text::escape(rule)
+            );
+        }
+        guarded.unfollowed = Some(reason);
+    }
+
+    /// Covered processes that cannot be followed now.
+    pub(crate) fn unfollowed(&self) -> usize {
+        self.guarded
+            .values()
+            .filter(|g| g.unfollowed.is_some())
+            .count()
     }
 
     fn is_protected(&self, entry: &Entry) -> bool {
@@ -287,7 +328,7 @@ impl<S: System> Guard<S> {
     fn attach(
         &mut self,
         pid: u32,
-        handle: Option<S::Handle>,
+        handle: Result<S::Handle, NoHandle>,
         table: &Table,
         kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
     ) {
@@ -297,11 +338,19 @@ impl<S: System> Guard<S> {
         if guarded.handle.is_some() {
             return;
         }
-        let Some(handle) = handle else {
-            tracing::debug!(pid, "gone before it could be followed");
-            self.guarded.remove(&pid);
-            return;
+        let handle = match handle {
+            Ok(handle) => handle,
+            Err(NoHandle::Gone) => {
+                tracing::debug!(pid, "gone before it could be followed");
+                self.guarded.remove(&pid);
+                return;
+            }
+            Err(NoHandle::Failed(reason)) => {
+                self.unfollowable(pid, reason);
+                return;
+            }
         };
+        guarded.unfollowed = None;
         guarded.handle = Some(handle);
         let pending = guarded.pending.take();
         let limit = guarded.limit;
@@ -392,6 +441,20 @@ impl<S: System> Guard<S> {
         groups.dedup();
         for index in groups {
             self.check_group(index, table);
+        }
+        self.retry_unfollowed(table);
+    }
+
+    /// Asks again for the handles that could not be had.
+    fn retry_unfollowed(&mut self, table: &Table) {
+        let retry: Vec<(u32, Option<u64>)> = self
+            .guarded
+            .iter()
+            .filter(|(_, g)| g.handle.is_none() && g.unfollowed.is_some())
+            .filter_map(|(&pid, _)| Some((pid, table.get(pid)?.start_ticks)))
+            .collect();
+        for (pid, start_ticks) in retry {
+            self.sys.request_handle(pid, start_ticks);
         }
     }
 

@@ -100,6 +100,16 @@ pub(crate) enum Timer<H> {
     },
 }
 
+/// Why a handle could not be had.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum NoHandle {
+    /// The process is gone (or its PID belongs to another one now).
+    Gone,
+    /// The process is there, but no handle could be opened (out of file
+    /// descriptors, say): it cannot be followed.
+    Failed(String),
+}
+
 /// What comes back to the guard from the system.
 #[derive(Debug)]
 pub(crate) enum Completion<H> {
@@ -107,8 +117,8 @@ pub(crate) enum Completion<H> {
     Handle {
         /// The process.
         pid: u32,
-        /// The handle, or `None` when the process is gone.
-        handle: Option<H>,
+        /// The handle, or why there is none.
+        handle: Result<H, NoHandle>,
     },
     /// An [`Enforcement`] was carried out.
     Enforced {
@@ -191,16 +201,19 @@ impl System for Real {
 /// at `start_ticks`: the pidfd is opened first, `/proc/PID/stat` read next,
 /// and the pidfd checked to be alive last, so the read describes the
 /// pidfd's process.
-fn open_verified(pid: u32, start_ticks: Option<u64>) -> Option<Pidfd> {
-    let pidfd = Pidfd::open(pid).ok()?;
+fn open_verified(pid: u32, start_ticks: Option<u64>) -> Result<Pidfd, NoHandle> {
+    let pidfd = Pidfd::open(pid).map_err(|err| match err.raw_os_error() {
+        Some(libc::ESRCH) => NoHandle::Gone,
+        _ => NoHandle::Failed(format!("cannot open a pidfd: {err}")),
+    })?;
     if let Some(start) = start_ticks {
-        let now = crate::scan::read_start_ticks(pid).ok()?;
+        let now = crate::scan::read_start_ticks(pid).map_err(|_| NoHandle::Gone)?;
         if now != start || pidfd.exited() {
             tracing::debug!(pid, "PID reused before it could be matched: skipped");
-            return None;
+            return Err(NoHandle::Gone);
         }
     }
-    Some(pidfd)
+    Ok(pidfd)
 }
 
 /// Confirms (when asked) and sends; runs on the blocking pool.

@@ -6,6 +6,7 @@ use std::{collections::HashMap, path::PathBuf, time::Duration, time::Instant};
 use super::*;
 use crate::{
     config::{Limits, Matcher, Scope},
+    guard::system::NoHandle,
     process::ProcInfo,
     rules::Protection,
     scan::Examination,
@@ -146,7 +147,7 @@ fn guarded(limits: Vec<Limit>, table: &Table, dry_run: bool) -> (Guard<Fake>, Fa
     }
     let requests = std::mem::take(&mut guard.system().requests);
     for (pid, _) in requests {
-        let handle = Some(Handle { pid, serial: 1 });
+        let handle = Ok(Handle { pid, serial: 1 });
         guard.complete(Completion::Handle { pid, handle }, table, Some(&mut kernel));
     }
     (guard, kernel)
@@ -200,7 +201,7 @@ fn a_covered_process_is_followed_in_the_kernel_once_its_handle_comes() {
     guard.rematch(101, &table, Some(&mut kernel), false, None);
     assert_eq!(guard.system().requests, [(100, Some(1000))]);
     assert!(kernel.watched.is_empty(), "no handle yet, nothing told");
-    let handle = Some(Handle {
+    let handle = Ok(Handle {
         pid: 100,
         serial: 1,
     });
@@ -337,7 +338,7 @@ fn a_stale_handles_timer_does_not_touch_the_newcomer_at_its_pid() {
     // The process exits; a newcomer at the same PID is matched anew.
     guard.forget(100, Some(&mut kernel));
     guard.rematch(100, &table, Some(&mut kernel), false, None);
-    let handle = Some(Handle {
+    let handle = Ok(Handle {
         pid: 100,
         serial: 2,
     });
@@ -467,7 +468,7 @@ fn a_breach_before_the_handle_is_acted_on_when_it_comes() {
     guard.rematch(100, &table, None, false, None);
     guard.on_kernel_breach(100, 65 * MIB, false, 1_000, &table);
     assert!(guard.system().enforcements.is_empty());
-    let handle = Some(Handle {
+    let handle = Ok(Handle {
         pid: 100,
         serial: 1,
     });
@@ -583,4 +584,36 @@ fn an_examination_catches_what_no_event_reported_once_per_crossing() {
         [Outcome::Alerted],
         "again after going under"
     );
+}
+
+#[test]
+fn a_process_without_a_handle_is_counted_and_retried() {
+    let table = table(&[process(100, "grower", 10)]);
+    let mut guard = Guard::new(
+        Fake::default(),
+        config(vec![limit(0, "grower", 64, Scope::Process, Action::Kill)]),
+        false,
+    );
+    guard.rematch(100, &table, None, false, None);
+    guard.system().requests.clear();
+    let failed = Err(NoHandle::Failed(
+        "cannot open a pidfd: Too many open files".into(),
+    ));
+    guard.complete(
+        Completion::Handle {
+            pid: 100,
+            handle: failed,
+        },
+        &table,
+        None,
+    );
+    assert_eq!(guard.unfollowed(), 1);
+    guard.after_examination(&table, &HashMap::new(), None);
+    assert_eq!(guard.system().requests, [(100, Some(1000))], "asked again");
+    let handle = Ok(Handle {
+        pid: 100,
+        serial: 1,
+    });
+    guard.complete(Completion::Handle { pid: 100, handle }, &table, None);
+    assert_eq!(guard.unfollowed(), 0);
 }

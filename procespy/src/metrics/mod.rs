@@ -17,6 +17,7 @@
 //! | `dry_run` | gauge | |
 //! | `uptime_seconds` | gauge | |
 //! | `processes` | gauge | (processes in the table) |
+//! | `unfollowed_processes` | gauge | (covered, but no pidfd or kernel entry could be had) |
 //! | `limit_bytes`, `watched_processes`, `rss_total_bytes`, `rss_largest_bytes` | gauge | `index`, `rule` |
 //! | `actions_total` | counter | `rule`, `action`, `result` (`Outcome::class`) |
 //! | `alerts_total` | counter | `channel` (`popup`, `email`), `result` (`sent`, `failed`) |
@@ -148,6 +149,12 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         "processes",
         "Processes in the daemon's table",
         single(report.table_size as f64),
+    );
+    gauges(
+        &mut registry,
+        "unfollowed_processes",
+        "Covered processes that cannot be followed (no pidfd, no room in the kernel's map)",
+        single(report.unfollowed as f64),
     );
     per_limit(&mut registry, snapshot);
     counters(
@@ -394,6 +401,7 @@ mod tests {
                 last_examination_ms: Some(12.5),
                 lost_events: Some(7),
                 processes: vec![watched(0, 20 << 20), watched(0, 10 << 20)],
+                unfollowed: 3,
                 actions: Vec::new(),
                 alerts_queued: 4,
             },
@@ -422,6 +430,7 @@ mod tests {
             "procespy_dry_run 0.0",
             "procespy_uptime_seconds 1.5",
             "procespy_processes 321.0",
+            "procespy_unfollowed_processes 3.0",
             "procespy_limit_bytes{index=\"0\",rule=\"tp-a\"} 67108864.0",
             "procespy_watched_processes{index=\"0\",rule=\"tp-a\"} 2.0",
             "procespy_rss_total_bytes{index=\"0\",rule=\"tp-a\"} 31457280.0",

@@ -101,31 +101,37 @@ pub(crate) fn lower_thread_priority(nice: i32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Raises the soft limit on open files to the hard limit: a pidfd is kept
-/// for every covered process. Returns the limit now in force.
+/// Raises the limit on open files as far as it goes: a pidfd is kept for
+/// every covered process. Root (CAP_SYS_RESOURCE) may raise the hard limit
+/// to the kernel's `fs.nr_open`; anyone may raise the soft one to the hard
+/// one. Returns the soft limit now in force.
 pub(crate) fn raise_fd_limit() -> u64 {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let (Some(soft), hard) = (limit.current, limit.maximum) else {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    let wanted = [nr_open, now.maximum].into_iter().flatten().max();
+    let Some(wanted) = wanted else {
         return u64::MAX; // unlimited
     };
-    let Some(hard) = hard else {
-        return soft;
-    };
-    if soft >= hard {
-        return soft;
-    }
-    let raised = rustix::process::Rlimit {
-        current: Some(hard),
-        maximum: Some(hard),
-    };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => hard,
-        Err(err) => {
-            tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {err}");
-            soft
+    for target in [wanted, now.maximum.unwrap_or(wanted)] {
+        if now.current.is_some_and(|soft| soft >= target) {
+            break;
+        }
+        let raised = Rlimit {
+            current: Some(target),
+            maximum: Some(target.max(now.maximum.unwrap_or(0))),
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return target;
         }
     }
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    tracing::warn!(
+        "the open-file limit stays at {soft}: covered processes beyond it cannot be followed"
+    );
+    soft
 }
 
 #[cfg(test)]
