@@ -28,14 +28,15 @@ use aya_ebpf::{
         generated::{bpf_get_current_task, bpf_ktime_get_ns, bpf_send_signal},
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
 use procespy_common::{
-    COMM_LEN, EVENT_FLAG_KILLED, Event, EventKind, KernelConfig, MAX_WATCHED, MM_ANONPAGES,
-    MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS, NR_MM_COUNTERS, RING_BYTES, WATCH_KILL_NOW,
-    WATCH_NEEDS_FULL_READ, WATCH_OVER, WATCH_REPORT_USAGE, Watched,
+    COMM_LEN, EVENT_FLAG_FOREIGN, EVENT_FLAG_KILLED, Event, EventKind, KernelConfig, MAX_WATCHED,
+    MM_ANONPAGES, MM_FILEPAGES, MM_FILTER_BYTES, MM_SHMEMPAGES, MM_SWAPENTS, NR_MM_COUNTERS,
+    RING_BYTES, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_OVER, WATCH_REPORT_USAGE, Watched,
+    mm_filter_slot,
 };
 
 /// Offsets and settings, written by userspace before load.
@@ -49,6 +50,18 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 /// The processes userspace follows, by tgid.
 #[map]
 static WATCHED: HashMap<u32, Watched> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// The owner (tgid) of every watched process's `mm_struct` whose own event
+/// showed it, by mm pointer: RSS changes made in another context (a writer
+/// through `/proc/PID/mem`, reclaim) are counted for the owner.
+#[map]
+static MM_OWNER: LruHashMap<u64, u32> = LruHashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// One byte per [`mm_filter_slot`], set beside each `MM_OWNER` entry: an
+/// event of an unwatched process whose mm has no byte set costs no lookup.
+/// Bytes are never cleared; a stale one costs one lookup that misses.
+#[map]
+static MM_FILTER: Array<[u8; MM_FILTER_BYTES]> = Array::with_max_entries(1, 0);
 
 /// Events that did not fit into `EVENTS` (index 0), per CPU.
 #[map]
@@ -117,6 +130,7 @@ pub fn procespy_exec(_ctx: TracePointContext) -> u32 {
         // are gone, so read all of the new one's at the next change.
         // SAFETY: the pointer comes from a successful lookup.
         unsafe {
+            forget_mm((*watched).mm);
             (*watched).limit_bytes = 0;
             (*watched).flags = WATCH_NEEDS_FULL_READ;
             (*watched).mm = 0;
@@ -200,6 +214,10 @@ pub fn procespy_exit_live(ctx: BtfTracePointContext) -> i32 {
 fn group_exited(task: *const u8) -> i32 {
     // SAFETY: `task` is the tracepoint's task argument; the offset comes from BTF.
     let tgid = unsafe { field::<i32>(task, config!(task_tgid)) } as u32;
+    if let Some(watched) = WATCHED.get_ptr(tgid) {
+        // SAFETY: the pointer comes from a successful lookup.
+        forget_mm(unsafe { (*watched).mm });
+    }
     let _ = WATCHED.remove(tgid);
     send(EventKind::Exit, tgid, 0, 0, 0, current_comm());
     0
@@ -271,27 +289,88 @@ fn is_current_mm(mm: *const u8) -> bool {
     !current_mm.is_null() && current_mm == mm
 }
 
+/// The filter slot of `mm`.
+///
+/// # Safety
+/// `mm` must be the `rss_stat` tracepoint's `mm_struct` argument.
+#[inline(always)]
+unsafe fn filter_slot(mm: *const u8) -> usize {
+    // SAFETY: as the caller promises; the offset comes from BTF.
+    mm_filter_slot(unsafe { field::<u64>(mm, config!(mm_mmap_base)) })
+}
+
+/// Remembers that `mm` belongs to the watched process `tgid`.
+///
+/// # Safety
+/// As for [`filter_slot`].
+unsafe fn own_mm(mm: *const u8, tgid: u32) {
+    let _ = MM_OWNER.insert(mm as u64, tgid, 0);
+    if let Some(filter) = MM_FILTER.get_ptr_mut(0) {
+        // SAFETY: the pointer comes from a successful lookup; the slot is
+        // masked into the array; `mm` as the caller promises.
+        unsafe { (*filter)[filter_slot(mm)] = 1 };
+    }
+}
+
+/// Forgets the owner of `mm` (0: none known).
+fn forget_mm(mm: u64) {
+    if mm != 0 {
+        let _ = MM_OWNER.remove(mm);
+    }
+}
+
+/// The watched process that owns `mm`, for an event in another context.
+///
+/// # Safety
+/// As for [`filter_slot`].
+unsafe fn owner_of(mm: *const u8) -> Option<(u32, *mut Watched)> {
+    let filter = MM_FILTER.get_ptr(0)?;
+    // SAFETY: the pointer comes from a successful lookup; the slot is
+    // masked; `mm` as the caller promises.
+    if unsafe { (*filter)[filter_slot(mm)] } == 0 {
+        return None;
+    }
+    // SAFETY: the value is copied out at once.
+    let owner = unsafe { MM_OWNER.get(mm as u64) }.copied()?;
+    let watched = WATCHED.get_ptr_mut(owner)?;
+    // SAFETY: the pointer comes from a successful lookup.
+    (unsafe { (*watched).mm } == mm as u64).then_some((owner, watched))
+}
+
 /// `kmem:rss_stat` (BTF): an RSS counter of some mm changed.
+///
+/// Usually in the context of the mm's own process; otherwise (fork's copy,
+/// exit teardown, reclaim, a write through `/proc/PID/mem`) the change is
+/// counted for the watched process that owns the mm, if one does.
 #[btf_tracepoint(function = "rss_stat")]
 pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
-    let tgid = current_tgid();
-    let Some(watched) = WATCHED.get_ptr_mut(tgid) else {
-        return 0; // the common case: one lookup and out
-    };
     let mm: *const u8 = ctx.arg(0);
+    let tgid = current_tgid();
+    let own = match WATCHED.get_ptr_mut(tgid) {
+        // SAFETY: the pointer comes from a successful lookup.
+        Some(watched) if unsafe { (*watched).mm } == mm as u64 => Some(watched),
+        Some(watched) if is_current_mm(mm) => {
+            // The process's own mm, seen for the first time.
+            // SAFETY: as above; `mm` is the tracepoint's argument.
+            unsafe {
+                forget_mm((*watched).mm);
+                (*watched).mm = mm as u64;
+                (*watched).flags |= WATCH_NEEDS_FULL_READ;
+                own_mm(mm, tgid);
+            }
+            Some(watched)
+        }
+        _ => None,
+    };
+    let (owner, watched, foreign) = match own {
+        Some(watched) => (tgid, watched, false),
+        // SAFETY: `mm` is the tracepoint's argument.
+        None => match unsafe { owner_of(mm) } {
+            Some((owner, watched)) => (owner, watched, true),
+            None => return 0, // the common case: nobody watches this mm
+        },
+    };
     let member: i32 = ctx.arg(1);
-    // SAFETY: `watched` points into the map value.
-    let known_mm = unsafe { (*watched).mm };
-    if known_mm != mm as u64 {
-        if !is_current_mm(mm) {
-            return 0;
-        }
-        // SAFETY: as above.
-        unsafe {
-            (*watched).mm = mm as u64;
-            (*watched).flags |= WATCH_NEEDS_FULL_READ;
-        }
-    }
     // SAFETY: `watched` points into the map value; `mm` is the tracepoint's
     // argument. Concurrent updates only ever store the kernel's own figures.
     let state = unsafe { &mut *watched };
@@ -310,7 +389,7 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
             _ => {
                 debug!(
                     &ctx,
-                    "rss_stat: counter {} of process {} is unknown to procespy", member, tgid
+                    "rss_stat: counter {} of process {} is unknown to procespy", member, owner
                 );
                 return 0;
             }
@@ -320,7 +399,7 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
     let rss = state.rss_bytes(page_size);
     if state.flags & WATCH_REPORT_USAGE != 0 && rss >> 20 != state.reported_mib {
         state.reported_mib = rss >> 20;
-        send(EventKind::Usage, tgid, 0, 0, rss, current_comm());
+        send(EventKind::Usage, owner, 0, 0, rss, current_comm());
     }
     if state.limit_bytes == 0 {
         return 0;
@@ -341,7 +420,7 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
         debug!(
             &ctx,
             "process {}: {} bytes crossed the limit, {} on confirmation: no breach",
-            tgid,
+            owner,
             rss,
             confirmed
         );
@@ -349,20 +428,29 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
     }
     state.flags |= WATCH_OVER;
     state.breaches = state.breaches.wrapping_add(1);
-    let mut flags = 0;
-    if state.flags & WATCH_KILL_NOW != 0 {
+    let mut flags = if foreign { EVENT_FLAG_FOREIGN } else { 0 };
+    // bpf_send_signal signals the current task: only the owner's own
+    // context can be killed from here.
+    if state.flags & WATCH_KILL_NOW != 0 && !foreign {
         // SAFETY: a helper taking a signal number.
         let refused = unsafe { bpf_send_signal(SIGKILL) };
         if refused == 0 {
-            flags = EVENT_FLAG_KILLED;
+            flags |= EVENT_FLAG_KILLED;
         } else {
             debug!(
                 &ctx,
-                "process {}: the kernel refused bpf_send_signal(SIGKILL) with {}", tgid, refused
+                "process {}: the kernel refused bpf_send_signal(SIGKILL) with {}", owner, refused
             );
         }
     }
-    send(EventKind::Breach, tgid, 0, flags, confirmed, current_comm());
+    send(
+        EventKind::Breach,
+        owner,
+        0,
+        flags,
+        confirmed,
+        current_comm(),
+    );
     0
 }
 

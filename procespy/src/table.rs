@@ -298,6 +298,7 @@ mod tests {
             comm: comm.to_vec(),
             rss_bytes: 0,
             killed: false,
+            foreign: false,
             ktime_ns: 0,
         }
     }

@@ -295,6 +295,13 @@ impl Daemon {
     fn on_event(&mut self, event: &KernelEvent, to_read: &mut Vec<u32>) {
         match event.kind {
             EventKind::Breach => {
+                if event.foreign {
+                    tracing::debug!(
+                        pid = event.pid,
+                        writer = %crate::text::escape_bytes(&event.comm),
+                        "breach caused from another process's context: signalled from here"
+                    );
+                }
                 self.guard.on_kernel_breach(
                     event.pid,
                     event.rss_bytes,

@@ -20,6 +20,9 @@ pub(crate) struct KernelEvent {
     pub(crate) rss_bytes: u64,
     /// Whether the kernel already sent SIGKILL (breach of a kill-now limit).
     pub(crate) killed: bool,
+    /// The breach was seen in another process's context (a writer into the
+    /// process's memory): the kernel could not signal the owner.
+    pub(crate) foreign: bool,
     /// `CLOCK_MONOTONIC` nanoseconds when the kernel made the event.
     pub(crate) ktime_ns: u64,
 }
@@ -39,6 +42,7 @@ impl KernelEvent {
             comm: raw.comm_bytes().to_vec(),
             rss_bytes: raw.rss_bytes,
             killed: raw.flags & procespy_common::EVENT_FLAG_KILLED != 0,
+            foreign: raw.flags & procespy_common::EVENT_FLAG_FOREIGN != 0,
             ktime_ns: raw.ktime_ns,
         })
     }

@@ -556,6 +556,7 @@ fn a_rename_back_from_a_protected_name_is_acted_on() {
             comm: b"grower".to_vec(),
             rss_bytes: 0,
             killed: false,
+            foreign: false,
             ktime_ns: 0,
         },
         Instant::now(),

@@ -108,29 +108,27 @@ pub(crate) fn lower_thread_priority(nice: i32) -> std::io::Result<()> {
 pub(crate) fn raise_fd_limit() -> u64 {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let now = getrlimit(Resource::Nofile);
-    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok());
-    let wanted = [nr_open, now.maximum].into_iter().flatten().max();
-    let Some(wanted) = wanted else {
+    let (Some(soft), Some(hard)) = (now.current, now.maximum) else {
         return u64::MAX; // unlimited
     };
-    for target in [wanted, now.maximum.unwrap_or(wanted)] {
-        if now.current.is_some_and(|soft| soft >= target) {
-            break;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    for target in [nr_open.max(hard), hard] {
+        if soft >= target {
+            return soft;
         }
         let raised = Rlimit {
             current: Some(target),
-            maximum: Some(target.max(now.maximum.unwrap_or(0))),
+            maximum: Some(target),
         };
         if setrlimit(Resource::Nofile, raised).is_ok() {
+            tracing::debug!("open-file limit raised from {soft} to {target}");
             return target;
         }
     }
-    let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    tracing::warn!(
-        "the open-file limit stays at {soft}: covered processes beyond it cannot be followed"
-    );
+    tracing::info!("the open-file limit stays at {soft}");
     soft
 }
 

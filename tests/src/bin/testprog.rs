@@ -10,6 +10,9 @@
 //! - `threads N MIB`: N threads together touch MIB more MiB as fast as they
 //!   can, each printing `progress BYTES NANOS` (BYTES: the total touched by
 //!   all threads) after each MiB it touched; answers `ok VMRSS_BYTES`.
+//! - `reserve MIB`: maps MIB MiB of anonymous memory without touching it
+//!   (for another process to fill through `/proc/PID/mem`); answers
+//!   `ok ADDRESS` (decimal).
 //! - `rss`: answers `ok VMRSS_BYTES`.
 //! - `exit`: exits 0.
 //!
@@ -92,6 +95,15 @@ fn main() {
                 grow_in_threads(threads.parse().unwrap_or(1), total);
                 format!("ok {}", vm_rss())
             }
+            (Some("reserve"), Some(mib)) => match mib.parse::<usize>() {
+                Ok(mib) => {
+                    let region = Region::untouched(mib * MIB);
+                    let address = region.ptr as usize;
+                    memory.push(region);
+                    format!("ok {address}")
+                }
+                Err(_) => "error bad size".to_owned(),
+            },
             (Some("rss"), None) => format!("ok {}", vm_rss()),
             (Some("exit"), None) => std::process::exit(0),
             _ => format!("error unknown command {line:?}"),
@@ -176,6 +188,16 @@ struct Region {
 
 impl Region {
     fn touched(len: usize) -> Self {
+        let region = Region::untouched(len);
+        let bytes = region.ptr.cast::<u8>();
+        for offset in (0..len).step_by(4096) {
+            // SAFETY: inside the mapping just made.
+            unsafe { bytes.add(offset).write_volatile(1) };
+        }
+        region
+    }
+
+    fn untouched(len: usize) -> Self {
         // SAFETY: a fresh private anonymous mapping.
         let ptr = unsafe {
             libc::mmap(
@@ -188,11 +210,6 @@ impl Region {
             )
         };
         assert!(ptr != libc::MAP_FAILED, "mmap of {len} bytes failed");
-        let bytes = ptr.cast::<u8>();
-        for offset in (0..len).step_by(4096) {
-            // SAFETY: inside the mapping just made.
-            unsafe { bytes.add(offset).write_volatile(1) };
-        }
         Region { ptr, len }
     }
 }
