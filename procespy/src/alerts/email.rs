@@ -23,8 +23,10 @@ use lettre::{
 use super::{message::EmailText, spool::Mail};
 use crate::config::{Email, MAX_SECRET_BYTES, Security};
 
-/// How long one SMTP command may take before the attempt is given up.
-pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one attempt may take, connection and conversation together,
+/// before it is given up as a transient failure. (lettre's own timeout
+/// bounds the connection only, not each command of the conversation.)
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Builds the message for `text`, ready for the spool. `seq` and `host`
 /// make its Message-ID unique.
@@ -101,7 +103,7 @@ pub(crate) fn transport(
     };
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server.clone())
         .port(config.port)
-        .timeout(Some(COMMAND_TIMEOUT))
+        .timeout(Some(SEND_TIMEOUT))
         .tls(match config.security {
             Security::None => Tls::None,
             Security::StartTls => Tls::Required(tls(&server)?),
@@ -142,10 +144,8 @@ pub(crate) async fn send(
         .map_err(|err| invalid(format!("recipient: {err}")))?;
     let envelope =
         Envelope::new(Some(from), to).map_err(|err| invalid(format!("envelope: {err}")))?;
-    // Each command has its own timeout; this bounds the whole conversation.
-    let whole = COMMAND_TIMEOUT * 4;
     match tokio::time::timeout(
-        whole,
+        SEND_TIMEOUT,
         transport.send_raw(&envelope, mail.message.as_bytes()),
     )
     .await
@@ -157,7 +157,7 @@ pub(crate) async fn send(
         }),
         Err(_) => Err(SendError {
             permanent: false,
-            message: format!("no answer within {whole:?}"),
+            message: format!("the conversation took longer than {SEND_TIMEOUT:?}"),
         }),
     }
 }

@@ -3,8 +3,9 @@
 //! reached, removed once it accepted them.
 //!
 //! A transient failure (no connection, a timeout, a 4xx answer) stops the
-//! pass: the messages behind it would fail the same way. A permanent refusal
-//! (5xx) of one message does not hold up the others; a message refused
+//! pass and backs off the server: the messages behind it would fail the
+//! same way. A permanent refusal (5xx) is that message's alone: it backs
+//! off that message only, the others go on at once; a message refused
 //! [`MAX_REFUSALS`] times is moved to `rejected/` in the spool and logged.
 
 use std::{
@@ -35,6 +36,8 @@ struct Queued {
     path: Option<PathBuf>,
     mail: Arc<Mail>,
     refusals: u32,
+    /// Refused before: not tried again until then.
+    not_before: Option<Instant>,
 }
 
 /// What one pass over the queue did.
@@ -155,6 +158,7 @@ impl Outbox {
             path,
             mail: Arc::new(mail),
             refusals: 0,
+            not_before: None,
         });
     }
 
@@ -197,12 +201,16 @@ impl Outbox {
         {
             return;
         }
-        self.retry_at = None;
         let batch: Vec<(u64, Option<PathBuf>, Arc<Mail>)> = self
             .queue
             .iter()
+            .filter(|q| q.not_before.is_none_or(|at| at <= now))
             .map(|q| (q.id, q.path.clone(), Arc::clone(&q.mail)))
             .collect();
+        if batch.is_empty() {
+            return;
+        }
+        self.retry_at = None;
         let config = self.config.clone();
         let host = self.host.clone();
         self.pass = Some(tokio::spawn(run_pass(config, host, batch)));
@@ -241,6 +249,9 @@ impl Outbox {
             };
             let queued = &mut self.queue[index];
             queued.refusals += 1;
+            // FIRST_BACKOFF, doubled for each refusal: this message only.
+            let wait = FIRST_BACKOFF * 2u32.pow(queued.refusals - 1);
+            queued.not_before = Some(Instant::now() + wait.min(MAX_BACKOFF));
             tracing::error!(
                 subject = %queued.mail.subject,
                 "the SMTP server refused an email ({} of {MAX_REFUSALS}): {reason}",
@@ -261,11 +272,10 @@ impl Outbox {
             if self.failing.is_none() {
                 tracing::warn!(
                     queued = self.queue.len(),
-                    "cannot send email through {}:{}: {reason}; {} emails wait in {}, tried again with backoff",
+                    "cannot send email through {}:{}: {reason}; {}, tried again with backoff",
                     self.config.server,
                     self.config.port,
-                    self.queue.len(),
-                    self.config.spool_dir.display()
+                    self.waiting()
                 );
             } else {
                 tracing::debug!("email still failing: {reason}");
@@ -281,10 +291,21 @@ impl Outbox {
                 self.config.port
             );
         }
-        if pass.refused.is_empty() {
-            self.backoff = FIRST_BACKOFF;
-        } else {
-            self.back_off();
+        self.backoff = FIRST_BACKOFF;
+    }
+
+    /// Where the waiting emails are: "3 emails wait in /var/lib/…", or
+    /// with those the spool could not take, "… (1 in memory only)".
+    fn waiting(&self) -> String {
+        let in_memory = self.queue.iter().filter(|q| q.path.is_none()).count();
+        let spooled = self.queue.len() - in_memory;
+        let spool = self.config.spool_dir.display();
+        match (spooled, in_memory) {
+            (_, 0) => format!("{spooled} emails wait in {spool}"),
+            (0, _) => {
+                format!("{in_memory} emails wait in memory only (the spool {spool} took none)")
+            }
+            _ => format!("{spooled} emails wait in {spool} and {in_memory} in memory only"),
         }
     }
 
@@ -293,12 +314,19 @@ impl Outbox {
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
-    /// When the next attempt is due, if one waits for its time.
+    /// When the next attempt is due, if one waits for its time: the
+    /// server's backoff, or the earliest refused message's.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         if self.pass.is_some() || self.queue.is_empty() || !self.config.enabled {
-            None
-        } else {
-            self.retry_at
+            return None;
+        }
+        if self.queue.iter().any(|q| q.not_before.is_none()) {
+            return self.retry_at;
+        }
+        let earliest = self.queue.iter().filter_map(|q| q.not_before).min();
+        match (self.retry_at, earliest) {
+            (Some(server), Some(message)) => Some(server.max(message)),
+            (server, message) => server.or(message),
         }
     }
 
