@@ -7,7 +7,8 @@
 //! through file descriptors: every directory on the way must be owned by
 //! root (or by the user procespy runs as) and not writable by group or
 //! others, except a sticky one such as `/tmp`, in which the next entry
-//! must then be root's; every symlink followed must be root's; the file
+//! must then be root's (or that user's); every symlink followed must be
+//! root's; the file
 //! must be a regular file owned by root and not writable by group or
 //! others. It is then read through the very descriptor that was checked,
 //! and only once it has not changed for [`SETTLE`] (a tool rewriting it in
@@ -75,7 +76,8 @@ fn open_trusted(path: &Path, what: &str) -> Result<File, String> {
         // In a sticky directory anyone may add entries: only root's count
         // (the file itself is held to that below, with its own message).
         let is_file = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile;
-        if dir_stat.st_mode & 0o1000 != 0 && stat.st_uid != 0 && !is_file {
+        let trusted_owner = stat.st_uid == 0 || stat.st_uid == own_uid;
+        if dir_stat.st_mode & 0o1000 != 0 && !trusted_owner && !is_file {
             return Err(format!(
                 "refusing a {what} reached through {}, which is not root's, in the \
                  directory {} that others may write to",
