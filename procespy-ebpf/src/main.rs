@@ -454,6 +454,14 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// The floor of `cargo xtask bench overhead`: an empty program on the same
+/// BTF tracepoint as `procespy_rss`, what any program there costs (entry,
+/// and the statistics' own clock reads). The daemon never loads it.
+#[btf_tracepoint(function = "rss_stat")]
+pub fn procespy_floor(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
