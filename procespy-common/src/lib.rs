@@ -19,8 +19,30 @@ pub const MM_SHMEMPAGES: u32 = 3;
 /// Number of counters in `mm_struct.rss_stat` (`NR_MM_COUNTERS`).
 pub const NR_MM_COUNTERS: usize = 4;
 
-/// Capacity of the map of watched processes.
-pub const MAX_WATCHED: u32 = 65_536;
+/// Slots of per-process state (`STATE`); slot 0 means "not watched", so
+/// at most `MAX_WATCHED - 1` processes are followed at once.
+pub const MAX_WATCHED: u32 = 65_535;
+
+/// PIDs per element of the slot table (`SLOTS`): each element is an array
+/// of this many `u16` slot numbers (128 KiB).
+pub const SLOT_CHUNK: usize = 1 << 16;
+/// Elements of the slot table needed for every tgid below `pid_max`.
+pub const fn slot_chunks(pid_max: u32) -> u32 {
+    pid_max.div_ceil(SLOT_CHUNK as u32)
+}
+/// The most elements the slot table has: every possible tgid (the kernel's
+/// `PID_MAX_LIMIT` is 4,194,304).
+pub const MAX_SLOT_CHUNKS: u32 = slot_chunks(4_194_304);
+/// The slot of a new child of a watched process, until userspace gives it
+/// one: its state waits in `FORKED`, keyed by tgid.
+pub const SLOT_FORKED: u16 = u16::MAX;
+/// Children of watched processes waiting for a slot at once.
+pub const MAX_FORKED: u32 = 4096;
+
+/// `BPF_F_MMAPABLE`: userspace maps the slot table and writes slot numbers
+/// in place, next to the programs' own writes, without a whole-element
+/// update.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// Size of the ring buffer that carries [`Event`]s, in bytes (a power of two).
 pub const RING_BYTES: u32 = 1 << 20;
 

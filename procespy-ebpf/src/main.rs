@@ -5,9 +5,17 @@
 //!   before 6.16, `procespy_exit_live`) and `procespy_rename` report
 //!   lifecycle events to userspace through the `EVENTS` ring buffer;
 //! - `procespy_rss` runs on every RSS counter change. For a process that
-//!   userspace put into `WATCHED` it keeps the counters current and reports
-//!   (or, for kill-now, kills) at the page that crosses the limit. For any
-//!   other process it costs one map lookup.
+//!   userspace watches it keeps the counters current and reports (or, for
+//!   kill-now, kills) at the page that crosses the limit. For any other
+//!   process it costs a few instructions: the slot table (`SLOTS`, indexed
+//!   by tgid, whose lookups the verifier inlines) says 0, and the mm filter
+//!   says nobody watches the mm.
+//!
+//! Per-process state lives in `STATE`, indexed by a slot number that
+//! userspace gives each watched process and writes into `SLOTS` (mapped
+//! into its memory). A new child of a watched process inherits its
+//! parent's limit at once: the fork program puts its state in `FORKED` and
+//! marks its slot [`SLOT_FORKED`] until userspace gives it a slot.
 //!
 //! Nothing here may panic: a panicking path leaves a call the verifier refuses.
 //!
@@ -33,9 +41,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use procespy_common::{
-    COMM_LEN, EVENT_FLAG_FOREIGN, EVENT_FLAG_KILLED, Event, EventKind, KernelConfig, MAX_WATCHED,
-    MM_ANONPAGES, MM_FILEPAGES, MM_FILTER_BYTES, MM_SHMEMPAGES, MM_SWAPENTS, NR_MM_COUNTERS,
-    RING_BYTES, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_OVER, WATCH_REPORT_USAGE, Watched,
+    BPF_F_MMAPABLE, COMM_LEN, EVENT_FLAG_FOREIGN, EVENT_FLAG_KILLED, Event, EventKind,
+    KernelConfig, MAX_FORKED, MAX_SLOT_CHUNKS, MAX_WATCHED, MM_ANONPAGES, MM_FILEPAGES,
+    MM_FILTER_BYTES, MM_SHMEMPAGES, MM_SWAPENTS, NR_MM_COUNTERS, RING_BYTES, SLOT_CHUNK,
+    SLOT_FORKED, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_OVER, WATCH_REPORT_USAGE, Watched,
     mm_filter_slot,
 };
 
@@ -47,9 +56,19 @@ static CONFIG: KernelConfig = KernelConfig::ZERO;
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
-/// The processes userspace follows, by tgid.
+/// The slot of every tgid: element `tgid / SLOT_CHUNK`, entry `tgid %
+/// SLOT_CHUNK`; 0 when not watched. Userspace sizes it to `pid_max` at load.
 #[map]
-static WATCHED: HashMap<u32, Watched> = HashMap::with_max_entries(MAX_WATCHED, 0);
+static SLOTS: Array<[u16; SLOT_CHUNK]> = Array::with_max_entries(MAX_SLOT_CHUNKS, BPF_F_MMAPABLE);
+
+/// The state of every watched process, by slot.
+#[map]
+static STATE: Array<Watched> = Array::with_max_entries(MAX_WATCHED, 0);
+
+/// The state of new children of watched processes, by tgid, until
+/// userspace gives them a slot.
+#[map]
+static FORKED: HashMap<u32, Watched> = HashMap::with_max_entries(MAX_FORKED, 0);
 
 /// The owner (tgid) of every watched process's `mm_struct` whose own event
 /// showed it, by mm pointer: RSS changes made in another context (a writer
@@ -93,6 +112,27 @@ unsafe fn field<T: Copy>(base: *const u8, offset: u32) -> T {
     unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<T>()) }
 }
 
+/// Where the slot of `tgid` is kept; `None` past the table (a `pid_max`
+/// raised after load).
+#[inline(always)]
+fn slot_ptr(tgid: u32) -> Option<*mut u16> {
+    let chunk = SLOTS.get_ptr_mut(tgid / SLOT_CHUNK as u32)?;
+    // SAFETY: the pointer comes from a successful lookup; the index is
+    // masked into the element.
+    Some(unsafe { (*chunk).as_mut_ptr().add(tgid as usize & (SLOT_CHUNK - 1)) })
+}
+
+/// The state of the watched process `tgid`, if it is watched.
+#[inline(always)]
+fn state_of(tgid: u32) -> Option<*mut Watched> {
+    // SAFETY: `slot_ptr` points into the slot table.
+    match unsafe { *slot_ptr(tgid)? } {
+        0 => None,
+        SLOT_FORKED => FORKED.get_ptr_mut(tgid),
+        slot => STATE.get_ptr_mut(u32::from(slot)),
+    }
+}
+
 fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
@@ -124,7 +164,7 @@ fn current_comm() -> [u8; COMM_LEN] {
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn procespy_exec(_ctx: TracePointContext) -> u32 {
     let tgid = current_tgid();
-    if let Some(watched) = WATCHED.get_ptr_mut(tgid) {
+    if let Some(watched) = state_of(tgid) {
         // A new image may not match the old limit: follow it, but enforce
         // nothing until userspace has matched it again. The old mm's counters
         // are gone, so read all of the new one's at the next change.
@@ -157,7 +197,7 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
     let child_tgid = pid as u32;
     let parent_tgid = current_tgid();
     // SAFETY: the value is copied out at once, before any other map operation.
-    if let Some(parent) = unsafe { WATCHED.get(parent_tgid) }.copied() {
+    if let Some(parent) = state_of(parent_tgid).map(|parent| unsafe { *parent }) {
         // The child runs the same image under the same name: it inherits the
         // parent's limit from its first page on.
         let inherited = Watched {
@@ -168,7 +208,12 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
             reported_mib: 0,
             mm: 0,
         };
-        let _ = WATCHED.insert(child_tgid, inherited, 0);
+        if FORKED.insert(child_tgid, inherited, 0).is_ok()
+            && let Some(slot) = slot_ptr(child_tgid)
+        {
+            // SAFETY: `slot_ptr` points into the slot table.
+            unsafe { *slot = SLOT_FORKED };
+        }
     }
     send(
         EventKind::Fork,
@@ -214,11 +259,20 @@ pub fn procespy_exit_live(ctx: BtfTracePointContext) -> i32 {
 fn group_exited(task: *const u8) -> i32 {
     // SAFETY: `task` is the tracepoint's task argument; the offset comes from BTF.
     let tgid = unsafe { field::<i32>(task, config!(task_tgid)) } as u32;
-    if let Some(watched) = WATCHED.get_ptr(tgid) {
+    if let Some(watched) = state_of(tgid) {
         // SAFETY: the pointer comes from a successful lookup.
         forget_mm(unsafe { (*watched).mm });
     }
-    let _ = WATCHED.remove(tgid);
+    if let Some(slot) = slot_ptr(tgid) {
+        // SAFETY: `slot_ptr` points into the slot table. Userspace frees
+        // the slot itself when it hears of the exit.
+        unsafe {
+            if *slot == SLOT_FORKED {
+                let _ = FORKED.remove(tgid);
+            }
+            *slot = 0;
+        }
+    }
     send(EventKind::Exit, tgid, 0, 0, 0, current_comm());
     0
 }
@@ -332,7 +386,7 @@ unsafe fn owner_of(mm: *const u8) -> Option<(u32, *mut Watched)> {
     }
     // SAFETY: the value is copied out at once.
     let owner = unsafe { MM_OWNER.get(mm as u64) }.copied()?;
-    let watched = WATCHED.get_ptr_mut(owner)?;
+    let watched = state_of(owner)?;
     // SAFETY: the pointer comes from a successful lookup.
     (unsafe { (*watched).mm } == mm as u64).then_some((owner, watched))
 }
@@ -346,7 +400,7 @@ unsafe fn owner_of(mm: *const u8) -> Option<(u32, *mut Watched)> {
 pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
     let mm: *const u8 = ctx.arg(0);
     let tgid = current_tgid();
-    let own = match WATCHED.get_ptr_mut(tgid) {
+    let own = match state_of(tgid) {
         // SAFETY: the pointer comes from a successful lookup.
         Some(watched) if unsafe { (*watched).mm } == mm as u64 => Some(watched),
         Some(watched) if is_current_mm(mm) => {

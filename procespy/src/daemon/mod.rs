@@ -348,7 +348,7 @@ impl Daemon {
             }
             Change::Removed(pid) => {
                 tracing::debug!(event = "exit", pid, name = %name, "exit");
-                self.guard.forget(pid, None);
+                self.guard.exited(pid, self.backend.watch());
             }
             Change::None => {}
         }

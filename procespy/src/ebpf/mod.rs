@@ -1,20 +1,25 @@
 //! The kernel side, seen from userspace: loading and attaching the eBPF
-//! programs, the `WATCHED` map, and the stream of events.
+//! programs, the watched processes' slots and state, and the stream of
+//! events.
 
 mod btf;
 pub(crate) mod events;
 mod layout;
 mod logs;
+mod slots;
 
-use std::path::Path;
+use std::{os::fd::AsFd, path::Path};
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{BtfTracePoint, TracePoint},
 };
-use procespy_common::{WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_REPORT_USAGE, Watched};
+use procespy_common::{
+    MAX_WATCHED, SLOT_FORKED, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_REPORT_USAGE, Watched,
+    slot_chunks,
+};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use events::EventStream;
@@ -37,7 +42,13 @@ const TRACEPOINTS: [(&str, &str, &str); 2] = [
 /// the kernel.
 pub(crate) struct Kernel {
     _ebpf: Ebpf,
-    watched: HashMap<MapData, u32, Watched>,
+    slots: slots::SlotTable,
+    state: Array<MapData, Watched>,
+    forked: HashMap<MapData, u32, Watched>,
+    /// The slot userspace gave each watched process.
+    slot_of: std::collections::HashMap<u32, u16>,
+    /// Slots not in use.
+    free: Vec<u16>,
     lost: PerCpuArray<MapData, u64>,
     page_size: u64,
     info: KernelInfo,
@@ -98,8 +109,10 @@ pub(crate) fn load() -> Result<(Kernel, EventStream)> {
         .map_err(|err| anyhow!("reading the kernel's BTF: {err}"))?;
     drop(btf_bytes);
     let log_level = logs::kernel_level();
+    let chunks = slot_chunks(pid_max());
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
+        .map_max_entries("SLOTS", chunks)
         .override_global("CONFIG", &layout.config, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .load(OBJECT)
@@ -128,7 +141,13 @@ pub(crate) fn load() -> Result<(Kernel, EventStream)> {
             .with_context(|| format!("attaching {name} to tp_btf/{event}"))?;
     }
 
-    let watched = HashMap::try_from(take_map(&mut ebpf, "WATCHED")?)?;
+    let slots_map = take_map(&mut ebpf, "SLOTS")?;
+    let slots = match &slots_map {
+        aya::maps::Map::Array(data) => slots::SlotTable::map(data.fd().as_fd(), chunks)?,
+        _ => return Err(anyhow!("the eBPF object's SLOTS is not an array")),
+    };
+    let state = Array::try_from(take_map(&mut ebpf, "STATE")?)?;
+    let forked = HashMap::try_from(take_map(&mut ebpf, "FORKED")?)?;
     let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST")?)?;
     let events = EventStream::new(take_map(&mut ebpf, "EVENTS")?)?;
     let info = KernelInfo {
@@ -146,7 +165,12 @@ pub(crate) fn load() -> Result<(Kernel, EventStream)> {
     );
     let kernel = Kernel {
         _ebpf: ebpf,
-        watched,
+        slots,
+        state,
+        forked,
+        slot_of: std::collections::HashMap::new(),
+        // Slot 0 means "not watched"; the highest are given out first.
+        free: (1..MAX_WATCHED as u16).collect(),
         lost,
         page_size: u64::from(layout.config.page_size),
         info,
@@ -154,6 +178,14 @@ pub(crate) fn load() -> Result<(Kernel, EventStream)> {
     drop(btf);
     release_freed_memory();
     Ok((kernel, events))
+}
+
+/// The kernel's `pid_max`: every tgid is below it.
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(procespy_common::MAX_SLOT_CHUNKS * procespy_common::SLOT_CHUNK as u32)
 }
 
 /// Gives the heap pages freed after loading back to the kernel. The
@@ -228,20 +260,46 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// The state the kernel keeps for `pid`, and where.
+    fn state_of(&self, pid: u32) -> Option<Watched> {
+        match (self.slot_of.get(&pid), self.slots.get(pid)?) {
+            (Some(&slot), _) => self.state.get(&u32::from(slot), 0).ok(),
+            (None, SLOT_FORKED) => self.forked.get(&pid, 0).ok(),
+            (None, _) => None,
+        }
+    }
+}
+
 impl KernelWatch<Pidfd> for Kernel {
     /// Follows `pid` in the kernel as `spec` says.
     ///
     /// The entry is kept only if the process behind `handle` is still alive
-    /// after the insert: its exit then removes it in the kernel. So a PID
+    /// after it is made: its exit then clears it in the kernel. So a PID
     /// that was reused meanwhile never inherits the entry.
-    /// An entry the kernel has already filled keeps its counters (and so
+    ///
+    /// An entry the kernel has already filled (the process was watched, or
+    /// inherited its parent's entry at fork) keeps its counters (and so
     /// `status` keeps showing the real RSS after a reload); the crossing is
     /// armed anew, so a process above a new, lower limit is reported at its
     /// next RSS change (and found over by the guard meanwhile).
     fn watch(&mut self, pid: u32, handle: &Pidfd, spec: WatchSpec) -> Result<()> {
-        let (mut state, fresh) = match self.watched.get(&pid, 0) {
-            Ok(state) => (state, state.flags & WATCH_NEEDS_FULL_READ != 0),
-            Err(_) => (Watched::default(), true),
+        let in_table = self.slots.get(pid).ok_or_else(|| {
+            anyhow!("PID {pid} is beyond the kernel's slot table (was pid_max raised since start?)")
+        })?;
+        let known = self.state_of(pid);
+        let slot = match self.slot_of.get(&pid) {
+            Some(&slot) => slot,
+            None => self.free.pop().ok_or_else(|| {
+                anyhow!(
+                    "the kernel already follows {} processes, its most",
+                    MAX_WATCHED - 1
+                )
+            })?,
+        };
+        let (mut state, fresh) = match known {
+            Some(state) => (state, state.flags & WATCH_NEEDS_FULL_READ != 0),
+            None => (Watched::default(), true),
         };
         state.limit_bytes = spec.limit_bytes;
         state.reported_mib = 0;
@@ -252,22 +310,47 @@ impl KernelWatch<Pidfd> for Kernel {
             } else {
                 0
             };
-        self.watched
-            .insert(pid, state, 0)
-            .with_context(|| format!("watching {pid}"))?;
+        if let Err(err) = self.state.set(u32::from(slot), state, 0) {
+            self.free.push(slot);
+            return Err(anyhow!("watching {pid}: {err}"));
+        }
+        self.slot_of.insert(pid, slot);
+        self.slots.set(pid, slot);
+        if in_table == SLOT_FORKED {
+            let _ = self.forked.remove(&pid);
+        }
         if handle.exited() {
-            let _ = self.watched.remove(&pid);
+            self.unwatch(pid);
         }
         Ok(())
     }
 
     fn unwatch(&mut self, pid: u32) {
-        let _ = self.watched.remove(&pid);
+        match self.slot_of.remove(&pid) {
+            Some(slot) => {
+                self.slots.clear(pid, slot);
+                self.free.push(slot);
+            }
+            // A child that inherited its parent's entry but is not covered.
+            None if self.slots.get(pid) == Some(SLOT_FORKED) => {
+                self.slots.clear(pid, SLOT_FORKED);
+                let _ = self.forked.remove(&pid);
+            }
+            None => {}
+        }
+    }
+
+    fn exited(&mut self, pid: u32) {
+        // The exit program cleared the table's entry already (and a new
+        // process may have the PID by now): only the slot is freed.
+        if let Some(slot) = self.slot_of.remove(&pid) {
+            self.free.push(slot);
+        }
     }
 
     /// The kernel's figures for `pid`, if it is watched and has faulted since.
     fn rss(&self, pid: u32) -> Option<KernelRss> {
-        let state = self.watched.get(&pid, 0).ok()?;
+        let state = self.state_of(pid)?;
         if state.flags & WATCH_NEEDS_FULL_READ != 0 {
             return None; // no counter read since the entry was (re)made
         }

@@ -42,6 +42,8 @@ pub(crate) trait KernelWatch<H> {
     fn watch(&mut self, pid: u32, handle: &H, spec: WatchSpec) -> anyhow::Result<()>;
     /// Stops following `pid`.
     fn unwatch(&mut self, pid: u32);
+    /// `pid` exited (the kernel forgot it already): its bookkeeping goes.
+    fn exited(&mut self, pid: u32);
     /// The kernel's figures for `pid`, if it follows it and has read them.
     fn rss(&self, pid: u32) -> Option<KernelRss>;
 }
@@ -297,10 +299,23 @@ impl<S: System> Guard<S> {
         pid: u32,
         kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
     ) {
-        if self.guarded.remove(&pid).is_some()
-            && let Some(kernel) = kernel
-        {
+        self.guarded.remove(&pid);
+        // Also when the guard never knew it: a child may have inherited its
+        // parent's entry in the kernel.
+        if let Some(kernel) = kernel {
             kernel.unwatch(pid);
+        }
+    }
+
+    /// `pid` exited: the kernel forgot it by itself.
+    pub(crate) fn exited(
+        &mut self,
+        pid: u32,
+        kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
+    ) {
+        self.guarded.remove(&pid);
+        if let Some(kernel) = kernel {
+            kernel.exited(pid);
         }
     }
 

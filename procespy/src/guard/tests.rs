@@ -79,6 +79,10 @@ impl KernelWatch<Handle> for FakeKernel {
         self.watched.remove(&pid);
     }
 
+    fn exited(&mut self, pid: u32) {
+        self.watched.remove(&pid);
+    }
+
     fn rss(&self, _: u32) -> Option<KernelRss> {
         None
     }
