@@ -534,6 +534,11 @@ impl Daemon {
             spool: email
                 .enabled
                 .then(|| metrics::spool_usage(&email.spool_dir)),
+            programs: self
+                .backend
+                .kernel()
+                .map(Kernel::program_stats)
+                .unwrap_or_default(),
         }
     }
 }

@@ -41,7 +41,7 @@ const TRACEPOINTS: [(&str, &str, &str); 2] = [
 /// Dropping it detaches every program and frees every map: nothing stays in
 /// the kernel.
 pub(crate) struct Kernel {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     slots: slots::SlotTable,
     state: Array<MapData, Watched>,
     forked: HashMap<MapData, u32, Watched>,
@@ -52,6 +52,8 @@ pub(crate) struct Kernel {
     lost: PerCpuArray<MapData, u64>,
     page_size: u64,
     info: KernelInfo,
+    /// The programs loaded, by name.
+    programs: Vec<&'static str>,
 }
 
 /// Which kernel the programs run in, and how they read it.
@@ -66,6 +68,18 @@ pub struct KernelInfo {
     pub batched: bool,
     /// How a process's end is told.
     pub group_exit: GroupExit,
+}
+
+/// What the kernel's BPF statistics say of one program, while they are on
+/// (`sysctl kernel.bpf_stats_enabled=1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ProgramStats {
+    /// The program's name (`procespy_rss`, …).
+    pub(crate) name: &'static str,
+    /// Runs counted since the statistics were turned on.
+    pub(crate) run_count: u64,
+    /// Time spent running, in nanoseconds.
+    pub(crate) run_time_ns: u64,
 }
 
 /// How the kernel is to follow one process.
@@ -126,6 +140,7 @@ pub(crate) fn load() -> Result<(Kernel, EventStream)> {
             .attach(category, event)
             .with_context(|| format!("attaching {name} to {category}:{event}"))?;
     }
+    let mut programs: Vec<&'static str> = TRACEPOINTS.iter().map(|(name, ..)| *name).collect();
     let btf_tracepoints = [
         ("procespy_fork", "sched_process_fork"),
         (layout.exit.program(), "sched_process_exit"),
@@ -139,6 +154,7 @@ pub(crate) fn load() -> Result<(Kernel, EventStream)> {
         program
             .attach()
             .with_context(|| format!("attaching {name} to tp_btf/{event}"))?;
+        programs.push(name);
     }
 
     let slots_map = take_map(&mut ebpf, "SLOTS")?;
@@ -164,7 +180,7 @@ pub(crate) fn load() -> Result<(Kernel, EventStream)> {
         layout.config
     );
     let kernel = Kernel {
-        _ebpf: ebpf,
+        ebpf,
         slots,
         state,
         forked,
@@ -174,6 +190,7 @@ pub(crate) fn load() -> Result<(Kernel, EventStream)> {
         lost,
         page_size: u64::from(layout.config.page_size),
         info,
+        programs,
     };
     drop(btf);
     release_freed_memory();
@@ -249,6 +266,28 @@ impl Kernel {
     /// Which kernel the programs run in, and how they read it.
     pub(crate) fn info(&self) -> &KernelInfo {
         &self.info
+    }
+
+    /// The kernel's statistics of every program, while they are on; empty
+    /// otherwise (they cost a clock read per run, so they are off unless an
+    /// operator turns them on).
+    pub(crate) fn program_stats(&self) -> Vec<ProgramStats> {
+        let on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .is_ok_and(|text| text.trim() == "1");
+        if !on {
+            return Vec::new();
+        }
+        self.programs
+            .iter()
+            .filter_map(|&name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some(ProgramStats {
+                    name,
+                    run_count: info.run_count(),
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect()
     }
 
     /// Events the kernel could not put into the ring buffer, since load.

@@ -26,6 +26,7 @@
 //! | `lost_events_total` | counter | (eBPF mode) |
 //! | `examinations_total` | counter | |
 //! | `examination_duration_seconds` | gauge | (the last one) |
+//! | `bpf_program_runs_total`, `bpf_program_run_time_nanoseconds_total` | counter | `program` (while `kernel.bpf_stats_enabled` is 1) |
 
 mod http;
 
@@ -39,7 +40,7 @@ use prometheus_client::{
 
 pub(crate) use http::{MetricsRequest, bind, serve};
 
-use crate::{action::ActionRecord, config::Mode, report::StatusReport};
+use crate::{action::ActionRecord, config::Mode, ebpf::ProgramStats, report::StatusReport};
 
 /// Everything `/metrics` shows, filled by the daemon from its state.
 #[derive(Clone, Debug)]
@@ -56,6 +57,8 @@ pub(crate) struct Snapshot {
     pub(crate) alerts: AlertCounts,
     /// Emails waiting in the spool, when email is enabled (see [`spool_usage`]).
     pub(crate) spool: Option<SpoolUsage>,
+    /// The kernel's statistics of each eBPF program, while they are on.
+    pub(crate) programs: Vec<ProgramStats>,
 }
 
 /// Counts of actions by rule, action and result class; the daemon keeps one
@@ -223,6 +226,26 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         "/proc examinations merged",
         [(Labels::new(), report.examinations)],
     );
+    if !snapshot.programs.is_empty() {
+        let by_name = |figure: fn(&ProgramStats) -> u64| {
+            snapshot
+                .programs
+                .iter()
+                .map(move |p| (labels([("program", p.name)]), figure(p)))
+        };
+        counters(
+            &mut registry,
+            "bpf_program_runs",
+            "Runs of each eBPF program, while the kernel's BPF statistics are on (kernel.bpf_stats_enabled)",
+            by_name(|p| p.run_count),
+        );
+        counters(
+            &mut registry,
+            "bpf_program_run_time_nanoseconds",
+            "Time each eBPF program ran, while the kernel's BPF statistics are on",
+            by_name(|p| p.run_time_ns),
+        );
+    }
     if let Some(ms) = report.last_examination_ms {
         gauges(
             &mut registry,
@@ -418,6 +441,11 @@ mod tests {
                 messages: 1,
                 bytes: 2048,
             }),
+            programs: vec![ProgramStats {
+                name: "procespy_rss",
+                run_count: 10,
+                run_time_ns: 780,
+            }],
         }
     }
 
@@ -446,6 +474,8 @@ mod tests {
             "procespy_examinations_total 9",
             "procespy_examination_duration_seconds 0.0125",
             "procespy_build_info{version=\"0.1.0\"} 1",
+            "procespy_bpf_program_runs_total{program=\"procespy_rss\"} 10",
+            "procespy_bpf_program_run_time_nanoseconds_total{program=\"procespy_rss\"} 780",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line} in\n{text}");
         }
