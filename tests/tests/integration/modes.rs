@@ -8,9 +8,9 @@ const NOBODY: (u32, u32) = (65534, 65534);
 
 #[test]
 fn ebpf_mode_without_privileges_exits_2_with_a_reason() {
-    if !require_root("ebpf_mode_without_privileges_exits_2_with_a_reason") {
+    let Some(_machine) = require_root("ebpf_mode_without_privileges_exits_2_with_a_reason") else {
         return;
-    }
+    };
     let daemon = Daemon::spawn(DaemonOptions {
         config: "[monitor]\nmode = \"ebpf\"\n",
         user: Some(NOBODY),
@@ -30,9 +30,9 @@ fn ebpf_mode_without_privileges_exits_2_with_a_reason() {
 
 #[test]
 fn auto_mode_without_privileges_polls_proc_and_says_so() {
-    if !require_root("auto_mode_without_privileges_polls_proc_and_says_so") {
+    let Some(_machine) = require_root("auto_mode_without_privileges_polls_proc_and_says_so") else {
         return;
-    }
+    };
     let daemon = Daemon::start(DaemonOptions {
         config: "[monitor]\nmode = \"auto\"\nscan_interval = \"1s\"\n",
         user: Some(NOBODY),
@@ -68,9 +68,9 @@ fn auto_mode_without_privileges_polls_proc_and_says_so() {
 
 #[test]
 fn ebpf_mode_as_root_runs_on_ebpf() {
-    if !require_root("ebpf_mode_as_root_runs_on_ebpf") {
+    let Some(_machine) = require_root("ebpf_mode_as_root_runs_on_ebpf") else {
         return;
-    }
+    };
     let daemon = Daemon::start(DaemonOptions {
         config: "[monitor]\nmode = \"auto\"\n",
         ..Default::default()
