@@ -1,6 +1,7 @@
 //! A running `procespy run`, its log, and its control socket.
 
 use std::{
+    fmt,
     io::{BufRead, BufReader},
     os::unix::{fs::MetadataExt, process::CommandExt},
     path::{Path, PathBuf},
@@ -69,6 +70,15 @@ enum Log {
 }
 
 impl Daemon {
+    /// Starts the daemon with `config` and nothing else of
+    /// [`DaemonOptions`], and waits until its control socket answers.
+    pub fn with_config(config: impl fmt::Display) -> Result<Self> {
+        Self::start(DaemonOptions {
+            config: &config.to_string(),
+            ..Default::default()
+        })
+    }
+
     /// Starts the daemon and waits until its control socket answers.
     pub fn start(options: DaemonOptions<'_>) -> Result<Self> {
         let daemon = Self::spawn(options)?;

@@ -21,8 +21,9 @@ mod testprog;
 
 pub use config::{Config, Limit};
 pub use daemon::{Daemon, DaemonOptions, LogTo, status_process};
+pub use lock::Machine;
 pub use needs::{on_path, require, require_root, require_root_alone, runs};
-pub use paths::{procespy_bin, target_dir, testprog_bin, workspace};
+pub use paths::{ebpf_object, procespy_bin, target_dir, testprog_bin, workspace};
 pub use process::{monotonic_ns, run, signal, vm_rss, wait_timeout};
 pub use run::{in_ci, in_guest, patience, poll};
 pub use scratch::Scratch;

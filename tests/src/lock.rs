@@ -56,7 +56,10 @@ impl Lock {
                 return Err(errno).with_context(|| format!("locking {}", path.display()));
             }
         };
-        eprintln!("waiting for {}, held by another test", path.display());
+        eprintln!(
+            "waiting for {}, held by another test or test run",
+            path.display()
+        );
         let locked = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, errno)| errno)
             .with_context(|| format!("locking {}", path.display()))?;

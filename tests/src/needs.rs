@@ -11,40 +11,55 @@ use crate::{
 
 /// Whether the test can go on as root: then the machine, shared with the
 /// other tests of this run (and with no other run), to hold for the test's
-/// length: `let Some(_machine) = require_root(test) else { return };`.
+/// length: `let Some(_machine) = require_root() else { return };`.
 /// Fails under CI when this is not root.
-pub fn require_root(test: &str) -> Option<Machine> {
-    as_root(test).then(Machine::shared)
+pub fn require_root() -> Option<Machine> {
+    as_root().then(Machine::shared)
 }
 
 /// [`require_root`] for a test that measures timings: the machine, once no
 /// other test of this run uses it, for this test alone.
-pub fn require_root_alone(test: &str) -> Option<Machine> {
-    as_root(test).then(Machine::alone)
+pub fn require_root_alone() -> Option<Machine> {
+    as_root().then(Machine::alone)
 }
 
-fn as_root(test: &str) -> bool {
+fn as_root() -> bool {
     if !nix::unistd::geteuid().is_root() {
-        assert!(!in_ci(), "{test}: needs root, and CI=true forbids skipping");
-        eprintln!("SKIPPED {test}: needs root (eBPF, signals, other users' processes)");
+        skip(
+            "root (eBPF, signals, other users' processes)",
+            "run the tests as root",
+        );
         return false;
     }
     lock::hold_the_run();
     true
 }
 
-/// Whether `what`, which `test` needs, is `present`; says how to get it when
-/// it is not.
-pub fn require(test: &str, what: &str, present: bool) -> bool {
-    if present {
-        return true;
+/// Whether `what`, which the test needs, is `present`.
+pub fn require(what: &str, present: bool) -> bool {
+    if !present {
+        skip(what, "`cargo xtask setup --test` installs it");
     }
+    present
+}
+
+/// Fails the test under CI, where nothing may be skipped, or else says
+/// that it is skipped for want of `what`.
+fn skip(what: &str, how: &str) {
+    let test = this_test();
     assert!(
         !in_ci(),
-        "{test}: {what} is missing, and CI=true forbids skipping (`cargo xtask setup --test` installs it)"
+        "{test}: needs {what}, and CI=true forbids skipping; {how}"
     );
-    eprintln!("SKIPPED {test}: {what} is missing (`cargo xtask setup --test` installs it)");
-    false
+    eprintln!("SKIPPED {test}: needs {what}; {how}");
+}
+
+/// The running test's name: libtest names each test's thread after it.
+fn this_test() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_owned()
 }
 
 /// Whether `program args` runs and exits 0 (its output dropped).

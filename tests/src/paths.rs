@@ -25,21 +25,31 @@ pub fn procespy_bin() -> PathBuf {
     let path = std::env::var_os("PROCESPY_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| target_dir().join("procespy"));
-    assert!(
-        path.exists(),
-        "{} does not exist: build it with `cargo xtask build` (or run `cargo xtask test`)",
-        path.display()
-    );
-    path
+    built(
+        path,
+        "build it with `cargo xtask build` (or run `cargo xtask test`)",
+    )
 }
 
 /// The test program (`procespy-testprog`).
 pub fn testprog_bin() -> PathBuf {
-    let path = target_dir().join("procespy-testprog");
-    assert!(
-        path.exists(),
-        "{} does not exist: run `cargo build -p procespy-tests`",
-        path.display()
-    );
+    built(
+        target_dir().join("procespy-testprog"),
+        "run `cargo build -p procespy-tests`",
+    )
+}
+
+/// The eBPF object, as `cargo xtask build-ebpf` leaves it.
+pub fn ebpf_object() -> PathBuf {
+    built(
+        workspace().join("target/bpfel-unknown-none/release/procespy"),
+        "run `cargo xtask build-ebpf`",
+    )
+}
+
+/// `path`, which a build makes; fails the test, saying `how` to make it,
+/// when it is missing.
+fn built(path: PathBuf, how: &str) -> PathBuf {
+    assert!(path.exists(), "{} does not exist: {how}", path.display());
     path
 }

@@ -29,6 +29,14 @@ impl Scratch {
         Scratch { dir }
     }
 
+    /// A scratch directory holding the test program as `name`, and the
+    /// path of that copy.
+    pub fn with_testprog(name: &str) -> (Self, PathBuf) {
+        let scratch = Scratch::new(name);
+        let exe = scratch.testprog_named(name);
+        (scratch, exe)
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         self.dir.path()

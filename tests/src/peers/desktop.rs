@@ -26,7 +26,7 @@ pub const TEST_USER: &str = "procespy-test";
 
 /// Whether dbus-daemon, dunst, dunstctl, Xvfb and import are there; under
 /// CI their absence fails the test.
-pub fn have_desktop_peers(test: &str) -> bool {
+pub fn have_desktop_peers() -> bool {
     [
         "dbus-daemon",
         "dbus-send",
@@ -36,7 +36,7 @@ pub fn have_desktop_peers(test: &str) -> bool {
         "import",
     ]
     .iter()
-    .all(|program| require(test, program, on_path(program)))
+    .all(|program| require(program, on_path(program)))
 }
 
 /// The running session; everything stops on drop.

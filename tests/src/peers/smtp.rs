@@ -31,9 +31,8 @@ pub const PYTHON: &str = "/usr/bin/python3";
 const SCRIPT: &str = include_str!("smtp_server.py");
 
 /// Whether aiosmtpd can be run; under CI its absence fails the test.
-pub fn have_aiosmtpd(test: &str) -> bool {
+pub fn have_aiosmtpd() -> bool {
     require(
-        test,
         "python3-aiosmtpd (/usr/bin/python3 -c 'import aiosmtpd')",
         runs(PYTHON, &["-c", "import aiosmtpd"]),
     )

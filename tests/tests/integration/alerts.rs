@@ -16,8 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Result;
 use procespy_tests::{
-    Config, Daemon, DaemonOptions, Limit, Scratch, TestProg, kill_one, monotonic_ns, patience,
+    Config, Daemon, DaemonOptions, Limit, Machine, Scratch, TestProg, kill_one, monotonic_ns,
+    patience,
     peers::{
         desktop::{DesktopSession, TEST_USER, have_desktop_peers},
         free_port,
@@ -74,6 +76,31 @@ fn email_config(
         .table(&cooldown(cooldown_))
         .no_popups()
         .table(&email(port, security, spool, extra))
+}
+
+/// A popup test's peers: the test user's desktop session, and a daemon
+/// popping up the kills of the test program copied as `name` (at `exe`).
+struct Popups {
+    daemon: Daemon,
+    session: DesktopSession,
+    exe: PathBuf,
+    _scratch: Scratch,
+    _machine: Machine,
+}
+
+/// Starts a popup test with the session `session` makes; `None` when the
+/// test cannot run here (no root, no desktop peers).
+fn popups(session: fn() -> Result<DesktopSession>, name: &str, cooldown: &str) -> Option<Popups> {
+    let machine = require_root().filter(|_| have_desktop_peers())?;
+    let session = session().expect("the desktop session starts");
+    let (scratch, exe) = Scratch::with_testprog(name);
+    Some(Popups {
+        daemon: start_daemon(&popup_config(name, cooldown), &[]),
+        session,
+        exe,
+        _scratch: scratch,
+        _machine: machine,
+    })
 }
 
 fn start_daemon(config: &Config, env: &[(&str, &str)]) -> Daemon {
@@ -186,38 +213,33 @@ fn assert_kill_mail(message: &Value, name: &str, pid: u32) {
 
 #[test]
 fn popup_reaches_the_users_session_bus_and_dunst_shows_it() {
-    let test = "popup_reaches_the_users_session_bus_and_dunst_shows_it";
-    let Some(_machine) = require_root(test) else {
+    let name = "tp-popup";
+    let Some(popups) = popups(DesktopSession::start, name, "60s") else {
         return;
     };
-    if !have_desktop_peers(test) {
-        return;
-    }
-    let session = DesktopSession::start().expect("the desktop session starts");
-    let name = "tp-popup";
-    let daemon = start_daemon(&popup_config(name, "60s"), &[]);
-    let scratch = Scratch::new("popup");
-    let pid = kill_one(&daemon, &scratch.testprog_named(name)).expect("killed");
+    let pid = kill_one(&popups.daemon, &popups.exe).expect("killed");
 
     wait_until("dunst shows the popup", Duration::from_secs(15), || {
-        session
+        popups
+            .session
             .dunstctl(&["count", "displayed"])
             .is_ok_and(|n| n.trim().parse::<u32>().unwrap_or(0) >= 1)
     });
     // For people to look at; not asserted.
     let shot = target_dir().with_file_name("procespy-alerts-popup.png");
-    match session.screenshot(&shot) {
+    match popups.session.screenshot(&shot) {
         Ok(()) => eprintln!("screenshot of the popup: {}", shot.display()),
         Err(err) => eprintln!("no screenshot: {err:#}"),
     }
     // dunst lists only closed notifications in its history.
-    session.dunstctl(&["close-all"]).expect("close-all");
+    popups.session.dunstctl(&["close-all"]).expect("close-all");
     let mut found = None;
     wait_until(
         "the popup is in dunst's history",
         Duration::from_secs(5),
         || {
-            let history: Value = session
+            let history: Value = popups
+                .session
                 .dunstctl(&["history"])
                 .ok()
                 .and_then(|out| serde_json::from_str(&out).ok())
@@ -259,7 +281,7 @@ fn popup_reaches_the_users_session_bus_and_dunst_shows_it() {
     if notification.get("urgency").is_some() {
         assert_eq!(field("urgency"), "CRITICAL");
     }
-    let log = daemon.log_text();
+    let log = popups.daemon.log_text();
     assert!(!log.contains("cannot show popups"), "{log}");
 }
 
@@ -269,27 +291,19 @@ fn count(log: &str, needle: &str) -> usize {
 
 #[test]
 fn a_bus_without_a_notification_server_is_logged_once_and_kills_go_on() {
-    let test = "a_bus_without_a_notification_server_is_logged_once_and_kills_go_on";
-    let Some(_machine) = require_root(test) else {
+    let name = "tp-popup-none";
+    let Some(popups) = popups(DesktopSession::without_notification_server, name, "0s") else {
         return;
     };
-    if !have_desktop_peers(test) {
-        return;
-    }
-    let _session = DesktopSession::without_notification_server().expect("a bare session bus");
-    let name = "tp-popup-none";
-    let daemon = start_daemon(&popup_config(name, "0s"), &[]);
-    let scratch = Scratch::new("popup-none");
-    let exe = scratch.testprog_named(name);
     for _ in 0..3 {
-        kill_one(&daemon, &exe).expect("killed");
+        kill_one(&popups.daemon, &popups.exe).expect("killed");
     }
     let warning = format!("cannot show popups to {TEST_USER}");
     wait_until("the popups failed", Duration::from_secs(10), || {
-        let log = daemon.log_text();
+        let log = popups.daemon.log_text();
         count(&log, &warning) == 1 && count(&log, "popup not shown") >= 2
     });
-    let log = daemon.log_text();
+    let log = popups.daemon.log_text();
     assert_eq!(count(&log, &warning), 1, "logged once:\n{log}");
     let line = log.lines().find(|l| l.contains(&warning)).unwrap();
     assert!(line.contains("ServiceUnknown"), "{line}");
@@ -297,24 +311,16 @@ fn a_bus_without_a_notification_server_is_logged_once_and_kills_go_on() {
 
 #[test]
 fn a_session_bus_that_never_answers_slows_nothing() {
-    let test = "a_session_bus_that_never_answers_slows_nothing";
-    let Some(_machine) = require_root(test) else {
+    let name = "tp-popup-hang";
+    let Some(popups) = popups(DesktopSession::with_silent_bus, name, "0s") else {
         return;
     };
-    if !have_desktop_peers(test) {
-        return;
-    }
-    let _session = DesktopSession::with_silent_bus().expect("a silent bus");
-    let name = "tp-popup-hang";
-    let daemon = start_daemon(&popup_config(name, "0s"), &[]);
-    let scratch = Scratch::new("popup-hang");
-    let exe = scratch.testprog_named(name);
     let start = Instant::now();
     for _ in 0..3 {
-        kill_one(&daemon, &exe).expect("killed");
+        kill_one(&popups.daemon, &popups.exe).expect("killed");
         // The loop answers at once while popup children wait on the bus.
         let asked = Instant::now();
-        daemon.status().expect("status");
+        popups.daemon.status().expect("status");
         assert!(
             asked.elapsed() < Duration::from_secs(1),
             "status took {:?}",
@@ -330,9 +336,9 @@ fn a_session_bus_that_never_answers_slows_nothing() {
     wait_until(
         "the popup children time out",
         Duration::from_secs(15),
-        || count(&daemon.log_text(), &warning) == 1,
+        || count(&popups.daemon.log_text(), &warning) == 1,
     );
-    let log = daemon.log_text();
+    let log = popups.daemon.log_text();
     let line = log.lines().find(|l| l.contains(&warning)).unwrap();
     assert!(line.contains("no answer within"), "{line}");
     // The children were killed, not left behind.
@@ -351,13 +357,9 @@ fn a_session_bus_that_never_answers_slows_nothing() {
 
 #[test]
 fn one_email_with_subject_headers_and_body_after_a_kill() {
-    let test = "one_email_with_subject_headers_and_body_after_a_kill";
-    let Some(_machine) = require_root(test) else {
+    let Some(_machine) = require_root().filter(|_| have_aiosmtpd()) else {
         return;
     };
-    if !have_aiosmtpd(test) {
-        return;
-    }
     let name = "tp-mail-plain";
     let mail = mailed(name, "60s");
     let pid = kill_one(&mail.daemon, &mail.exe).expect("killed");
@@ -377,13 +379,10 @@ fn one_email_with_subject_headers_and_body_after_a_kill() {
     assert_eq!(mail.server.messages().len(), 1, "exactly one message");
 }
 
-fn email_over_tls(test: &str, security: &'static str, name: &str) {
-    let Some(_machine) = require_root(test) else {
+fn email_over_tls(security: &'static str, name: &str) {
+    let Some(_machine) = require_root().filter(|_| have_aiosmtpd()) else {
         return;
     };
-    if !have_aiosmtpd(test) {
-        return;
-    }
     let scratch = Scratch::new(name);
     let ca = TestCa::make(&scratch.path().join("ca")).expect("a test CA");
     let server = SmtpServer::start(
@@ -423,23 +422,19 @@ fn email_over_tls(test: &str, security: &'static str, name: &str) {
 
 #[test]
 fn email_over_starttls_with_auth() {
-    email_over_tls("email_over_starttls_with_auth", "starttls", "tp-mail-stls");
+    email_over_tls("starttls", "tp-mail-stls");
 }
 
 #[test]
 fn email_over_implicit_tls_with_auth() {
-    email_over_tls("email_over_implicit_tls_with_auth", "tls", "tp-mail-tls");
+    email_over_tls("tls", "tp-mail-tls");
 }
 
 #[test]
 fn smtp_outage_and_restart_lose_nothing_and_send_nothing_twice() {
-    let test = "smtp_outage_and_restart_lose_nothing_and_send_nothing_twice";
-    let Some(_machine) = require_root(test) else {
+    let Some(_machine) = require_root().filter(|_| have_aiosmtpd()) else {
         return;
     };
-    if !have_aiosmtpd(test) {
-        return;
-    }
     let scratch = Scratch::new("mail-outage");
     let port = free_port();
     let spool = scratch.path().join("outbox");
@@ -503,13 +498,9 @@ fn smtp_outage_and_restart_lose_nothing_and_send_nothing_twice() {
 
 #[test]
 fn twenty_kills_in_a_cooldown_make_one_email_now_and_one_summary_later() {
-    let test = "twenty_kills_in_a_cooldown_make_one_email_now_and_one_summary_later";
-    let Some(_machine) = require_root(test) else {
+    let Some(_machine) = require_root().filter(|_| have_aiosmtpd()) else {
         return;
     };
-    if !have_aiosmtpd(test) {
-        return;
-    }
     let name = "tp-mail-cool";
     let cooldown = Duration::from_secs(8);
     let mail = mailed(name, "8s");
@@ -628,9 +619,8 @@ fn median(mut values: Vec<Duration>) -> Duration {
 
 #[test]
 fn a_smtp_server_that_never_answers_does_not_delay_kills() {
-    let test = "a_smtp_server_that_never_answers_does_not_delay_kills";
     // Alone on the machine: no other test's daemons, servers or growers.
-    let Some(_alone) = require_root_alone(test) else {
+    let Some(_alone) = require_root_alone() else {
         return;
     };
     let scratch = Scratch::new("mail-hang");

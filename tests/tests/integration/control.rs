@@ -8,8 +8,8 @@ use std::{
 };
 
 use procespy_tests::{
-    Config, Daemon, DaemonOptions, Limit, Scratch, TestProg, kill_one, procespy_bin, require_root,
-    status_process, workspace,
+    Config, Daemon, Limit, Scratch, TestProg, kill_one, procespy_bin, require_root, status_process,
+    workspace,
 };
 
 /// Runs `procespy check-config PATH`; returns (exit code, stdout, stderr).
@@ -153,17 +153,13 @@ fn reload(daemon: &Daemon, config: &str) -> Output {
 
 #[test]
 fn a_bad_reload_keeps_the_old_rules_in_force() {
-    let Some(_machine) = require_root("a_bad_reload_keeps_the_old_rules_in_force") else {
+    let Some(_machine) = require_root() else {
         return;
     };
     let name = "tp-reload";
     let good = Config::new("ebpf").limit(Limit::name(name, "48MiB").action("kill"));
     let scratch = Scratch::new("reload");
-    let daemon = Daemon::start(DaemonOptions {
-        config: &good.to_string(),
-        ..Default::default()
-    })
-    .expect("starts");
+    let daemon = Daemon::with_config(&good).expect("starts");
 
     let output = reload(&daemon, "[[limit]]\nname = \"x\"\nmax_memory = \"lots\"\n");
     assert_eq!(
@@ -192,18 +188,14 @@ fn a_bad_reload_keeps_the_old_rules_in_force() {
 
 #[test]
 fn status_shows_mode_watched_processes_and_actions() {
-    let Some(_machine) = require_root("status_shows_mode_watched_processes_and_actions") else {
+    let Some(_machine) = require_root() else {
         return;
     };
     let scratch = Scratch::new("status");
     let config = Config::new("ebpf")
         .limit(Limit::name("tp-status-live", "1GiB"))
         .limit(Limit::name("tp-status-dies", "32MiB").action("kill-now"));
-    let daemon = Daemon::start(DaemonOptions {
-        config: &config.to_string(),
-        ..Default::default()
-    })
-    .expect("starts");
+    let daemon = Daemon::with_config(&config).expect("starts");
     let mut live = TestProg::start_as(&scratch.testprog_named("tp-status-live"), &[]).unwrap();
     let mut dies = TestProg::start_as(&scratch.testprog_named("tp-status-dies"), &[]).unwrap();
     live.grow(16).unwrap();
@@ -235,14 +227,10 @@ fn status_shows_mode_watched_processes_and_actions() {
 
 #[test]
 fn the_control_socket_refuses_a_non_root_client() {
-    let Some(_machine) = require_root("the_control_socket_refuses_a_non_root_client") else {
+    let Some(_machine) = require_root() else {
         return;
     };
-    let daemon = Daemon::start(DaemonOptions {
-        config: "[monitor]\nmode = \"proc\"\n",
-        ..Default::default()
-    })
-    .expect("starts");
+    let daemon = Daemon::with_config("[monitor]\nmode = \"proc\"\n").expect("starts");
     let output = daemon
         .client("status")
         .uid(65534)

@@ -23,19 +23,10 @@ fn limit(name: &str, max: &str, action: &str) -> Limit {
     Limit::name(name, max).action(action)
 }
 
-fn start(config: &Config) -> Daemon {
-    Daemon::start(DaemonOptions {
-        config: &config.to_string(),
-        ..Default::default()
-    })
-    .expect("daemon starts")
-}
-
 /// Starts a daemon with `config`, and the test program copied as `name`.
 fn setup(config: &Config, name: &str, args: &[&str]) -> (Daemon, TestProg, Scratch) {
-    let scratch = Scratch::new("enforce");
-    let exe = scratch.testprog_named(name);
-    let daemon = start(config);
+    let (scratch, exe) = Scratch::with_testprog(name);
+    let daemon = Daemon::with_config(config).expect("daemon starts");
     let prog = TestProg::start_as(&exe, args).expect("test program starts");
     (daemon, prog, scratch)
 }
@@ -48,6 +39,9 @@ fn covered(mode: &str, limit: Limit, name: &str, args: &[&str]) -> (Daemon, Test
 }
 
 fn kill_grows_past(mode: &str, name: &str) {
+    let Some(_machine) = require_root() else {
+        return;
+    };
     let (daemon, mut prog, _scratch) = covered(mode, limit(name, "64MiB", "kill"), name, &[]);
     assert_eq!(prog.ended_by("grow 96").expect("dies"), Some(SIGTERM));
     let action = daemon
@@ -62,19 +56,18 @@ fn kill_grows_past(mode: &str, name: &str) {
 
 #[test]
 fn kill_sends_sigterm_ebpf() {
-    if let Some(_machine) = require_root("kill_sends_sigterm_ebpf") {
-        kill_grows_past("ebpf", "tp-kill-ebpf");
-    }
+    kill_grows_past("ebpf", "tp-kill-ebpf");
 }
 
 #[test]
 fn kill_sends_sigterm_proc() {
-    if let Some(_machine) = require_root("kill_sends_sigterm_proc") {
-        kill_grows_past("proc", "tp-kill-proc");
-    }
+    kill_grows_past("proc", "tp-kill-proc");
 }
 
 fn kill_escalates_after_grace(mode: &str, name: &str) {
+    let Some(_machine) = require_root() else {
+        return;
+    };
     let (daemon, mut prog, _scratch) =
         covered(mode, limit(name, "64MiB", "kill"), name, &["--ignore-term"]);
     let start = std::time::Instant::now();
@@ -93,16 +86,12 @@ fn kill_escalates_after_grace(mode: &str, name: &str) {
 
 #[test]
 fn kill_escalates_to_sigkill_after_grace_ebpf() {
-    if let Some(_machine) = require_root("kill_escalates_to_sigkill_after_grace_ebpf") {
-        kill_escalates_after_grace("ebpf", "tp-grace-ebpf");
-    }
+    kill_escalates_after_grace("ebpf", "tp-grace-ebpf");
 }
 
 #[test]
 fn kill_escalates_to_sigkill_after_grace_proc() {
-    if let Some(_machine) = require_root("kill_escalates_to_sigkill_after_grace_proc") {
-        kill_escalates_after_grace("proc", "tp-grace-proc");
-    }
+    kill_escalates_after_grace("proc", "tp-grace-proc");
 }
 
 /// Starts the test program as `name` under a 256 MiB `kill-now` limit,
@@ -122,7 +111,7 @@ fn kill_now_during(name: &str, growth: &str) -> (Daemon, TestProg, u64) {
 
 #[test]
 fn kill_now_dies_in_the_kernel_before_limit_plus_1mib() {
-    let Some(_machine) = require_root("kill_now_dies_in_the_kernel_before_limit_plus_1mib") else {
+    let Some(_machine) = require_root() else {
         return;
     };
     // Grow as fast as it can (4 GiB/s), reporting every MiB.
@@ -144,8 +133,7 @@ fn kill_now_dies_in_the_kernel_before_limit_plus_1mib() {
 /// printed for the record (`cargo xtask test-kernels` shows it per kernel).
 #[test]
 fn kill_now_stops_four_growing_threads_within_limit_plus_4mib() {
-    let Some(_machine) = require_root("kill_now_stops_four_growing_threads_within_limit_plus_4mib")
-    else {
+    let Some(_machine) = require_root() else {
         return;
     };
     let (_daemon, _prog, last) = kill_now_during("tp-killnow-mt", "threads 4 512");
@@ -164,7 +152,7 @@ fn kill_now_stops_four_growing_threads_within_limit_plus_4mib() {
 
 #[test]
 fn kill_now_in_proc_mode_sends_sigkill() {
-    let Some(_machine) = require_root("kill_now_in_proc_mode_sends_sigkill") else {
+    let Some(_machine) = require_root() else {
         return;
     };
     let name = "tp-killnow-proc";
@@ -175,16 +163,14 @@ fn kill_now_in_proc_mode_sends_sigkill() {
 
 #[test]
 fn under_limit_other_names_and_protected_are_never_signalled() {
-    let Some(_machine) = require_root("under_limit_other_names_and_protected_are_never_signalled")
-    else {
+    let Some(_machine) = require_root() else {
         return;
     };
     let scratch = Scratch::new("never");
-    let daemon = start(
-        &config("ebpf")
-            .limit(limit("tp-under", "512MiB", "kill-now"))
-            .limit(limit("tp-protected", "16MiB", "kill-now")),
-    );
+    let config = config("ebpf")
+        .limit(limit("tp-under", "512MiB", "kill-now"))
+        .limit(limit("tp-protected", "16MiB", "kill-now"));
+    let daemon = Daemon::with_config(&config).expect("daemon starts");
     let mut under = TestProg::start_as(&scratch.testprog_named("tp-under"), &[]).unwrap();
     let mut other = TestProg::start_as(&scratch.testprog_named("tp-other"), &[]).unwrap();
     let mut protected = TestProg::start_as(&scratch.testprog_named("tp-protected"), &[]).unwrap();
@@ -209,19 +195,14 @@ fn under_limit_other_names_and_protected_are_never_signalled() {
 
 #[test]
 fn pid_1_is_refused_even_when_over_its_limit() {
-    let Some(_machine) = require_root("pid_1_is_refused_even_when_over_its_limit") else {
+    let Some(_machine) = require_root() else {
         return;
     };
     // Dry run, so that other processes sharing PID 1's name are safe too:
     // protection is decided before dry run, so the refusal shows either way.
     let init = std::fs::read_to_string("/proc/1/comm").expect("PID 1's name");
     let config = config("proc").limit(limit(init.trim(), "1B", "kill-now"));
-    let daemon = Daemon::start(DaemonOptions {
-        config: &config.to_string(),
-        args: &["--dry-run"],
-        ..Default::default()
-    })
-    .expect("daemon starts");
+    let daemon = dry_run(&config);
     let pid1 = daemon
         .wait_event("action", 1, Duration::from_secs(10))
         .expect("PID 1's breach is logged");
@@ -237,18 +218,13 @@ fn pid_1_is_refused_even_when_over_its_limit() {
 
 #[test]
 fn dry_run_logs_the_decision_and_never_signals() {
-    let Some(_machine) = require_root("dry_run_logs_the_decision_and_never_signals") else {
+    let Some(_machine) = require_root() else {
         return;
     };
     let name = "tp-dryrun";
     let config = config("ebpf").limit(limit(name, "32MiB", "kill-now"));
     let scratch = Scratch::new("dryrun");
-    let daemon = Daemon::start(DaemonOptions {
-        config: &config.to_string(),
-        args: &["--dry-run"],
-        ..Default::default()
-    })
-    .expect("daemon starts");
+    let daemon = dry_run(&config);
     let mut prog = TestProg::start_as(&scratch.testprog_named(name), &[]).unwrap();
     daemon.wait_covered(prog.pid()).expect("covered");
     prog.grow(64).expect("grows past the limit and lives");
@@ -259,6 +235,16 @@ fn dry_run_logs_the_decision_and_never_signals() {
     assert_eq!(action["result"], "dry-run: not sent");
     std::thread::sleep(Duration::from_millis(300));
     assert!(prog.alive());
+}
+
+/// A daemon with `config` that only logs what it would do (`--dry-run`).
+fn dry_run(config: &Config) -> Daemon {
+    Daemon::start(DaemonOptions {
+        config: &config.to_string(),
+        args: &["--dry-run"],
+        ..Default::default()
+    })
+    .expect("daemon starts")
 }
 
 /// Makes the next fork get `pid` (via `ns_last_pid`) and starts `sleep` there.
@@ -278,7 +264,7 @@ fn respawn_at(pid: u32) -> Option<std::process::Child> {
 
 #[test]
 fn a_reused_pid_is_never_signalled() {
-    let Some(_machine) = require_root("a_reused_pid_is_never_signalled") else {
+    let Some(_machine) = require_root() else {
         return;
     };
     let name = "tp-reuse";
@@ -323,13 +309,13 @@ fn a_reused_pid_is_never_signalled() {
 
 #[test]
 fn total_scope_kills_the_largest_and_spares_the_rest() {
-    let Some(_machine) = require_root("total_scope_kills_the_largest_and_spares_the_rest") else {
+    let Some(_machine) = require_root() else {
         return;
     };
     let name = "tp-total";
-    let scratch = Scratch::new("total");
-    let exe = scratch.testprog_named(name);
-    let daemon = start(&config("ebpf").limit(limit(name, "180MiB", "kill").scope("total")));
+    let (_scratch, exe) = Scratch::with_testprog(name);
+    let config = config("ebpf").limit(limit(name, "180MiB", "kill").scope("total"));
+    let daemon = Daemon::with_config(&config).expect("daemon starts");
     let mut procs: Vec<TestProg> = (0..3)
         .map(|_| TestProg::start_as(&exe, &[]).unwrap())
         .collect();
@@ -357,7 +343,7 @@ fn total_scope_kills_the_largest_and_spares_the_rest() {
 
 #[test]
 fn a_twenty_char_name_matches_through_the_executable() {
-    let Some(_machine) = require_root("a_twenty_char_name_matches_through_the_executable") else {
+    let Some(_machine) = require_root() else {
         return;
     };
     let name = "tp-twenty-char-namex";
@@ -368,8 +354,7 @@ fn a_twenty_char_name_matches_through_the_executable() {
 
 #[test]
 fn a_name_with_spaces_and_parentheses_matches_after_rename() {
-    let Some(_machine) = require_root("a_name_with_spaces_and_parentheses_matches_after_rename")
-    else {
+    let Some(_machine) = require_root() else {
         return;
     };
     let odd = "tp (odd) name";
@@ -385,16 +370,13 @@ fn a_name_with_spaces_and_parentheses_matches_after_rename() {
 
 #[test]
 fn non_utf8_command_lines_match_byte_patterns_and_crash_nothing() {
-    let Some(_machine) =
-        require_root("non_utf8_command_lines_match_byte_patterns_and_crash_nothing")
-    else {
+    let Some(_machine) = require_root() else {
         return;
     };
-    let scratch = Scratch::new("bytes");
-    let exe = scratch.testprog_named("tp-bytes");
-    let daemon = start(
-        &config("ebpf").limit(Limit::pattern(r"tp-bytes -- (?-u:\xff)", "32MiB").action("kill")),
-    );
+    let (_scratch, exe) = Scratch::with_testprog("tp-bytes");
+    let config =
+        config("ebpf").limit(Limit::pattern(r"tp-bytes -- (?-u:\xff)", "32MiB").action("kill"));
+    let daemon = Daemon::with_config(&config).expect("daemon starts");
     let odd = std::ffi::OsStr::from_bytes(b"\xff\xfe(x)\n");
     let spare = std::ffi::OsStr::from_bytes(b"\xfe");
     let mut matching = TestProg::start_os(&exe, &["--".as_ref(), odd]).unwrap();
@@ -408,9 +390,7 @@ fn non_utf8_command_lines_match_byte_patterns_and_crash_nothing() {
 
 #[test]
 fn a_rename_into_a_protected_name_drops_kill_now_in_the_kernel() {
-    let Some(_machine) =
-        require_root("a_rename_into_a_protected_name_drops_kill_now_in_the_kernel")
-    else {
+    let Some(_machine) = require_root() else {
         return;
     };
     // Covered through its executable's name; protected once it calls itself `tp-protected`.

@@ -2,19 +2,9 @@
 //! there, and no panicking path is (the verifier refuses the call such a
 //! path leaves in a `.text.unlikely.*` section).
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
-use procespy_tests::{run, workspace};
-
-fn object() -> PathBuf {
-    let path = workspace().join("target/bpfel-unknown-none/release/procespy");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask build-ebpf`",
-        path.display()
-    );
-    path
-}
+use procespy_tests::{ebpf_object, run};
 
 fn section_names() -> Vec<String> {
     let objdump = ["/usr/lib/llvm-22/bin/llvm-objdump", "llvm-objdump"]
@@ -26,7 +16,7 @@ fn section_names() -> Vec<String> {
                 .is_ok_and(|o| o.status.success())
         })
         .expect("llvm-objdump (package llvm-22, installed by `cargo xtask setup`)");
-    run(Command::new(objdump).arg("-h").arg(object()))
+    run(Command::new(objdump).arg("-h").arg(ebpf_object()))
         .lines()
         .filter_map(|line| line.split_whitespace().nth(1).map(str::to_owned))
         .collect()

@@ -41,8 +41,8 @@ fn unit_text() -> String {
 
 /// Whether `program` runs (`program args` exits 0); under CI a missing one
 /// fails the test.
-fn have(test: &str, program: &str, args: &[&str]) -> bool {
-    require(test, &format!("`{program}`"), runs(program, args))
+fn have(program: &str, args: &[&str]) -> bool {
+    require(&format!("`{program}`"), runs(program, args))
 }
 
 /// Runs `systemd-analyze verify` on `unit`; fails on any complaint, which it
@@ -77,11 +77,7 @@ fn verify(unit: &Path, man: bool) {
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
-    if !have(
-        "the_unit_passes_systemd_analyze_verify",
-        "systemd-analyze",
-        &["--version"],
-    ) {
+    if !have("systemd-analyze", &["--version"]) {
         return;
     }
     // verify checks that ExecStart= exists: point it at the binary under test.
@@ -122,41 +118,40 @@ fn unit_bounding_set() -> String {
     format!("-all,{}", caps.join(","))
 }
 
-/// A 64 MiB `kill` limit on `name` in `mode`, popups off.
-fn config(mode: &str, name: &str) -> String {
-    Config::new(mode)
+/// procespy started through `wrapper` (as systemd would start it: see
+/// the tests), in `mode`, with popups off and a 64 MiB `kill` limit on the
+/// test program, copied as `name` to the path returned.
+fn wrapped(wrapper: &[&str], mode: &str, name: &str, log: LogTo) -> (Daemon, PathBuf, Scratch) {
+    let (scratch, exe) = Scratch::with_testprog(name);
+    let config = Config::new(mode)
         .no_popups()
-        .limit(Limit::kill_past_64mib(name))
-        .to_string()
+        .limit(Limit::kill_past_64mib(name));
+    let daemon = Daemon::start(DaemonOptions {
+        config: &config.to_string(),
+        wrapper,
+        log,
+        ..Default::default()
+    })
+    .unwrap_or_else(|err| panic!("{} starts procespy: {err:#}", wrapper[0]));
+    (daemon, exe, scratch)
 }
 
 #[test]
 fn the_units_capabilities_are_enough_to_enforce() {
-    let test = "the_units_capabilities_are_enough_to_enforce";
-    let Some(_machine) = require_root(test) else {
+    let Some(_machine) = require_root().filter(|_| have("setpriv", &["--version"])) else {
         return;
     };
-    if !have(test, "setpriv", &["--version"]) {
-        return;
-    }
-    let name = "tp-svc-caps";
-    let scratch = Scratch::new("svc-caps");
-    let exe = scratch.testprog_named(name);
     // As systemd starts it: root, the unit's bounding set, no new privileges.
     let bounding_set = unit_bounding_set();
-    let daemon = Daemon::start(DaemonOptions {
-        config: &config("ebpf", name),
-        wrapper: &[
-            "setpriv",
-            "--no-new-privs",
-            "--inh-caps",
-            "-all",
-            "--bounding-set",
-            &bounding_set,
-        ],
-        ..Default::default()
-    })
-    .expect("setpriv starts procespy");
+    let setpriv = [
+        "setpriv",
+        "--no-new-privs",
+        "--inh-caps",
+        "-all",
+        "--bounding-set",
+        &bounding_set,
+    ];
+    let (daemon, exe, _scratch) = wrapped(&setpriv, "ebpf", "tp-svc-caps", LogTo::Pipe);
     let up = daemon.status().expect("status");
     assert_eq!(
         up["mode"], "ebpf",
@@ -241,18 +236,13 @@ fn journal_entries_until_action(journal: &UnixDatagram, pid: &str) -> Vec<HashMa
 
 #[test]
 fn under_systemd_actions_reach_the_journal_with_priority_and_fields() {
-    let test = "under_systemd_actions_reach_the_journal_with_priority_and_fields";
-    let Some(_machine) = require_root(test) else {
+    let Some(_machine) = require_root().filter(|_| have("unshare", &["--version"])) else {
         return;
     };
-    if !have(test, "unshare", &["--version"]) {
-        return;
-    }
     let name = "tp-svc-journal";
-    let scratch = Scratch::new("svc-journal");
-    let exe = scratch.testprog_named(name);
     // journald's socket, seen by the daemon through a bind mount in a mount
     // namespace of its own.
+    let scratch = Scratch::new("journal");
     let journal_dir = scratch.path().join("journal");
     std::fs::create_dir(&journal_dir).expect("mkdir");
     let journal = UnixDatagram::bind(journal_dir.join("socket")).expect("bind the journal socket");
@@ -260,25 +250,21 @@ fn under_systemd_actions_reach_the_journal_with_priority_and_fields() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
     let _made = MadeDir::ensure(Path::new("/run/systemd/journal"));
+    let unshare = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        r#"mount --bind "$1" /run/systemd/journal && shift && exec "$@""#,
+        "sh",
+        journal_dir.to_str().expect("a UTF-8 path"),
+    ];
     // stderr is the stream systemd would have connected to the journal.
     let stderr_path = scratch.path().join("stderr");
-    let daemon = Daemon::start(DaemonOptions {
-        config: &config("auto", name),
-        wrapper: &[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            r#"mount --bind "$1" /run/systemd/journal && shift && exec "$@""#,
-            "sh",
-            journal_dir.to_str().expect("a UTF-8 path"),
-        ],
-        log: LogTo::Journal(stderr_path.clone()),
-        ..Default::default()
-    })
-    .expect("unshare starts procespy");
+    let (daemon, exe, _scratch) =
+        wrapped(&unshare, "auto", name, LogTo::Journal(stderr_path.clone()));
     let pid = kill_one(&daemon, &exe).expect("killed").to_string();
     let entries = journal_entries_until_action(&journal, &pid);
     let action = entries
@@ -396,17 +382,15 @@ fn dist() -> PathBuf {
 
 #[test]
 fn the_deb_installs_checks_its_config_and_purges_cleanly() {
-    let test = "the_deb_installs_checks_its_config_and_purges_cleanly";
-    let Some(_machine) = require_root(test) else {
+    let Some(_machine) = require_root()
+        .filter(|_| have("dpkg", &["--version"]) && have("cargo", &["deb", "--version"]))
+    else {
         return;
     };
-    if !have(test, "dpkg", &["--version"]) || !have(test, "cargo", &["deb", "--version"]) {
-        return;
-    }
     if installed("procespy") {
         if !in_ci() {
             // Never replace someone's installation.
-            eprintln!("SKIPPED {test}: a procespy package is installed; purge it first");
+            eprintln!("SKIPPED: a procespy package is installed; purge it first");
             return;
         }
         // On CI's machine only this test installs it: a run that was killed
@@ -519,17 +503,14 @@ fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64>
 
 #[test]
 fn metrics_count_a_kill() {
-    let test = "metrics_count_a_kill";
-    let Some(_machine) = require_root(test) else {
+    let Some(_machine) = require_root().filter(|_| {
+        have(
+            "/usr/bin/python3",
+            &["-c", "import prometheus_client.parser"],
+        )
+    }) else {
         return;
     };
-    if !have(
-        test,
-        "/usr/bin/python3",
-        &["-c", "import prometheus_client.parser"],
-    ) {
-        return;
-    }
     let name = "tp-svc-metrics";
     let port = free_port();
     let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
@@ -538,13 +519,8 @@ fn metrics_count_a_kill() {
         .table(&format!("[metrics]\nlisten = \"{address}\"\n"))
         .limit(Limit::kill_past_64mib(name))
         .to_string();
-    let scratch = Scratch::new("svc-metrics");
-    let exe = scratch.testprog_named(name);
-    let daemon = Daemon::start(DaemonOptions {
-        config: &config,
-        ..Default::default()
-    })
-    .expect("daemon starts");
+    let (_scratch, exe) = Scratch::with_testprog(name);
+    let daemon = Daemon::with_config(&config).expect("daemon starts");
 
     // Before: the limit is listed, nothing was done.
     let (status, headers, body) = get(address, "/metrics").expect("the endpoint answers");

@@ -8,8 +8,7 @@ use std::{
 };
 
 use procespy_tests::{
-    Daemon, DaemonOptions, TestProg, in_guest, poll, require_root, run, signal, status_process,
-    vm_rss,
+    Daemon, TestProg, in_guest, poll, require_root, run, signal, status_process, vm_rss,
 };
 use serde_json::Value;
 
@@ -33,15 +32,6 @@ max_memory = "8GiB"
 action = "alert"
 "#;
 
-/// A daemon with `config`, started.
-fn start(config: &str) -> Daemon {
-    Daemon::start(DaemonOptions {
-        config,
-        ..Default::default()
-    })
-    .expect("daemon starts")
-}
-
 /// Starts `/bin/true`, its output dropped.
 fn spawn_true() -> Child {
     Command::new("/bin/true")
@@ -51,17 +41,29 @@ fn spawn_true() -> Child {
         .expect("spawn /bin/true")
 }
 
+/// A daemon with [`EBPF_WATCH_ONLY`].
+fn watching() -> Daemon {
+    Daemon::with_config(EBPF_WATCH_ONLY).expect("daemon starts")
+}
+
+/// A daemon with [`EBPF_WATCH_ONLY`], and the test program, once the
+/// daemon's table has it.
+fn watched_testprog() -> (Daemon, TestProg) {
+    let daemon = watching();
+    let prog = TestProg::start(&[]).expect("test program starts");
+    daemon
+        .wait_covered(prog.pid())
+        .expect("the new process enters the table");
+    (daemon, prog)
+}
+
 #[test]
 fn rss_from_the_kernel_map_tracks_vmrss_step_by_step() {
-    let Some(_machine) = require_root("rss_from_the_kernel_map_tracks_vmrss_step_by_step") else {
+    let Some(_machine) = require_root() else {
         return;
     };
-    let daemon = start(EBPF_WATCH_ONLY);
-    let mut prog = TestProg::start(&[]).expect("test program starts");
+    let (daemon, mut prog) = watched_testprog();
     let pid = prog.pid();
-    daemon
-        .wait_covered(pid)
-        .expect("the new process enters the table");
 
     for step in 1..=16u64 {
         prog.grow(16).expect("grow 16 MiB");
@@ -97,12 +99,10 @@ fn logged_pids(log: &[Value], event: &str) -> HashSet<u32> {
 
 #[test]
 fn every_exec_and_exit_of_2000_short_processes_reaches_the_table() {
-    let Some(_machine) =
-        require_root("every_exec_and_exit_of_2000_short_processes_reaches_the_table")
-    else {
+    let Some(_machine) = require_root() else {
         return;
     };
-    let daemon = start(EBPF_WATCH_ONLY);
+    let daemon = watching();
 
     // As fast as possible: up to 64 in flight at once. Under emulation a
     // guest spawns about a tenth as fast, so it runs a quarter as many.
@@ -161,13 +161,11 @@ fn every_exec_and_exit_of_2000_short_processes_reaches_the_table() {
 
 #[test]
 fn a_process_that_renames_itself_shows_its_new_name() {
-    let Some(_machine) = require_root("a_process_that_renames_itself_shows_its_new_name") else {
+    let Some(_machine) = require_root() else {
         return;
     };
-    let daemon = start(EBPF_WATCH_ONLY);
-    let mut prog = TestProg::start(&[]).expect("test program starts");
+    let (daemon, mut prog) = watched_testprog();
     let pid = prog.pid();
-    daemon.wait_covered(pid).expect("listed");
     prog.command("rename renamed-by-test").expect("rename");
     // comm keeps 15 bytes.
     let status = daemon
@@ -217,10 +215,10 @@ fn loaded_procespy_programs() -> Vec<u64> {
 
 #[test]
 fn sigterm_detaches_every_program() {
-    let Some(_machine) = require_root("sigterm_detaches_every_program") else {
+    let Some(_machine) = require_root() else {
         return;
     };
-    let daemon = start(EBPF_WATCH_ONLY);
+    let daemon = watching();
     let ours = programs_held_by(daemon.pid());
     let loaded = loaded_procespy_programs();
     assert_eq!(
@@ -256,13 +254,12 @@ fn sigterm_detaches_every_program() {
 
 #[test]
 fn a_full_ring_buffer_is_counted_and_healed_by_an_examination() {
-    let Some(_machine) = require_root("a_full_ring_buffer_is_counted_and_healed_by_an_examination")
-    else {
+    let Some(_machine) = require_root() else {
         return;
     };
     // A long scan interval: healing must come from the loss, not the schedule.
     let cfg = EBPF_WATCH_ONLY.replace("scan_interval = \"2s\"", "scan_interval = \"10m\"");
-    let daemon = start(&cfg);
+    let daemon = Daemon::with_config(&cfg).expect("daemon starts");
     let before = daemon
         .wait_status(Duration::from_secs(10), |s| {
             s["examinations"].as_u64() >= Some(1)
