@@ -82,17 +82,16 @@ impl Daemon {
     /// Starts the daemon and waits until its control socket answers.
     pub fn start(options: DaemonOptions<'_>) -> Result<Self> {
         let daemon = Self::spawn(options)?;
-        if poll(Duration::from_secs(30), Duration::from_millis(50), || {
+        poll(Duration::from_secs(30), Duration::from_millis(50), || {
             daemon.status().ok()
         })
-        .is_none()
-        {
-            bail!(
+        .with_context(|| {
+            format!(
                 "procespy did not answer within {:?}; its log:\n{}",
                 patience(Duration::from_secs(30)),
                 daemon.log_text()
-            );
-        }
+            )
+        })?;
         Ok(daemon)
     }
 
@@ -128,7 +127,10 @@ impl Daemon {
             command.uid(uid).gid(gid);
         }
         let log = match options.log {
-            LogTo::Pipe => Log::Lines(Arc::new(Mutex::new(Vec::new()))),
+            LogTo::Pipe => {
+                command.stderr(Stdio::piped());
+                Log::Lines(Arc::new(Mutex::new(Vec::new())))
+            }
             LogTo::Journal(path) => {
                 let stream = std::fs::File::create(&path)
                     .with_context(|| format!("creating {}", path.display()))?;
@@ -139,9 +141,6 @@ impl Daemon {
                 Log::File(path)
             }
         };
-        if let Log::Lines(_) = log {
-            command.stderr(Stdio::piped());
-        }
         let mut child = command.spawn().context("starting procespy")?;
         let reader = match (&log, child.stderr.take()) {
             (Log::Lines(lines), Some(stderr)) => {

@@ -74,6 +74,6 @@ pub fn runs(program: &str, args: &[&str]) -> bool {
 }
 
 /// Whether `program` is on the PATH.
-pub fn on_path(program: &str) -> bool {
+pub(crate) fn on_path(program: &str) -> bool {
     runs("sh", &["-c", &format!("command -v {program}")])
 }

@@ -32,7 +32,7 @@ pub fn procespy_bin() -> PathBuf {
 }
 
 /// The test program (`procespy-testprog`).
-pub fn testprog_bin() -> PathBuf {
+pub(crate) fn testprog_bin() -> PathBuf {
     built(
         target_dir().join("procespy-testprog"),
         "run `cargo build -p procespy-tests`",

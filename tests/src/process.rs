@@ -35,7 +35,7 @@ pub fn signal(pid: u32, sig: i32) -> Result<()> {
 }
 
 /// Waits for `child` at most [`patience`]`(timeout)`; kills it after that.
-pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
+pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
     let mut waited = Ok(None);
     poll(timeout, Duration::from_millis(20), || {
         waited = child.try_wait();
