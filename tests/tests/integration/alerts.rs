@@ -37,14 +37,14 @@ fn config(name: &str) -> Config {
 }
 
 /// `[notify]` with `cooldown`.
-fn cooldown(cooldown: &str) -> String {
+fn notify_cooldown(cooldown: &str) -> String {
     format!("[notify]\ncooldown = \"{cooldown}\"\n")
 }
 
 /// A config that pops up on the test user's bus only, email off.
-fn popup_config(name: &str, cooldown_: &str) -> Config {
+fn popup_config(name: &str, cooldown: &str) -> Config {
     config(name)
-        .table(&cooldown(cooldown_))
+        .table(&notify_cooldown(cooldown))
         .table(&format!(
             "[notify.desktop]\nenabled = true\nusers = [\"{TEST_USER}\"]\nurgency = \"critical\"\n"
         ))
@@ -66,14 +66,14 @@ fn email(port: u16, security: &str, spool: &Path, extra: &str) -> String {
 /// through 127.0.0.1:`port`.
 fn email_config(
     name: &str,
-    cooldown_: &str,
+    cooldown: &str,
     port: u16,
     security: &str,
     spool: &Path,
     extra: &str,
 ) -> Config {
     config(name)
-        .table(&cooldown(cooldown_))
+        .table(&notify_cooldown(cooldown))
         .no_popups()
         .table(&email(port, security, spool, extra))
 }
@@ -122,8 +122,8 @@ struct Mailed {
     _scratch: Scratch,
 }
 
-fn mailed(name: &str, cooldown_: &str) -> Mailed {
-    let scratch = Scratch::new(name);
+fn mailed(name: &str, cooldown: &str) -> Mailed {
+    let (scratch, exe) = Scratch::with_testprog(name);
     let server = SmtpServer::start(
         free_port(),
         &scratch.path().join("inbox"),
@@ -132,14 +132,14 @@ fn mailed(name: &str, cooldown_: &str) -> Mailed {
     .expect("aiosmtpd starts");
     let spool = scratch.path().join("outbox");
     let daemon = start_daemon(
-        &email_config(name, cooldown_, server.port, "none", &spool, ""),
+        &email_config(name, cooldown, server.port, "none", &spool, ""),
         &[],
     );
     Mailed {
         daemon,
         server,
         spool,
-        exe: scratch.testprog_named(name),
+        exe,
         _scratch: scratch,
     }
 }
@@ -638,7 +638,7 @@ fn a_smtp_server_that_never_answers_does_not_delay_kills() {
     // server that accepted the connection and says nothing.
     let hang = start_daemon(
         &config(hang_name)
-            .table(&cooldown("0s"))
+            .table(&notify_cooldown("0s"))
             .table("[notify.desktop]\nenabled = true\n")
             .table(&email(silent.port, "none", &spool, "")),
         &[],
