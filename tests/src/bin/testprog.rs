@@ -24,6 +24,8 @@
 
 use std::io::{BufRead, Write};
 
+use procespy_tests::monotonic_ns;
+
 const MIB: usize = 1 << 20;
 
 fn main() {
@@ -163,16 +165,6 @@ extern "C" fn report_term(_: libc::c_int) {
         libc::write(1, line.as_ptr().cast(), line.len());
         libc::_exit(143);
     }
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// `VmRSS` of this process, in bytes (0 when unreadable).

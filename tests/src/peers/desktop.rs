@@ -9,20 +9,24 @@ use std::{
     os::unix::{fs::PermissionsExt, net::UnixListener, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use crate::{
+    lock::Lock,
+    needs::{on_path, require},
+    process::terminate,
+    run::poll,
+    scratch::Scratch,
+};
 use anyhow::{Context, Result, bail};
-use procespy_tests::Scratch;
-
-use super::{have_program, require_peer};
 
 /// The test user, made with `useradd` when missing.
 pub const TEST_USER: &str = "procespy-test";
 
 /// Whether dbus-daemon, dunst, dunstctl, Xvfb and import are there; under
 /// CI their absence fails the test.
-pub fn have_desktop_peers(test: &str) -> bool {
+pub fn have_desktop_peers() -> bool {
     [
         "dbus-daemon",
         "dbus-send",
@@ -32,7 +36,7 @@ pub fn have_desktop_peers(test: &str) -> bool {
         "import",
     ]
     .iter()
-    .all(|program| require_peer(test, program, have_program(program)))
+    .all(|program| require(program, on_path(program)))
 }
 
 /// The running session; everything stops on drop.
@@ -56,6 +60,9 @@ pub struct DesktopSession {
     /// The socket of a bus that never answers.
     _silent: Option<UnixListener>,
     _scratch: Scratch,
+    /// The user and their bus are one for the whole machine: one session
+    /// at a time, whatever the test process.
+    _lock: Lock,
 }
 
 impl DesktopSession {
@@ -67,13 +74,10 @@ impl DesktopSession {
         session.start_bus(&["--session"])?;
         let dunst = session.command("dunst").spawn().context("starting dunst")?;
         session.children.push(("dunst", dunst));
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !session.has_notification_server() {
-            if Instant::now() > deadline {
-                bail!("dunst did not take org.freedesktop.Notifications within 15 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll(Duration::from_secs(15), Duration::from_millis(100), || {
+            session.has_notification_server().then_some(())
+        })
+        .context("dunst did not take org.freedesktop.Notifications within 15 s")?;
         Ok(session)
     }
 
@@ -114,6 +118,7 @@ impl DesktopSession {
 
     /// The user, their runtime directory and a home; nothing running yet.
     fn prepare() -> Result<DesktopSession> {
+        let lock = Lock::exclusive("desktop")?;
         let made_user = ensure_user(TEST_USER)?;
         let account = nix::unistd::User::from_name(TEST_USER)?
             .with_context(|| format!("{TEST_USER} has no passwd entry"))?;
@@ -144,6 +149,7 @@ impl DesktopSession {
             children: Vec::new(),
             _silent: None,
             _scratch: scratch,
+            _lock: lock,
         })
     }
 
@@ -279,12 +285,7 @@ impl Drop for DesktopSession {
         // A silent bus goes first: clients waiting on it get their answer.
         self._silent.take();
         for (_, child) in self.children.iter_mut().rev() {
-            // SAFETY: kill(2) of our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            if procespy_tests::wait_timeout(child, Duration::from_secs(5)).is_err() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            terminate(child);
         }
         let _ = std::fs::remove_file(&self.bus);
         if self.made_runtime_dir {
@@ -322,12 +323,8 @@ fn ensure_user(name: &str) -> Result<bool> {
 
 /// Waits until `path` exists (at most 15 s).
 fn wait_for(path: &Path, what: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !path.exists() {
-        if Instant::now() > deadline {
-            bail!("{what} ({}) did not appear within 15 s", path.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
+    poll(Duration::from_secs(15), Duration::from_millis(50), || {
+        path.exists().then_some(())
+    })
+    .with_context(|| format!("{what} ({}) did not appear within 15 s", path.display()))
 }

@@ -13,13 +13,17 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::require_peer;
+use crate::{
+    needs::{require, runs},
+    process::terminate,
+    run::poll,
+};
 
 /// The Python that has Debian's packages (`python3` on the PATH may be another).
 pub const PYTHON: &str = "/usr/bin/python3";
@@ -27,25 +31,11 @@ pub const PYTHON: &str = "/usr/bin/python3";
 const SCRIPT: &str = include_str!("smtp_server.py");
 
 /// Whether aiosmtpd can be run; under CI its absence fails the test.
-pub fn have_aiosmtpd(test: &str) -> bool {
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import aiosmtpd"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    require_peer(
-        test,
+pub fn have_aiosmtpd() -> bool {
+    require(
         "python3-aiosmtpd (/usr/bin/python3 -c 'import aiosmtpd')",
-        ok,
+        runs(PYTHON, &["-c", "import aiosmtpd"]),
     )
-}
-
-/// A free TCP port on 127.0.0.1 (free when asked; take it soon).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
 }
 
 /// How the server is reached.
@@ -121,51 +111,52 @@ impl SmtpServer {
 
     /// Waits until at least `n` messages arrived; returns them all.
     pub fn wait_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Value>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let messages = self.messages();
-            if messages.len() >= n {
-                return Ok(messages);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} messages within {timeout:?}, not {n}: {messages:#?}",
-                    messages.len()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut messages = Vec::new();
+        poll(timeout, Duration::from_millis(50), || {
+            messages = self.messages();
+            (messages.len() >= n).then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "{} messages within {timeout:?}, not {n}: {messages:#?}",
+                messages.len()
+            )
+        })?;
+        Ok(messages)
     }
 }
 
 impl Drop for SmtpServer {
     fn drop(&mut self) {
-        // SAFETY: kill(2) of our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        if procespy_tests::wait_timeout(&mut self.child, Duration::from_secs(5)).is_err() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        terminate(&mut self.child);
     }
 }
 
 /// The JSON messages in `dir`, by name.
 pub fn messages_in(dir: &Path) -> Vec<Value> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+    json_files(dir)
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .filter_map(|text| serde_json::from_slice(&text).ok())
+        .collect()
+}
+
+/// The `*.json` files in `dir` but hidden ones (`.NAME.json`, half
+/// written), by name: messages the server wrote, or alerts procespy
+/// spooled.
+pub fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|e| e == "json"))
                 .collect()
         })
         .unwrap_or_default();
-    paths.sort();
-    paths
-        .iter()
-        .filter_map(|p| std::fs::read(p).ok())
-        .filter_map(|text| serde_json::from_slice(&text).ok())
-        .collect()
+    files.sort();
+    files
 }
 
 /// A server that accepts every connection and never answers (not even the

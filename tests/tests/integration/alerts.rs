@@ -5,64 +5,60 @@
 //!
 //! Every test copies the test program under a name of its own, so the
 //! daemons of tests running side by side never cover each other's children.
-//! The timing test runs alone (it takes the write side of [`SERIAL`]).
-
-#[path = "../src/peers/mod.rs"]
-mod peers;
+//! The timing test has the machine to itself ([`require_root_alone`]).
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::fs::PermissionsExt,
+    },
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::RwLock,
     time::{Duration, Instant},
 };
 
-use peers::{
-    desktop::{DesktopSession, TEST_USER, have_desktop_peers},
-    smtp::{SilentServer, SmtpOptions, SmtpServer, TestCa, free_port, have_aiosmtpd},
-};
+use anyhow::Result;
 use procespy_tests::{
-    Daemon, DaemonOptions, Scratch, TestProg, require_root, status_process, wait_timeout,
+    Config, Daemon, DaemonOptions, Limit, Machine, Scratch, TestProg, kill_one, monotonic_ns,
+    patience,
+    peers::{
+        desktop::{DesktopSession, TEST_USER, have_desktop_peers},
+        free_port,
+        smtp::{SilentServer, SmtpOptions, SmtpServer, TestCa, have_aiosmtpd, json_files},
+    },
+    poll, progress, require_root, require_root_alone, target_dir,
 };
 use serde_json::Value;
 
 const SIGTERM: i32 = 15;
 
-/// Tests share the machine; the timing test wants it alone.
-static SERIAL: RwLock<()> = RwLock::new(());
-
-fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
-    SERIAL.read().unwrap_or_else(|e| e.into_inner())
+/// One 64 MiB `kill` limit on `name`, in eBPF mode.
+fn config(name: &str) -> Config {
+    Config::new("ebpf").limit(Limit::kill_past_64mib(name))
 }
 
-/// The test user has one session bus: one test at a time uses it.
-static DESKTOP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn desktop_alone() -> std::sync::MutexGuard<'static, ()> {
-    DESKTOP.lock().unwrap_or_else(|e| e.into_inner())
+/// `[notify]` with `cooldown`.
+fn notify_cooldown(cooldown: &str) -> String {
+    format!("[notify]\ncooldown = \"{cooldown}\"\n")
 }
 
 /// A config that pops up on the test user's bus only, email off.
-fn popup_config(name: &str, cooldown: &str) -> String {
-    format!(
-        "{}[notify]\ncooldown = \"{cooldown}\"\n\n[notify.desktop]\nenabled = true\n\
-         users = [\"{TEST_USER}\"]\nurgency = \"critical\"\n\n[notify.email]\nenabled = false\n",
-        limit(name)
-    )
+fn popup_config(name: &str, cooldown: &str) -> Config {
+    config(name)
+        .table(&notify_cooldown(cooldown))
+        .table(&format!(
+            "[notify.desktop]\nenabled = true\nusers = [\"{TEST_USER}\"]\nurgency = \"critical\"\n"
+        ))
+        .table("[notify.email]\nenabled = false\n")
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
-fn limit(name: &str) -> String {
+/// `[notify.email]`: to two addresses through 127.0.0.1:`port`, spooled in
+/// `spool`, with `extra` keys.
+fn email(port: u16, security: &str, spool: &Path, extra: &str) -> String {
     format!(
-        "[monitor]\nmode = \"ebpf\"\nscan_interval = \"200ms\"\n\n[enforce]\ngrace = \"1s\"\n\n\
-         [[limit]]\nname = \"{name}\"\nmax_memory = \"64MiB\"\naction = \"kill\"\n\n"
+        "[notify.email]\nenabled = true\nserver = \"127.0.0.1\"\nport = {port}\n\
+         security = \"{security}\"\nfrom = \"procespy@example.com\"\n\
+         to = [\"ops@example.com\", \"oncall@example.com\"]\nspool_dir = \"{}\"\n{extra}",
+        spool.display()
     )
 }
 
@@ -75,72 +71,88 @@ fn email_config(
     security: &str,
     spool: &Path,
     extra: &str,
-) -> String {
-    format!(
-        "{}[notify]\ncooldown = \"{cooldown}\"\n\n[notify.desktop]\nenabled = false\n\n\
-         [notify.email]\nenabled = true\nserver = \"127.0.0.1\"\nport = {port}\n\
-         security = \"{security}\"\nfrom = \"procespy@example.com\"\n\
-         to = [\"ops@example.com\", \"oncall@example.com\"]\nspool_dir = \"{}\"\n{extra}",
-        limit(name),
-        spool.display()
-    )
+) -> Config {
+    config(name)
+        .table(&notify_cooldown(cooldown))
+        .no_popups()
+        .table(&email(port, security, spool, extra))
 }
 
-fn start_daemon(config: &str, env: &[(&str, &str)]) -> Daemon {
+/// A popup test's peers: the test user's desktop session, and a daemon
+/// popping up the kills of the test program copied as `name` (at `exe`).
+struct Popups {
+    daemon: Daemon,
+    session: DesktopSession,
+    exe: PathBuf,
+    _scratch: Scratch,
+    _machine: Machine,
+}
+
+/// Starts a popup test with the session `session` makes; `None` when the
+/// test cannot run here (no root, no desktop peers).
+fn popups(session: fn() -> Result<DesktopSession>, name: &str, cooldown: &str) -> Option<Popups> {
+    let machine = require_root().filter(|_| have_desktop_peers())?;
+    let session = session().expect("the desktop session starts");
+    let (scratch, exe) = Scratch::with_testprog(name);
+    Some(Popups {
+        daemon: start_daemon(&popup_config(name, cooldown), &[]),
+        session,
+        exe,
+        _scratch: scratch,
+        _machine: machine,
+    })
+}
+
+fn start_daemon(config: &Config, env: &[(&str, &str)]) -> Daemon {
     Daemon::start(DaemonOptions {
-        config,
+        config: &config.to_string(),
         env,
         ..Default::default()
     })
     .expect("daemon starts")
 }
 
-/// Waits until the daemon covers `pid`.
-fn wait_covered(daemon: &Daemon, pid: u32) {
-    daemon
-        .wait_status(Duration::from_secs(10), |s| {
-            status_process(s, pid).is_some()
-        })
-        .expect("the process is covered by its limit");
+/// A plain SMTP server, and a daemon that mails it about the kills of the
+/// test program copied as `name` (at `exe`).
+struct Mailed {
+    daemon: Daemon,
+    server: SmtpServer,
+    spool: PathBuf,
+    exe: PathBuf,
+    _scratch: Scratch,
 }
 
-/// Starts the test program from `exe`, grows it past its 64 MiB limit and
-/// waits for procespy's SIGTERM; returns its PID.
-fn kill_one(daemon: &Daemon, exe: &Path) -> u32 {
-    let mut prog = TestProg::start_as(exe, &[]).expect("test program starts");
-    let pid = prog.pid();
-    wait_covered(daemon, pid);
-    prog.send("grow 96").expect("grow");
-    assert_eq!(
-        prog.wait_signal(Duration::from_secs(10)).expect("dies"),
-        Some(SIGTERM)
+fn mailed(name: &str, cooldown: &str) -> Mailed {
+    let (scratch, exe) = Scratch::with_testprog(name);
+    let server = SmtpServer::start(
+        free_port(),
+        &scratch.path().join("inbox"),
+        &SmtpOptions::default(),
+    )
+    .expect("aiosmtpd starts");
+    let spool = scratch.path().join("outbox");
+    let daemon = start_daemon(
+        &email_config(name, cooldown, server.port, "none", &spool, ""),
+        &[],
     );
-    pid
+    Mailed {
+        daemon,
+        server,
+        spool,
+        exe,
+        _scratch: scratch,
+    }
 }
 
-fn spool_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.extension().is_some_and(|e| e == "json")
-                        && !p.file_name().unwrap().to_string_lossy().starts_with('.')
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll(timeout, Duration::from_millis(50), || done().then_some(()))
+        .unwrap_or_else(|| panic!("{what}: not within {:?}", patience(timeout)));
 }
 
 fn text<'a>(message: &'a Value, field: &str) -> &'a str {
@@ -201,37 +213,33 @@ fn assert_kill_mail(message: &Value, name: &str, pid: u32) {
 
 #[test]
 fn popup_reaches_the_users_session_bus_and_dunst_shows_it() {
-    let test = "popup_reaches_the_users_session_bus_and_dunst_shows_it";
-    if !require_root(test) || !have_desktop_peers(test) {
-        return;
-    }
-    let _serial = shared();
-    let _desktop = desktop_alone();
-    let session = DesktopSession::start().expect("the desktop session starts");
     let name = "tp-popup";
-    let daemon = start_daemon(&popup_config(name, "60s"), &[]);
-    let scratch = Scratch::new("popup");
-    let pid = kill_one(&daemon, &scratch.testprog_named(name));
+    let Some(popups) = popups(DesktopSession::start, name, "60s") else {
+        return;
+    };
+    let pid = kill_one(&popups.daemon, &popups.exe).expect("killed");
 
     wait_until("dunst shows the popup", Duration::from_secs(15), || {
-        session
+        popups
+            .session
             .dunstctl(&["count", "displayed"])
             .is_ok_and(|n| n.trim().parse::<u32>().unwrap_or(0) >= 1)
     });
     // For people to look at; not asserted.
-    let shot = target_dir().join("procespy-alerts-popup.png");
-    match session.screenshot(&shot) {
+    let shot = target_dir().with_file_name("procespy-alerts-popup.png");
+    match popups.session.screenshot(&shot) {
         Ok(()) => eprintln!("screenshot of the popup: {}", shot.display()),
         Err(err) => eprintln!("no screenshot: {err:#}"),
     }
     // dunst lists only closed notifications in its history.
-    session.dunstctl(&["close-all"]).expect("close-all");
+    popups.session.dunstctl(&["close-all"]).expect("close-all");
     let mut found = None;
     wait_until(
         "the popup is in dunst's history",
         Duration::from_secs(5),
         || {
-            let history: Value = session
+            let history: Value = popups
+                .session
                 .dunstctl(&["history"])
                 .ok()
                 .and_then(|out| serde_json::from_str(&out).ok())
@@ -273,7 +281,7 @@ fn popup_reaches_the_users_session_bus_and_dunst_shows_it() {
     if notification.get("urgency").is_some() {
         assert_eq!(field("urgency"), "CRITICAL");
     }
-    let log = daemon.log_text();
+    let log = popups.daemon.log_text();
     assert!(!log.contains("cannot show popups"), "{log}");
 }
 
@@ -283,26 +291,19 @@ fn count(log: &str, needle: &str) -> usize {
 
 #[test]
 fn a_bus_without_a_notification_server_is_logged_once_and_kills_go_on() {
-    let test = "a_bus_without_a_notification_server_is_logged_once_and_kills_go_on";
-    if !require_root(test) || !have_desktop_peers(test) {
-        return;
-    }
-    let _serial = shared();
-    let _desktop = desktop_alone();
-    let _session = DesktopSession::without_notification_server().expect("a bare session bus");
     let name = "tp-popup-none";
-    let daemon = start_daemon(&popup_config(name, "0s"), &[]);
-    let scratch = Scratch::new("popup-none");
-    let exe = scratch.testprog_named(name);
+    let Some(popups) = popups(DesktopSession::without_notification_server, name, "0s") else {
+        return;
+    };
     for _ in 0..3 {
-        kill_one(&daemon, &exe);
+        kill_one(&popups.daemon, &popups.exe).expect("killed");
     }
     let warning = format!("cannot show popups to {TEST_USER}");
     wait_until("the popups failed", Duration::from_secs(10), || {
-        let log = daemon.log_text();
+        let log = popups.daemon.log_text();
         count(&log, &warning) == 1 && count(&log, "popup not shown") >= 2
     });
-    let log = daemon.log_text();
+    let log = popups.daemon.log_text();
     assert_eq!(count(&log, &warning), 1, "logged once:\n{log}");
     let line = log.lines().find(|l| l.contains(&warning)).unwrap();
     assert!(line.contains("ServiceUnknown"), "{line}");
@@ -310,23 +311,16 @@ fn a_bus_without_a_notification_server_is_logged_once_and_kills_go_on() {
 
 #[test]
 fn a_session_bus_that_never_answers_slows_nothing() {
-    let test = "a_session_bus_that_never_answers_slows_nothing";
-    if !require_root(test) || !have_desktop_peers(test) {
-        return;
-    }
-    let _serial = shared();
-    let _desktop = desktop_alone();
-    let _session = DesktopSession::with_silent_bus().expect("a silent bus");
     let name = "tp-popup-hang";
-    let daemon = start_daemon(&popup_config(name, "0s"), &[]);
-    let scratch = Scratch::new("popup-hang");
-    let exe = scratch.testprog_named(name);
+    let Some(popups) = popups(DesktopSession::with_silent_bus, name, "0s") else {
+        return;
+    };
     let start = Instant::now();
     for _ in 0..3 {
-        kill_one(&daemon, &exe);
+        kill_one(&popups.daemon, &popups.exe).expect("killed");
         // The loop answers at once while popup children wait on the bus.
         let asked = Instant::now();
-        daemon.status().expect("status");
+        popups.daemon.status().expect("status");
         assert!(
             asked.elapsed() < Duration::from_secs(1),
             "status took {:?}",
@@ -342,9 +336,9 @@ fn a_session_bus_that_never_answers_slows_nothing() {
     wait_until(
         "the popup children time out",
         Duration::from_secs(15),
-        || count(&daemon.log_text(), &warning) == 1,
+        || count(&popups.daemon.log_text(), &warning) == 1,
     );
-    let log = daemon.log_text();
+    let log = popups.daemon.log_text();
     let line = log.lines().find(|l| l.contains(&warning)).unwrap();
     assert!(line.contains("no answer within"), "{line}");
     // The children were killed, not left behind.
@@ -361,53 +355,34 @@ fn a_session_bus_that_never_answers_slows_nothing() {
     });
 }
 
-fn target_dir() -> PathBuf {
-    // target/debug/deps/alerts-… → target
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    exe.ancestors().nth(3).expect("under target/").to_owned()
-}
-
 #[test]
 fn one_email_with_subject_headers_and_body_after_a_kill() {
-    let test = "one_email_with_subject_headers_and_body_after_a_kill";
-    if !require_root(test) || !have_aiosmtpd(test) {
+    let Some(_machine) = require_root().filter(|_| have_aiosmtpd()) else {
         return;
-    }
-    let _serial = shared();
-    let scratch = Scratch::new("mail-plain");
-    let server = SmtpServer::start(
-        free_port(),
-        &scratch.path().join("inbox"),
-        &SmtpOptions::default(),
-    )
-    .expect("aiosmtpd starts");
-    let spool = scratch.path().join("outbox");
+    };
     let name = "tp-mail-plain";
-    let daemon = start_daemon(
-        &email_config(name, "60s", server.port, "none", &spool, ""),
-        &[],
-    );
-    let pid = kill_one(&daemon, &scratch.testprog_named(name));
-    let messages = server
+    let mail = mailed(name, "60s");
+    let pid = kill_one(&mail.daemon, &mail.exe).expect("killed");
+    let messages = mail
+        .server
         .wait_messages(1, Duration::from_secs(15))
         .expect("the email arrives");
     assert_kill_mail(&messages[0], name, pid);
     assert_eq!(messages[0]["tls"], false);
     wait_until("the spool empties", Duration::from_secs(5), || {
-        spool_files(&spool).is_empty()
+        json_files(&mail.spool).is_empty()
     });
-    daemon
+    mail.daemon
         .wait_status(Duration::from_secs(5), |s| s["alerts_queued"] == 0)
         .expect("nothing queued");
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(server.messages().len(), 1, "exactly one message");
+    assert_eq!(mail.server.messages().len(), 1, "exactly one message");
 }
 
-fn email_over_tls(test: &str, security: &'static str, name: &str) {
-    if !require_root(test) || !have_aiosmtpd(test) {
+fn email_over_tls(security: &'static str, name: &str) {
+    let Some(_machine) = require_root().filter(|_| have_aiosmtpd()) else {
         return;
-    }
-    let _serial = shared();
+    };
     let scratch = Scratch::new(name);
     let ca = TestCa::make(&scratch.path().join("ca")).expect("a test CA");
     let server = SmtpServer::start(
@@ -422,7 +397,6 @@ fn email_over_tls(test: &str, security: &'static str, name: &str) {
     .expect("aiosmtpd starts");
     let password = scratch.path().join("smtp-password");
     std::fs::write(&password, "s3cret word\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
     let spool = scratch.path().join("outbox");
     let extra = format!(
@@ -435,7 +409,7 @@ fn email_over_tls(test: &str, security: &'static str, name: &str) {
         &email_config(name, "60s", server.port, security, &spool, &extra),
         &[("SSL_CERT_FILE", &ca_file)],
     );
-    let pid = kill_one(&daemon, &scratch.testprog_named(name));
+    let pid = kill_one(&daemon, &scratch.testprog_named(name)).expect("killed");
     let messages = server
         .wait_messages(1, Duration::from_secs(20))
         .unwrap_or_else(|err| panic!("{err:#}\nlog:\n{}", daemon.log_text()));
@@ -448,21 +422,19 @@ fn email_over_tls(test: &str, security: &'static str, name: &str) {
 
 #[test]
 fn email_over_starttls_with_auth() {
-    email_over_tls("email_over_starttls_with_auth", "starttls", "tp-mail-stls");
+    email_over_tls("starttls", "tp-mail-stls");
 }
 
 #[test]
 fn email_over_implicit_tls_with_auth() {
-    email_over_tls("email_over_implicit_tls_with_auth", "tls", "tp-mail-tls");
+    email_over_tls("tls", "tp-mail-tls");
 }
 
 #[test]
 fn smtp_outage_and_restart_lose_nothing_and_send_nothing_twice() {
-    let test = "smtp_outage_and_restart_lose_nothing_and_send_nothing_twice";
-    if !require_root(test) || !have_aiosmtpd(test) {
+    let Some(_machine) = require_root().filter(|_| have_aiosmtpd()) else {
         return;
-    }
-    let _serial = shared();
+    };
     let scratch = Scratch::new("mail-outage");
     let port = free_port();
     let spool = scratch.path().join("outbox");
@@ -472,12 +444,14 @@ fn smtp_outage_and_restart_lose_nothing_and_send_nothing_twice() {
 
     // The server is down: three kills.
     let daemon = start_daemon(&config, &[]);
-    let pids: Vec<u32> = (0..3).map(|_| kill_one(&daemon, &exe)).collect();
+    let pids: Vec<u32> = (0..3)
+        .map(|_| kill_one(&daemon, &exe).expect("killed"))
+        .collect();
     // One email tried and waiting in the spool, two kills held by the cooldown.
     wait_until(
         "one email in the spool, three alerts queued",
         Duration::from_secs(5),
-        || spool_files(&spool).len() == 1,
+        || json_files(&spool).len() == 1,
     );
     let status = daemon
         .wait_status(Duration::from_secs(5), |s| s["alerts_queued"] == 3)
@@ -491,7 +465,7 @@ fn smtp_outage_and_restart_lose_nothing_and_send_nothing_twice() {
     // Restart: what the cooldown held goes to the spool on the way out.
     let exit = daemon.stop().expect("the daemon stops");
     assert!(exit.success(), "{exit:?}");
-    assert_eq!(spool_files(&spool).len(), 2);
+    assert_eq!(json_files(&spool).len(), 2);
 
     // The server is back; the new daemon sends what it finds.
     let server = SmtpServer::start(port, &scratch.path().join("inbox"), &SmtpOptions::default())
@@ -501,7 +475,7 @@ fn smtp_outage_and_restart_lose_nothing_and_send_nothing_twice() {
         .wait_messages(2, Duration::from_secs(20))
         .unwrap_or_else(|err| panic!("{err:#}\nlog:\n{}", daemon.log_text()));
     wait_until("the spool empties", Duration::from_secs(5), || {
-        spool_files(&spool).is_empty()
+        json_files(&spool).is_empty()
     });
     std::thread::sleep(Duration::from_secs(2));
     let messages_now = server.messages();
@@ -524,31 +498,17 @@ fn smtp_outage_and_restart_lose_nothing_and_send_nothing_twice() {
 
 #[test]
 fn twenty_kills_in_a_cooldown_make_one_email_now_and_one_summary_later() {
-    let test = "twenty_kills_in_a_cooldown_make_one_email_now_and_one_summary_later";
-    if !require_root(test) || !have_aiosmtpd(test) {
+    let Some(_machine) = require_root().filter(|_| have_aiosmtpd()) else {
         return;
-    }
-    let _serial = shared();
-    let scratch = Scratch::new("mail-cooldown");
-    let server = SmtpServer::start(
-        free_port(),
-        &scratch.path().join("inbox"),
-        &SmtpOptions::default(),
-    )
-    .expect("aiosmtpd starts");
-    let spool = scratch.path().join("outbox");
+    };
     let name = "tp-mail-cool";
     let cooldown = Duration::from_secs(8);
-    let daemon = start_daemon(
-        &email_config(name, "8s", server.port, "none", &spool, ""),
-        &[],
-    );
-    let exe = scratch.testprog_named(name);
+    let mail = mailed(name, "8s");
     let mut progs: Vec<TestProg> = (0..20)
-        .map(|_| TestProg::start_as(&exe, &[]).expect("test program starts"))
+        .map(|_| TestProg::start_as(&mail.exe, &[]).expect("test program starts"))
         .collect();
     for prog in &progs {
-        wait_covered(&daemon, prog.pid());
+        mail.daemon.wait_covered(prog.pid()).expect("covered");
     }
     let start = Instant::now();
     for prog in &mut progs {
@@ -562,7 +522,8 @@ fn twenty_kills_in_a_cooldown_make_one_email_now_and_one_summary_later() {
         );
         pids.push(prog.pid());
     }
-    let first = server
+    let first = mail
+        .server
         .wait_messages(1, Duration::from_secs(5))
         .expect("the first email");
     assert!(
@@ -570,8 +531,9 @@ fn twenty_kills_in_a_cooldown_make_one_email_now_and_one_summary_later() {
         "the kills took too long to judge the cooldown: {:?}",
         start.elapsed()
     );
-    assert_eq!(server.messages().len(), 1, "one email now");
-    let messages = server
+    assert_eq!(mail.server.messages().len(), 1, "one email now");
+    let messages = mail
+        .server
         .wait_messages(2, cooldown + Duration::from_secs(10))
         .expect("the summary");
     let first_pid = pids
@@ -594,67 +556,7 @@ fn twenty_kills_in_a_cooldown_make_one_email_now_and_one_summary_later() {
     }
     // The window the summary opened closes empty: nothing more comes.
     std::thread::sleep(cooldown + Duration::from_secs(2));
-    assert_eq!(server.messages().len(), 2);
-}
-
-/// CLOCK_MONOTONIC in nanoseconds (the test program's clock for `progress`).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// A test program we read every `progress` line of.
-struct Grower {
-    child: Child,
-    stdin: ChildStdin,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Grower {
-    fn start(exe: &Path) -> Grower {
-        let mut child = Command::new(exe)
-            .arg("--report-term")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("test program starts");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Grower {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    fn command(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
-        self.lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("an answer")
-    }
-}
-
-impl Drop for Grower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    assert_eq!(mail.server.messages().len(), 2);
 }
 
 /// Grows a fresh test program as fast as it can (4 GiB/s) past its 64 MiB
@@ -662,14 +564,10 @@ impl Drop for Grower {
 /// arrival of SIGTERM (the program reports it) and to its death.
 fn crossing_to_kill(daemon: &Daemon, exe: &Path) -> (Duration, Duration) {
     const MIB: u64 = 1 << 20;
-    let mut prog = Grower::start(exe);
-    let pid = prog.child.id();
-    wait_covered(daemon, pid);
-    let base: u64 = prog
-        .command("rss")
-        .trim_start_matches("ok ")
-        .parse()
-        .expect("rss");
+    let mut prog = TestProg::start_as(exe, &["--report-term"]).expect("test program starts");
+    let pid = prog.pid();
+    daemon.wait_covered(pid).expect("covered");
+    let base: u64 = prog.command("rss").expect("rss").parse().expect("rss");
     // SAFETY: pidfd_open of our own child.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
     assert!(fd >= 0, "pidfd_open");
@@ -686,30 +584,22 @@ fn crossing_to_kill(daemon: &Daemon, exe: &Path) -> (Duration, Duration) {
         assert_eq!(ready, 1, "the test program did not die within 10 s");
         monotonic_ns()
     });
-    writeln!(prog.stdin, "rate 4096 160").unwrap();
-    prog.stdin.flush().unwrap();
+    prog.send("rate 4096 160").expect("start growing");
     let death = watcher.join().expect("watcher");
     assert_eq!(
-        wait_timeout(&mut prog.child, Duration::from_secs(5))
+        prog.wait_exit(Duration::from_secs(5))
             .map(|s| s.code())
             .expect("reaped"),
         Some(128 + SIGTERM),
         "ended by SIGTERM's handler"
     );
-    let lines: Vec<String> = prog.lines.try_iter().collect();
+    let lines = prog.rest().expect("the output ends");
     let term = lines
         .iter()
         .find_map(|line| line.strip_prefix("term ")?.parse::<u64>().ok())
         .expect("the program reported SIGTERM");
     // The MiB whose touching crossed 64 MiB: the first with base + bytes > limit.
-    let progress: Vec<(u64, u64)> = lines
-        .iter()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next() == Some("progress")).then_some(())?;
-            Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
-        })
-        .collect();
+    let progress = progress(&lines);
     let crossing = progress
         .iter()
         .find(|(bytes, _)| base + bytes > 64 * MIB)
@@ -729,31 +619,28 @@ fn median(mut values: Vec<Duration>) -> Duration {
 
 #[test]
 fn a_smtp_server_that_never_answers_does_not_delay_kills() {
-    let test = "a_smtp_server_that_never_answers_does_not_delay_kills";
-    if !require_root(test) {
-        return;
-    }
     // Alone on the machine: no other test's daemons, servers or growers.
-    let _alone = SERIAL.write().unwrap_or_else(|e| e.into_inner());
+    let Some(_alone) = require_root_alone() else {
+        return;
+    };
     let scratch = Scratch::new("mail-hang");
     let silent = SilentServer::start().expect("a silent server");
     let quiet_name = "tp-lat-quiet";
     let hang_name = "tp-lat-hang";
     let quiet = start_daemon(
-        &format!(
-            "{}[notify.desktop]\nenabled = false\n\n[notify.email]\nenabled = false\n",
-            limit(quiet_name)
-        ),
+        &config(quiet_name)
+            .no_popups()
+            .table("[notify.email]\nenabled = false\n"),
         &[],
     );
     let spool = scratch.path().join("outbox");
     // Every kill is alerted (no cooldown), and every email waits for a
     // server that accepted the connection and says nothing.
     let hang = start_daemon(
-        &email_config(hang_name, "0s", silent.port, "none", &spool, "").replace(
-            "[notify.desktop]\nenabled = false",
-            "[notify.desktop]\nenabled = true",
-        ),
+        &config(hang_name)
+            .table(&notify_cooldown("0s"))
+            .table("[notify.desktop]\nenabled = true\n")
+            .table(&email(silent.port, "none", &spool, "")),
         &[],
     );
     let quiet_exe = scratch.testprog_named(quiet_name);

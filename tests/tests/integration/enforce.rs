@@ -4,55 +4,46 @@
 //! Every test copies the test program under a name of its own, so the
 //! daemons of tests running side by side never cover each other's children.
 
-use std::{process::Command, time::Duration};
+use std::{os::unix::ffi::OsStrExt, process::Command, time::Duration};
 
-use procespy_tests::{Daemon, DaemonOptions, Scratch, TestProg, require_root, status_process};
+use procespy_tests::{
+    Config, Daemon, DaemonOptions, Limit, Scratch, TestProg, require_root, signal,
+};
 
 const MIB: u64 = 1 << 20;
 const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;
 
-fn config(mode: &str, limits: &str) -> String {
-    format!(
-        "[monitor]\nmode = \"{mode}\"\nscan_interval = \"200ms\"\n\n[enforce]\ngrace = \"1s\"\nprotect = [\"tp-protected\"]\n\n{limits}"
-    )
+/// `mode`, a 1 s grace, and `tp-protected` protected.
+fn config(mode: &str) -> Config {
+    Config::new(mode).protect("tp-protected")
 }
 
-fn limit(name: &str, max: &str, action: &str) -> String {
-    format!("[[limit]]\nname = \"{name}\"\nmax_memory = \"{max}\"\naction = \"{action}\"\n\n")
+fn limit(name: &str, max: &str, action: &str) -> Limit {
+    Limit::name(name, max).action(action)
 }
 
-/// Starts a daemon with `cfg`, and the test program copied as `name`.
-fn setup(cfg: &str, name: &str, args: &[&str]) -> (Daemon, TestProg, Scratch) {
-    let scratch = Scratch::new("enforce");
-    let exe = scratch.testprog_named(name);
-    let daemon = Daemon::start(DaemonOptions {
-        config: cfg,
-        ..Default::default()
-    })
-    .expect("daemon starts");
+/// Starts a daemon with `config`, and the test program copied as `name`.
+fn setup(config: &Config, name: &str, args: &[&str]) -> (Daemon, TestProg, Scratch) {
+    let (scratch, exe) = Scratch::with_testprog(name);
+    let daemon = Daemon::with_config(config).expect("daemon starts");
     let prog = TestProg::start_as(&exe, args).expect("test program starts");
     (daemon, prog, scratch)
 }
 
-/// Waits until the daemon covers `pid` (matched at exec or by an examination).
-fn wait_covered(daemon: &Daemon, pid: u32) {
-    daemon
-        .wait_status(Duration::from_secs(10), |s| {
-            status_process(s, pid).is_some()
-        })
-        .expect("the process is covered by its limit");
+/// [`setup`] with one limit on `name`, waiting until it covers the program.
+fn covered(mode: &str, limit: Limit, name: &str, args: &[&str]) -> (Daemon, TestProg, Scratch) {
+    let (daemon, prog, scratch) = setup(&config(mode).limit(limit), name, args);
+    daemon.wait_covered(prog.pid()).expect("covered");
+    (daemon, prog, scratch)
 }
 
 fn kill_grows_past(mode: &str, name: &str) {
-    let (daemon, mut prog, _scratch) =
-        setup(&config(mode, &limit(name, "64MiB", "kill")), name, &[]);
-    wait_covered(&daemon, prog.pid());
-    prog.send("grow 96").expect("grow");
-    assert_eq!(
-        prog.wait_signal(Duration::from_secs(10)).expect("dies"),
-        Some(SIGTERM)
-    );
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    let (daemon, mut prog, _scratch) = covered(mode, limit(name, "64MiB", "kill"), name, &[]);
+    assert_eq!(prog.ended_by("grow 96").expect("dies"), Some(SIGTERM));
     let action = daemon
         .wait_event("action", prog.pid(), Duration::from_secs(5))
         .expect("logged");
@@ -65,31 +56,22 @@ fn kill_grows_past(mode: &str, name: &str) {
 
 #[test]
 fn kill_sends_sigterm_ebpf() {
-    if require_root("kill_sends_sigterm_ebpf") {
-        kill_grows_past("ebpf", "tp-kill-ebpf");
-    }
+    kill_grows_past("ebpf", "tp-kill-ebpf");
 }
 
 #[test]
 fn kill_sends_sigterm_proc() {
-    if require_root("kill_sends_sigterm_proc") {
-        kill_grows_past("proc", "tp-kill-proc");
-    }
+    kill_grows_past("proc", "tp-kill-proc");
 }
 
 fn kill_escalates_after_grace(mode: &str, name: &str) {
-    let (daemon, mut prog, _scratch) = setup(
-        &config(mode, &limit(name, "64MiB", "kill")),
-        name,
-        &["--ignore-term"],
-    );
-    wait_covered(&daemon, prog.pid());
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    let (daemon, mut prog, _scratch) =
+        covered(mode, limit(name, "64MiB", "kill"), name, &["--ignore-term"]);
     let start = std::time::Instant::now();
-    prog.send("grow 96").expect("grow");
-    assert_eq!(
-        prog.wait_signal(Duration::from_secs(10)).expect("dies"),
-        Some(SIGKILL)
-    );
+    assert_eq!(prog.ended_by("grow 96").expect("dies"), Some(SIGKILL));
     assert!(
         start.elapsed() >= Duration::from_millis(900),
         "SIGKILL came before the 1 s grace"
@@ -104,37 +86,36 @@ fn kill_escalates_after_grace(mode: &str, name: &str) {
 
 #[test]
 fn kill_escalates_to_sigkill_after_grace_ebpf() {
-    if require_root("kill_escalates_to_sigkill_after_grace_ebpf") {
-        kill_escalates_after_grace("ebpf", "tp-grace-ebpf");
-    }
+    kill_escalates_after_grace("ebpf", "tp-grace-ebpf");
 }
 
 #[test]
 fn kill_escalates_to_sigkill_after_grace_proc() {
-    if require_root("kill_escalates_to_sigkill_after_grace_proc") {
-        kill_escalates_after_grace("proc", "tp-grace-proc");
-    }
+    kill_escalates_after_grace("proc", "tp-grace-proc");
 }
 
-#[test]
-fn kill_now_dies_in_the_kernel_before_limit_plus_1mib() {
-    if !require_root("kill_now_dies_in_the_kernel_before_limit_plus_1mib") {
-        return;
-    }
-    let name = "tp-killnow-ebpf";
-    let (daemon, mut prog, _scratch) = setup(
-        &config("ebpf", &limit(name, "256MiB", "kill-now")),
-        name,
-        &[],
-    );
-    wait_covered(&daemon, prog.pid());
-    // Grow as fast as it can (4 GiB/s), reporting every MiB.
-    prog.send("rate 4096 512").expect("start growing");
-    let last = prog.last_progress();
+/// Starts the test program as `name` under a 256 MiB `kill-now` limit,
+/// sends it `growth` (which reports every MiB) and waits for SIGKILL;
+/// returns the daemon, the program and the last size it reported.
+fn kill_now_during(name: &str, growth: &str) -> (Daemon, TestProg, u64) {
+    let (daemon, mut prog, _scratch) =
+        covered("ebpf", limit(name, "256MiB", "kill-now"), name, &[]);
+    prog.send(growth).expect("start growing");
+    let last = prog.last_progress().expect("the output ends");
     assert_eq!(
         prog.wait_signal(Duration::from_secs(10)).expect("dies"),
         Some(SIGKILL)
     );
+    (daemon, prog, last)
+}
+
+#[test]
+fn kill_now_dies_in_the_kernel_before_limit_plus_1mib() {
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    // Grow as fast as it can (4 GiB/s), reporting every MiB.
+    let (daemon, prog, last) = kill_now_during("tp-killnow-ebpf", "rate 4096 512");
     assert!(
         last <= 256 * MIB + MIB,
         "reported {} MiB before dying",
@@ -152,22 +133,10 @@ fn kill_now_dies_in_the_kernel_before_limit_plus_1mib() {
 /// printed for the record (`cargo xtask test-kernels` shows it per kernel).
 #[test]
 fn kill_now_stops_four_growing_threads_within_limit_plus_4mib() {
-    if !require_root("kill_now_stops_four_growing_threads_within_limit_plus_4mib") {
+    let Some(_machine) = require_root() else {
         return;
-    }
-    let name = "tp-killnow-mt";
-    let (daemon, mut prog, _scratch) = setup(
-        &config("ebpf", &limit(name, "256MiB", "kill-now")),
-        name,
-        &[],
-    );
-    wait_covered(&daemon, prog.pid());
-    prog.send("threads 4 512").expect("start growing");
-    let last = prog.last_progress();
-    assert_eq!(
-        prog.wait_signal(Duration::from_secs(10)).expect("dies"),
-        Some(SIGKILL)
-    );
+    };
+    let (_daemon, _prog, last) = kill_now_during("tp-killnow-mt", "threads 4 512");
     let overshoot = last.saturating_sub(256 * MIB);
     println!(
         "kill-now, 4 threads: last reported {:.1} MiB, {:.1} MiB past the 256 MiB limit",
@@ -183,44 +152,30 @@ fn kill_now_stops_four_growing_threads_within_limit_plus_4mib() {
 
 #[test]
 fn kill_now_in_proc_mode_sends_sigkill() {
-    if !require_root("kill_now_in_proc_mode_sends_sigkill") {
+    let Some(_machine) = require_root() else {
         return;
-    }
+    };
     let name = "tp-killnow-proc";
-    let (daemon, mut prog, _scratch) = setup(
-        &config("proc", &limit(name, "64MiB", "kill-now")),
-        name,
-        &[],
-    );
-    wait_covered(&daemon, prog.pid());
-    prog.send("grow 96").expect("grow");
-    assert_eq!(
-        prog.wait_signal(Duration::from_secs(10)).expect("dies"),
-        Some(SIGKILL)
-    );
+    let (_daemon, mut prog, _scratch) =
+        covered("proc", limit(name, "64MiB", "kill-now"), name, &[]);
+    assert_eq!(prog.ended_by("grow 96").expect("dies"), Some(SIGKILL));
 }
 
 #[test]
 fn under_limit_other_names_and_protected_are_never_signalled() {
-    if !require_root("under_limit_other_names_and_protected_are_never_signalled") {
+    let Some(_machine) = require_root() else {
         return;
-    }
-    let limits = [
-        limit("tp-under", "512MiB", "kill-now"),
-        limit("tp-protected", "16MiB", "kill-now"),
-    ]
-    .concat();
+    };
     let scratch = Scratch::new("never");
-    let daemon = Daemon::start(DaemonOptions {
-        config: &config("ebpf", &limits),
-        ..Default::default()
-    })
-    .expect("daemon starts");
+    let config = config("ebpf")
+        .limit(limit("tp-under", "512MiB", "kill-now"))
+        .limit(limit("tp-protected", "16MiB", "kill-now"));
+    let daemon = Daemon::with_config(&config).expect("daemon starts");
     let mut under = TestProg::start_as(&scratch.testprog_named("tp-under"), &[]).unwrap();
     let mut other = TestProg::start_as(&scratch.testprog_named("tp-other"), &[]).unwrap();
     let mut protected = TestProg::start_as(&scratch.testprog_named("tp-protected"), &[]).unwrap();
-    wait_covered(&daemon, under.pid());
-    wait_covered(&daemon, protected.pid());
+    daemon.wait_covered(under.pid()).expect("covered");
+    daemon.wait_covered(protected.pid()).expect("covered");
     under.grow(64).expect("under its limit");
     other.grow(64).expect("no limit covers it");
     protected.grow(64).expect("protected");
@@ -240,19 +195,14 @@ fn under_limit_other_names_and_protected_are_never_signalled() {
 
 #[test]
 fn pid_1_is_refused_even_when_over_its_limit() {
-    if !require_root("pid_1_is_refused_even_when_over_its_limit") {
+    let Some(_machine) = require_root() else {
         return;
-    }
+    };
     // Dry run, so that other processes sharing PID 1's name are safe too:
     // protection is decided before dry run, so the refusal shows either way.
     let init = std::fs::read_to_string("/proc/1/comm").expect("PID 1's name");
-    let cfg = config("proc", &limit(init.trim(), "1B", "kill-now"));
-    let daemon = Daemon::start(DaemonOptions {
-        config: &cfg,
-        args: &["--dry-run"],
-        ..Default::default()
-    })
-    .expect("daemon starts");
+    let config = config("proc").limit(limit(init.trim(), "1B", "kill-now"));
+    let daemon = dry_run(&config);
     let pid1 = daemon
         .wait_event("action", 1, Duration::from_secs(10))
         .expect("PID 1's breach is logged");
@@ -268,20 +218,15 @@ fn pid_1_is_refused_even_when_over_its_limit() {
 
 #[test]
 fn dry_run_logs_the_decision_and_never_signals() {
-    if !require_root("dry_run_logs_the_decision_and_never_signals") {
+    let Some(_machine) = require_root() else {
         return;
-    }
+    };
     let name = "tp-dryrun";
-    let cfg = config("ebpf", &limit(name, "32MiB", "kill-now"));
+    let config = config("ebpf").limit(limit(name, "32MiB", "kill-now"));
     let scratch = Scratch::new("dryrun");
-    let daemon = Daemon::start(DaemonOptions {
-        config: &cfg,
-        args: &["--dry-run"],
-        ..Default::default()
-    })
-    .expect("daemon starts");
+    let daemon = dry_run(&config);
     let mut prog = TestProg::start_as(&scratch.testprog_named(name), &[]).unwrap();
-    wait_covered(&daemon, prog.pid());
+    daemon.wait_covered(prog.pid()).expect("covered");
     prog.grow(64).expect("grows past the limit and lives");
     let action = daemon
         .wait_event("action", prog.pid(), Duration::from_secs(5))
@@ -290,6 +235,16 @@ fn dry_run_logs_the_decision_and_never_signals() {
     assert_eq!(action["result"], "dry-run: not sent");
     std::thread::sleep(Duration::from_millis(300));
     assert!(prog.alive());
+}
+
+/// A daemon with `config` that only logs what it would do (`--dry-run`).
+fn dry_run(config: &Config) -> Daemon {
+    Daemon::start(DaemonOptions {
+        config: &config.to_string(),
+        args: &["--dry-run"],
+        ..Default::default()
+    })
+    .expect("daemon starts")
 }
 
 /// Makes the next fork get `pid` (via `ns_last_pid`) and starts `sleep` there.
@@ -309,26 +264,28 @@ fn respawn_at(pid: u32) -> Option<std::process::Child> {
 
 #[test]
 fn a_reused_pid_is_never_signalled() {
-    if !require_root("a_reused_pid_is_never_signalled") {
+    let Some(_machine) = require_root() else {
         return;
-    }
+    };
     let name = "tp-reuse";
     let scratch = Scratch::new("reuse");
     let daemon = Daemon::start(DaemonOptions {
-        config: &config("ebpf", &limit(name, "32MiB", "kill")),
+        config: &config("ebpf")
+            .limit(limit(name, "32MiB", "kill"))
+            .to_string(),
         env: &[("PROCESPY_TEST_ACT_DELAY_MS", "1500")],
         ..Default::default()
     })
     .expect("daemon starts");
     let mut prog = TestProg::start_as(&scratch.testprog_named(name), &[]).unwrap();
     let pid = prog.pid();
-    wait_covered(&daemon, pid);
+    daemon.wait_covered(pid).expect("covered");
     prog.send("grow 64").expect("grow");
     daemon
         .wait_event("decision", pid, Duration::from_secs(5))
         .expect("decided");
     // Between the decision and the signal: the process exits, another takes its PID.
-    procespy_tests::signal(pid, SIGKILL).unwrap();
+    signal(pid, SIGKILL).unwrap();
     assert_eq!(
         prog.wait_signal(Duration::from_secs(5)).unwrap(),
         Some(SIGKILL)
@@ -352,28 +309,18 @@ fn a_reused_pid_is_never_signalled() {
 
 #[test]
 fn total_scope_kills_the_largest_and_spares_the_rest() {
-    if !require_root("total_scope_kills_the_largest_and_spares_the_rest") {
+    let Some(_machine) = require_root() else {
         return;
-    }
+    };
     let name = "tp-total";
-    let cfg = config(
-        "ebpf",
-        &format!(
-            "[[limit]]\nname = \"{name}\"\nmax_memory = \"180MiB\"\nscope = \"total\"\naction = \"kill\"\n"
-        ),
-    );
-    let scratch = Scratch::new("total");
-    let exe = scratch.testprog_named(name);
-    let daemon = Daemon::start(DaemonOptions {
-        config: &cfg,
-        ..Default::default()
-    })
-    .expect("daemon starts");
+    let (_scratch, exe) = Scratch::with_testprog(name);
+    let config = config("ebpf").limit(limit(name, "180MiB", "kill").scope("total"));
+    let daemon = Daemon::with_config(&config).expect("daemon starts");
     let mut procs: Vec<TestProg> = (0..3)
         .map(|_| TestProg::start_as(&exe, &[]).unwrap())
         .collect();
     for p in &procs {
-        wait_covered(&daemon, p.pid());
+        daemon.wait_covered(p.pid()).expect("covered");
     }
     procs[0].grow(100).unwrap();
     procs[1].grow(50).unwrap();
@@ -396,86 +343,59 @@ fn total_scope_kills_the_largest_and_spares_the_rest() {
 
 #[test]
 fn a_twenty_char_name_matches_through_the_executable() {
-    if !require_root("a_twenty_char_name_matches_through_the_executable") {
+    let Some(_machine) = require_root() else {
         return;
-    }
+    };
     let name = "tp-twenty-char-namex";
     assert_eq!(name.len(), 20);
-    let (daemon, mut prog, _scratch) =
-        setup(&config("ebpf", &limit(name, "32MiB", "kill")), name, &[]);
-    wait_covered(&daemon, prog.pid());
-    prog.send("grow 64").unwrap();
-    assert_eq!(
-        prog.wait_signal(Duration::from_secs(10)).unwrap(),
-        Some(SIGTERM)
-    );
+    let (_daemon, mut prog, _scratch) = covered("ebpf", limit(name, "32MiB", "kill"), name, &[]);
+    assert_eq!(prog.ended_by("grow 64").unwrap(), Some(SIGTERM));
 }
 
 #[test]
 fn a_name_with_spaces_and_parentheses_matches_after_rename() {
-    if !require_root("a_name_with_spaces_and_parentheses_matches_after_rename") {
+    let Some(_machine) = require_root() else {
         return;
-    }
+    };
     let odd = "tp (odd) name";
     let (daemon, mut prog, _scratch) = setup(
-        &config("ebpf", &limit(odd, "32MiB", "kill")),
+        &config("ebpf").limit(limit(odd, "32MiB", "kill")),
         "tp-renamer",
         &[],
     );
     prog.command(&format!("rename {odd}")).unwrap();
-    wait_covered(&daemon, prog.pid());
-    prog.send("grow 64").unwrap();
-    assert_eq!(
-        prog.wait_signal(Duration::from_secs(10)).unwrap(),
-        Some(SIGTERM)
-    );
+    daemon.wait_covered(prog.pid()).expect("covered");
+    assert_eq!(prog.ended_by("grow 64").unwrap(), Some(SIGTERM));
 }
 
 #[test]
 fn non_utf8_command_lines_match_byte_patterns_and_crash_nothing() {
-    if !require_root("non_utf8_command_lines_match_byte_patterns_and_crash_nothing") {
+    let Some(_machine) = require_root() else {
         return;
-    }
-    use std::os::unix::ffi::OsStrExt;
-    let cfg = config(
-        "ebpf",
-        "[[limit]]\npattern = 'tp-bytes -- (?-u:\\xff)'\nmax_memory = \"32MiB\"\naction = \"kill\"\n",
-    );
-    let scratch = Scratch::new("bytes");
-    let exe = scratch.testprog_named("tp-bytes");
-    let daemon = Daemon::start(DaemonOptions {
-        config: &cfg,
-        ..Default::default()
-    })
-    .expect("daemon starts");
+    };
+    let (_scratch, exe) = Scratch::with_testprog("tp-bytes");
+    let config =
+        config("ebpf").limit(Limit::pattern(r"tp-bytes -- (?-u:\xff)", "32MiB").action("kill"));
+    let daemon = Daemon::with_config(&config).expect("daemon starts");
     let odd = std::ffi::OsStr::from_bytes(b"\xff\xfe(x)\n");
     let spare = std::ffi::OsStr::from_bytes(b"\xfe");
     let mut matching = TestProg::start_os(&exe, &["--".as_ref(), odd]).unwrap();
     let mut sparing = TestProg::start_os(&exe, &["--".as_ref(), spare]).unwrap();
-    wait_covered(&daemon, matching.pid());
-    matching.send("grow 64").unwrap();
+    daemon.wait_covered(matching.pid()).expect("covered");
     sparing.grow(64).unwrap();
-    assert_eq!(
-        matching.wait_signal(Duration::from_secs(10)).unwrap(),
-        Some(SIGTERM)
-    );
+    assert_eq!(matching.ended_by("grow 64").unwrap(), Some(SIGTERM));
     assert!(sparing.alive());
     assert!(daemon.status().is_ok(), "the daemon is still answering");
 }
 
 #[test]
 fn a_rename_into_a_protected_name_drops_kill_now_in_the_kernel() {
-    if !require_root("a_rename_into_a_protected_name_drops_kill_now_in_the_kernel") {
+    let Some(_machine) = require_root() else {
         return;
-    }
+    };
     // Covered through its executable's name; protected once it calls itself `tp-protected`.
     let name = "tp-prot-rename";
-    let (daemon, mut prog, _scratch) = setup(
-        &config("ebpf", &limit(name, "32MiB", "kill-now")),
-        name,
-        &[],
-    );
-    wait_covered(&daemon, prog.pid());
+    let (daemon, mut prog, _scratch) = covered("ebpf", limit(name, "32MiB", "kill-now"), name, &[]);
     prog.command("rename tp-protected").unwrap();
     daemon
         .wait_event("rename", prog.pid(), Duration::from_secs(5))

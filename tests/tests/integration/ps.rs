@@ -1,24 +1,17 @@
 //! `procespy ps`: one read of /proc, largest memory first.
 
-use std::process::Command;
+use std::{os::unix::process::CommandExt, process::Command};
 
-use procespy_tests::{TestProg, procespy_bin, vm_rss};
+use procespy_tests::{TestProg, procespy_bin, run, vm_rss};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
 fn ps_json(args: &[&str]) -> Vec<Value> {
-    let output = Command::new(procespy_bin())
+    let output = run(Command::new(procespy_bin())
         .args(["ps", "--json"])
-        .args(args)
-        .output()
-        .expect("procespy ps runs");
-    assert!(
-        output.status.success(),
-        "ps failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let value: Value = serde_json::from_slice(&output.stdout).expect("ps --json prints JSON");
+        .args(args));
+    let value: Value = serde_json::from_str(&output).expect("ps --json prints JSON");
     value.as_array().expect("a JSON array").clone()
 }
 
@@ -76,19 +69,10 @@ fn ps_works_without_root() {
     if !nix::unistd::geteuid().is_root() {
         return; // already unprivileged: the other tests cover it
     }
-    use std::os::unix::process::CommandExt;
-    let output = Command::new(procespy_bin())
+    let text = run(Command::new(procespy_bin())
         .args(["ps", "-n", "5"])
         .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("procespy ps runs as nobody");
-    assert!(
-        output.status.success(),
-        "ps as nobody failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
+        .gid(65534));
     assert!(
         text.lines()
             .next()

@@ -2,18 +2,9 @@
 //! there, and no panicking path is (the verifier refuses the call such a
 //! path leaves in a `.text.unlikely.*` section).
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
-fn object() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/bpfel-unknown-none/release/procespy");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask build-ebpf`",
-        path.display()
-    );
-    path
-}
+use procespy_tests::{ebpf_object, run};
 
 fn section_names() -> Vec<String> {
     let objdump = ["/usr/lib/llvm-22/bin/llvm-objdump", "llvm-objdump"]
@@ -25,17 +16,7 @@ fn section_names() -> Vec<String> {
                 .is_ok_and(|o| o.status.success())
         })
         .expect("llvm-objdump (package llvm-22, installed by `cargo xtask setup`)");
-    let output = Command::new(objdump)
-        .arg("-h")
-        .arg(object())
-        .output()
-        .expect("llvm-objdump runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
+    run(Command::new(objdump).arg("-h").arg(ebpf_object()))
         .lines()
         .filter_map(|line| line.split_whitespace().nth(1).map(str::to_owned))
         .collect()
@@ -58,7 +39,7 @@ fn the_object_holds_every_program_and_btf() {
     let sections = section_names();
     for wanted in [
         "tracepoint/sched/sched_process_exec",
-        "tracepoint/sched/sched_process_exit",
+        "tp_btf/sched_process_exit",
         "tracepoint/task/task_rename",
         "tp_btf/sched_process_fork",
         "tp_btf/rss_stat",

@@ -4,19 +4,21 @@ use std::time::Duration;
 
 use procespy_tests::{Daemon, DaemonOptions, require_root};
 
-const NOBODY: (u32, u32) = (65534, 65534);
+/// A daemon with `config`, run as nobody.
+fn as_nobody(config: &str) -> DaemonOptions<'_> {
+    DaemonOptions {
+        config,
+        user: Some((65534, 65534)),
+        ..Default::default()
+    }
+}
 
 #[test]
 fn ebpf_mode_without_privileges_exits_2_with_a_reason() {
-    if !require_root("ebpf_mode_without_privileges_exits_2_with_a_reason") {
+    let Some(_machine) = require_root() else {
         return;
-    }
-    let daemon = Daemon::spawn(DaemonOptions {
-        config: "[monitor]\nmode = \"ebpf\"\n",
-        user: Some(NOBODY),
-        ..Default::default()
-    })
-    .expect("procespy starts");
+    };
+    let daemon = Daemon::spawn(as_nobody("[monitor]\nmode = \"ebpf\"\n")).expect("procespy starts");
     let (status, log) = daemon
         .wait(Duration::from_secs(20))
         .expect("procespy exits");
@@ -30,14 +32,12 @@ fn ebpf_mode_without_privileges_exits_2_with_a_reason() {
 
 #[test]
 fn auto_mode_without_privileges_polls_proc_and_says_so() {
-    if !require_root("auto_mode_without_privileges_polls_proc_and_says_so") {
+    let Some(_machine) = require_root() else {
         return;
-    }
-    let daemon = Daemon::start(DaemonOptions {
-        config: "[monitor]\nmode = \"auto\"\nscan_interval = \"1s\"\n",
-        user: Some(NOBODY),
-        ..Default::default()
-    })
+    };
+    let daemon = Daemon::start(as_nobody(
+        "[monitor]\nmode = \"auto\"\nscan_interval = \"1s\"\n",
+    ))
     .expect("procespy starts as nobody");
     let status = daemon.status().expect("status");
     assert_eq!(status["mode"], "proc");
@@ -68,14 +68,10 @@ fn auto_mode_without_privileges_polls_proc_and_says_so() {
 
 #[test]
 fn ebpf_mode_as_root_runs_on_ebpf() {
-    if !require_root("ebpf_mode_as_root_runs_on_ebpf") {
+    let Some(_machine) = require_root() else {
         return;
-    }
-    let daemon = Daemon::start(DaemonOptions {
-        config: "[monitor]\nmode = \"auto\"\n",
-        ..Default::default()
-    })
-    .expect("procespy starts");
+    };
+    let daemon = Daemon::with_config("[monitor]\nmode = \"auto\"\n").expect("procespy starts");
     let status = daemon.status().expect("status");
     assert_eq!(status["mode"], "ebpf", "{status}");
     daemon.stop().expect("stops");

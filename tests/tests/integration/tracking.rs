@@ -3,12 +3,12 @@
 
 use std::{
     collections::HashSet,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use procespy_tests::{
-    Daemon, DaemonOptions, TestProg, in_guest, patience, require_root, status_process, vm_rss,
+    Daemon, TestProg, in_guest, poll, require_root, run, signal, status_process, vm_rss,
 };
 use serde_json::Value;
 
@@ -32,23 +32,38 @@ max_memory = "8GiB"
 action = "alert"
 "#;
 
+/// Starts `/bin/true`, its output dropped.
+fn spawn_true() -> Child {
+    Command::new("/bin/true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn /bin/true")
+}
+
+/// A daemon with [`EBPF_WATCH_ONLY`].
+fn watching() -> Daemon {
+    Daemon::with_config(EBPF_WATCH_ONLY).expect("daemon starts")
+}
+
+/// A daemon with [`EBPF_WATCH_ONLY`], and the test program, once the
+/// daemon's table has it.
+fn watched_testprog() -> (Daemon, TestProg) {
+    let daemon = watching();
+    let prog = TestProg::start(&[]).expect("test program starts");
+    daemon
+        .wait_covered(prog.pid())
+        .expect("the new process enters the table");
+    (daemon, prog)
+}
+
 #[test]
 fn rss_from_the_kernel_map_tracks_vmrss_step_by_step() {
-    if !require_root("rss_from_the_kernel_map_tracks_vmrss_step_by_step") {
+    let Some(_machine) = require_root() else {
         return;
-    }
-    let daemon = Daemon::start(DaemonOptions {
-        config: EBPF_WATCH_ONLY,
-        ..Default::default()
-    })
-    .expect("daemon starts");
-    let mut prog = TestProg::start(&[]).expect("test program starts");
+    };
+    let (daemon, mut prog) = watched_testprog();
     let pid = prog.pid();
-    daemon
-        .wait_status(Duration::from_secs(10), |s| {
-            status_process(s, pid).is_some()
-        })
-        .expect("the new process enters the table");
 
     for step in 1..=16u64 {
         prog.grow(16).expect("grow 16 MiB");
@@ -84,14 +99,10 @@ fn logged_pids(log: &[Value], event: &str) -> HashSet<u32> {
 
 #[test]
 fn every_exec_and_exit_of_2000_short_processes_reaches_the_table() {
-    if !require_root("every_exec_and_exit_of_2000_short_processes_reaches_the_table") {
+    let Some(_machine) = require_root() else {
         return;
-    }
-    let daemon = Daemon::start(DaemonOptions {
-        config: EBPF_WATCH_ONLY,
-        ..Default::default()
-    })
-    .expect("daemon starts");
+    };
+    let daemon = watching();
 
     // As fast as possible: up to 64 in flight at once. Under emulation a
     // guest spawns about a tenth as fast, so it runs a quarter as many.
@@ -99,11 +110,7 @@ fn every_exec_and_exit_of_2000_short_processes_reaches_the_table() {
     let mut spawned = HashSet::new();
     let mut running = Vec::new();
     while spawned.len() < count {
-        let child = Command::new("/bin/true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn /bin/true");
+        let child = spawn_true();
         spawned.insert(child.id());
         running.push(child);
         if running.len() >= 64 {
@@ -116,20 +123,15 @@ fn every_exec_and_exit_of_2000_short_processes_reaches_the_table() {
         child.wait().expect("wait");
     }
 
-    let deadline = std::time::Instant::now() + patience(Duration::from_secs(30));
-    let (missing_exec, missing_exit) = loop {
+    let (mut missing_exec, mut missing_exit) = (Vec::new(), Vec::new());
+    poll(Duration::from_secs(30), Duration::from_millis(100), || {
         let log = daemon.log();
         let execs = logged_pids(&log, "exec");
         let exits = logged_pids(&log, "exit");
-        let missing_exec: Vec<_> = spawned.difference(&execs).copied().collect();
-        let missing_exit: Vec<_> = spawned.difference(&exits).copied().collect();
-        if (missing_exec.is_empty() && missing_exit.is_empty())
-            || std::time::Instant::now() > deadline
-        {
-            break (missing_exec, missing_exit);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        missing_exec = spawned.difference(&execs).copied().collect();
+        missing_exit = spawned.difference(&exits).copied().collect();
+        (missing_exec.is_empty() && missing_exit.is_empty()).then_some(())
+    });
     assert!(
         missing_exec.is_empty(),
         "{} execs never reached the table: {:?}",
@@ -159,21 +161,11 @@ fn every_exec_and_exit_of_2000_short_processes_reaches_the_table() {
 
 #[test]
 fn a_process_that_renames_itself_shows_its_new_name() {
-    if !require_root("a_process_that_renames_itself_shows_its_new_name") {
+    let Some(_machine) = require_root() else {
         return;
-    }
-    let daemon = Daemon::start(DaemonOptions {
-        config: EBPF_WATCH_ONLY,
-        ..Default::default()
-    })
-    .expect("daemon starts");
-    let mut prog = TestProg::start(&[]).expect("test program starts");
+    };
+    let (daemon, mut prog) = watched_testprog();
     let pid = prog.pid();
-    daemon
-        .wait_status(Duration::from_secs(10), |s| {
-            status_process(s, pid).is_some()
-        })
-        .expect("listed");
     prog.command("rename renamed-by-test").expect("rename");
     // comm keeps 15 bytes.
     let status = daemon
@@ -206,16 +198,8 @@ fn programs_held_by(pid: u32) -> Vec<u64> {
 
 /// The ids of every loaded BPF program named `procespy_*`, from bpftool.
 fn loaded_procespy_programs() -> Vec<u64> {
-    let output = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output()
-        .expect("bpftool runs (package bpftool)");
-    assert!(
-        output.status.success(),
-        "bpftool failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let progs: Value = serde_json::from_slice(&output.stdout).expect("bpftool prints JSON");
+    let output = run(Command::new("bpftool").args(["prog", "show", "--json"]));
+    let progs: Value = serde_json::from_str(&output).expect("bpftool prints JSON");
     progs
         .as_array()
         .expect("a list")
@@ -231,14 +215,10 @@ fn loaded_procespy_programs() -> Vec<u64> {
 
 #[test]
 fn sigterm_detaches_every_program() {
-    if !require_root("sigterm_detaches_every_program") {
+    let Some(_machine) = require_root() else {
         return;
-    }
-    let daemon = Daemon::start(DaemonOptions {
-        config: EBPF_WATCH_ONLY,
-        ..Default::default()
-    })
-    .expect("daemon starts");
+    };
+    let daemon = watching();
     let ours = programs_held_by(daemon.pid());
     let loaded = loaded_procespy_programs();
     assert_eq!(
@@ -258,17 +238,14 @@ fn sigterm_detaches_every_program() {
     );
     // The kernel frees a program after an RCU grace period once its last
     // descriptor is closed: give it a moment on a busy machine.
-    let deadline = std::time::Instant::now() + patience(Duration::from_secs(5));
-    let left = loop {
-        let left: Vec<u64> = loaded_procespy_programs()
+    let mut left = Vec::new();
+    poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        left = loaded_procespy_programs()
             .into_iter()
             .filter(|id| ours.contains(id))
             .collect();
-        if left.is_empty() || std::time::Instant::now() > deadline {
-            break left;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        left.is_empty().then_some(())
+    });
     assert!(
         left.is_empty(),
         "programs still loaded after exit: {left:?}"
@@ -277,16 +254,12 @@ fn sigterm_detaches_every_program() {
 
 #[test]
 fn a_full_ring_buffer_is_counted_and_healed_by_an_examination() {
-    if !require_root("a_full_ring_buffer_is_counted_and_healed_by_an_examination") {
+    let Some(_machine) = require_root() else {
         return;
-    }
+    };
     // A long scan interval: healing must come from the loss, not the schedule.
     let cfg = EBPF_WATCH_ONLY.replace("scan_interval = \"2s\"", "scan_interval = \"10m\"");
-    let daemon = Daemon::start(DaemonOptions {
-        config: &cfg,
-        ..Default::default()
-    })
-    .expect("daemon starts");
+    let daemon = Daemon::with_config(&cfg).expect("daemon starts");
     let before = daemon
         .wait_status(Duration::from_secs(10), |s| {
             s["examinations"].as_u64() >= Some(1)
@@ -294,17 +267,13 @@ fn a_full_ring_buffer_is_counted_and_healed_by_an_examination() {
         .expect("the first examination is done")["examinations"]
         .as_u64()
         .unwrap();
-    procespy_tests::signal(daemon.pid(), libc::SIGSTOP).unwrap();
+    signal(daemon.pid(), libc::SIGSTOP).unwrap();
     // While the daemon sleeps, overflow its 1 MiB ring (three events a process).
     for _ in 0..8000 {
-        let mut child = Command::new("/bin/true")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        child.wait().expect("wait");
+        spawn_true().wait().expect("wait");
     }
     let prog = TestProg::start(&[]).expect("test program starts");
-    procespy_tests::signal(daemon.pid(), libc::SIGCONT).unwrap();
+    signal(daemon.pid(), libc::SIGCONT).unwrap();
 
     let status = daemon
         .wait_status(Duration::from_secs(20), |s| {

@@ -1,10 +1,15 @@
 //! The configuration as users meet it (check-config, reload) and the
 //! control socket (status, root only).
 
-use std::{os::unix::fs::PermissionsExt, process::Command, time::Duration};
+use std::{
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    process::{Command, Output},
+    time::Duration,
+};
 
 use procespy_tests::{
-    Daemon, DaemonOptions, Scratch, TestProg, procespy_bin, require_root, status_process,
+    Config, Daemon, Limit, Scratch, TestProg, kill_one, procespy_bin, require_root, status_process,
+    workspace,
 };
 
 /// Runs `procespy check-config PATH`; returns (exit code, stdout, stderr).
@@ -107,7 +112,7 @@ fn check_config_reports_each_bad_config_with_its_position() {
 
 #[test]
 fn check_config_accepts_the_example_and_refuses_an_insecure_file() {
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/procespy.toml");
+    let example = workspace().join("config/procespy.toml");
     let scratch = Scratch::new("goodconfig");
     let copy = scratch.write(
         "example.toml",
@@ -139,29 +144,24 @@ fn a_missing_config_given_with_c_is_an_error() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/procespy.toml"));
 }
 
+/// Writes `config` over the daemon's configuration file and runs
+/// `procespy reload`.
+fn reload(daemon: &Daemon, config: &str) -> Output {
+    std::fs::write(daemon.config_path(), config).unwrap();
+    daemon.client("reload").output().expect("reload runs")
+}
+
 #[test]
 fn a_bad_reload_keeps_the_old_rules_in_force() {
-    if !require_root("a_bad_reload_keeps_the_old_rules_in_force") {
+    let Some(_machine) = require_root() else {
         return;
-    }
+    };
     let name = "tp-reload";
-    let good = format!(
-        "[monitor]\nmode = \"ebpf\"\n\n[[limit]]\nname = \"{name}\"\nmax_memory = \"48MiB\"\naction = \"kill\"\n"
-    );
+    let good = Config::new("ebpf").limit(Limit::name(name, "48MiB").action("kill"));
     let scratch = Scratch::new("reload");
-    let daemon = Daemon::start(DaemonOptions {
-        config: &good,
-        ..Default::default()
-    })
-    .expect("starts");
-    let config = daemon.config_path();
-    std::fs::write(config, "[[limit]]\nname = \"x\"\nmax_memory = \"lots\"\n").unwrap();
+    let daemon = Daemon::with_config(&good).expect("starts");
 
-    let output = Command::new(procespy_bin())
-        .args(["reload", "--socket"])
-        .arg(daemon.socket())
-        .output()
-        .expect("reload runs");
+    let output = reload(&daemon, "[[limit]]\nname = \"x\"\nmax_memory = \"lots\"\n");
     assert_eq!(
         output.status.code(),
         Some(2),
@@ -174,22 +174,10 @@ fn a_bad_reload_keeps_the_old_rules_in_force() {
     );
 
     // The old limit still holds.
-    let mut prog = TestProg::start_as(&scratch.testprog_named(name), &[]).unwrap();
-    daemon
-        .wait_status(Duration::from_secs(10), |s| {
-            status_process(s, prog.pid()).is_some()
-        })
-        .expect("covered by the old rule");
-    prog.send("grow 96").unwrap();
-    assert_eq!(prog.wait_signal(Duration::from_secs(10)).unwrap(), Some(15));
+    kill_one(&daemon, &scratch.testprog_named(name)).expect("stopped by the old rule");
 
     // A good reload takes effect: the limit is gone.
-    std::fs::write(config, "[monitor]\nmode = \"ebpf\"\n").unwrap();
-    let output = Command::new(procespy_bin())
-        .args(["reload", "--socket"])
-        .arg(daemon.socket())
-        .output()
-        .unwrap();
+    let output = reload(&daemon, "[monitor]\nmode = \"ebpf\"\n");
     assert!(
         output.status.success(),
         "{}",
@@ -200,28 +188,19 @@ fn a_bad_reload_keeps_the_old_rules_in_force() {
 
 #[test]
 fn status_shows_mode_watched_processes_and_actions() {
-    if !require_root("status_shows_mode_watched_processes_and_actions") {
+    let Some(_machine) = require_root() else {
         return;
-    }
+    };
     let scratch = Scratch::new("status");
-    let cfg = "[monitor]\nmode = \"ebpf\"\n\n\
-        [[limit]]\nname = \"tp-status-live\"\nmax_memory = \"1GiB\"\n\n\
-        [[limit]]\nname = \"tp-status-dies\"\nmax_memory = \"32MiB\"\naction = \"kill-now\"\n";
-    let daemon = Daemon::start(DaemonOptions {
-        config: cfg,
-        ..Default::default()
-    })
-    .expect("starts");
+    let config = Config::new("ebpf")
+        .limit(Limit::name("tp-status-live", "1GiB"))
+        .limit(Limit::name("tp-status-dies", "32MiB").action("kill-now"));
+    let daemon = Daemon::with_config(&config).expect("starts");
     let mut live = TestProg::start_as(&scratch.testprog_named("tp-status-live"), &[]).unwrap();
     let mut dies = TestProg::start_as(&scratch.testprog_named("tp-status-dies"), &[]).unwrap();
     live.grow(16).unwrap();
-    daemon
-        .wait_status(Duration::from_secs(10), |s| {
-            status_process(s, dies.pid()).is_some()
-        })
-        .expect("covered");
-    dies.send("grow 64").unwrap();
-    assert_eq!(dies.wait_signal(Duration::from_secs(10)).unwrap(), Some(9));
+    daemon.wait_covered(dies.pid()).expect("covered");
+    assert_eq!(dies.ended_by("grow 64").unwrap(), Some(9));
 
     let status = daemon
         .wait_status(Duration::from_secs(5), |s| {
@@ -238,11 +217,7 @@ fn status_shows_mode_watched_processes_and_actions() {
     assert_eq!(action["rule"], "tp-status-dies");
 
     // Text form, for people.
-    let output = Command::new(procespy_bin())
-        .args(["status", "--socket"])
-        .arg(daemon.socket())
-        .output()
-        .unwrap();
+    let output = daemon.client("status").output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         text.contains("mode:") && text.contains("ebpf") && text.contains("tp-status-live"),
@@ -252,18 +227,12 @@ fn status_shows_mode_watched_processes_and_actions() {
 
 #[test]
 fn the_control_socket_refuses_a_non_root_client() {
-    if !require_root("the_control_socket_refuses_a_non_root_client") {
+    let Some(_machine) = require_root() else {
         return;
-    }
-    use std::os::unix::process::CommandExt;
-    let daemon = Daemon::start(DaemonOptions {
-        config: "[monitor]\nmode = \"proc\"\n",
-        ..Default::default()
-    })
-    .expect("starts");
-    let output = Command::new(procespy_bin())
-        .args(["status", "--socket"])
-        .arg(daemon.socket())
+    };
+    let daemon = Daemon::with_config("[monitor]\nmode = \"proc\"\n").expect("starts");
+    let output = daemon
+        .client("status")
         .uid(65534)
         .gid(65534)
         .output()
@@ -288,8 +257,7 @@ fn status_without_a_daemon_exits_2() {
 
 #[test]
 fn the_readme_config_examples_are_valid() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
+    let readme = std::fs::read_to_string(workspace().join("README.md")).expect("README.md");
     let section = readme
         .split("\n## Configuration")
         .nth(1)
