@@ -45,6 +45,10 @@ pub const MAX_FORKED: u32 = 4096;
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// Size of the ring buffer that carries [`Event`]s, in bytes (a power of two).
 pub const RING_BYTES: u32 = 1 << 20;
+/// Size of the ring buffer that carries breach and usage events, in bytes:
+/// apart from the lifecycle events, so that a storm of those never delays
+/// a breach (a power of two).
+pub const BREACH_RING_BYTES: u32 = 1 << 18;
 
 /// What an [`Event`] reports.
 #[repr(u32)]
@@ -96,7 +100,9 @@ pub struct Event {
     pub ktime_ns: u64,
     /// RSS in bytes at a [`EventKind::Breach`] or [`EventKind::Usage`], otherwise 0.
     pub rss_bytes: u64,
-    /// The task name, NUL-padded.
+    /// The task name, NUL-padded ([`EventKind::Exec`] and
+    /// [`EventKind::Rename`], and the writer's name on a foreign breach;
+    /// empty otherwise: userspace knows the name).
     pub comm: [u8; COMM_LEN],
 }
 

@@ -18,6 +18,8 @@
 //! marks its slot [`SLOT_FORKED`] until userspace gives it a slot.
 //!
 //! Nothing here may panic: a panicking path leaves a call the verifier refuses.
+//! Every function that takes a kernel pointer is inlined: kernels before
+//! 6.6 refuse a BTF pointer as the argument of a BPF-to-BPF call.
 //!
 //! Kernel structures differ between versions. Userspace finds the running
 //! kernel's offsets in its BTF and tracefs and writes them into `CONFIG`,
@@ -41,8 +43,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use procespy_common::{
-    BPF_F_MMAPABLE, COMM_LEN, EVENT_FLAG_FOREIGN, EVENT_FLAG_KILLED, Event, EventKind,
-    KernelConfig, MAX_FORKED, MAX_SLOT_CHUNKS, MAX_WATCHED, MM_ANONPAGES, MM_FILEPAGES,
+    BPF_F_MMAPABLE, BREACH_RING_BYTES, COMM_LEN, EVENT_FLAG_FOREIGN, EVENT_FLAG_KILLED, Event,
+    EventKind, KernelConfig, MAX_FORKED, MAX_SLOT_CHUNKS, MAX_WATCHED, MM_ANONPAGES, MM_FILEPAGES,
     MM_FILTER_BYTES, MM_SHMEMPAGES, MM_SWAPENTS, NR_MM_COUNTERS, RING_BYTES, SLOT_CHUNK,
     SLOT_FORKED, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_OVER, WATCH_REPORT_USAGE, Watched,
     mm_filter_slot,
@@ -52,9 +54,19 @@ use procespy_common::{
 #[unsafe(no_mangle)]
 static CONFIG: KernelConfig = KernelConfig::ZERO;
 
-/// Lifecycle and breach events for userspace.
+/// Lifecycle events (exec, fork, exit, rename) for userspace. The kernel
+/// wakes the reader only when it had caught up; the reader takes them in
+/// batches.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Breach and usage events for userspace, apart from the lifecycle ones:
+/// a breach always wakes the reader at once.
+#[map]
+static BREACHES: RingBuf = RingBuf::with_byte_size(BREACH_RING_BYTES, 0);
+
+/// `BPF_RB_FORCE_WAKEUP`.
+const FORCE_WAKEUP: u64 = 2;
 
 /// The slot of every tgid: element `tgid / SLOT_CHUNK`, entry `tgid %
 /// SLOT_CHUNK`; 0 when not watched. Userspace sizes it to `pid_max` at load.
@@ -133,31 +145,70 @@ fn state_of(tgid: u32) -> Option<*mut Watched> {
     }
 }
 
+#[inline(always)]
 fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
-fn send(kind: EventKind, pid: u32, ppid: u32, flags: u32, rss_bytes: u64, comm: [u8; COMM_LEN]) {
-    let event = Event {
-        kind: kind as u32,
-        pid,
-        ppid,
-        flags,
-        // SAFETY: a helper without arguments.
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-        rss_bytes,
-        comm,
-    };
-    if EVENTS.output::<Event>(&event, 0).is_err()
-        && let Some(lost) = LOST.get_ptr_mut(0)
-    {
-        // SAFETY: the pointer comes from a successful lookup; per-CPU, so no race.
-        unsafe { *lost += 1 };
+/// What an event's name field holds.
+#[derive(Clone, Copy)]
+enum Name {
+    /// Userspace knows the name: none is read.
+    None,
+    /// The current task's name.
+    Current,
+    /// This one (a rename's new name).
+    Given([u8; COMM_LEN]),
+}
+
+/// What an event says, but for its time and name.
+struct Record {
+    kind: EventKind,
+    pid: u32,
+    ppid: u32,
+    flags: u32,
+    rss_bytes: u64,
+}
+
+impl Record {
+    fn of(kind: EventKind, pid: u32) -> Record {
+        Record {
+            kind,
+            pid,
+            ppid: 0,
+            flags: 0,
+            rss_bytes: 0,
+        }
     }
 }
 
-fn current_comm() -> [u8; COMM_LEN] {
-    bpf_get_current_comm().unwrap_or([0; COMM_LEN])
+/// Writes an event into `ring`, reserved in place; `wake` is the submit's
+/// flags. An event that does not fit is counted in `LOST`.
+#[inline(always)]
+fn send(ring: &RingBuf, wake: u64, record: Record, name: Name) {
+    let Some(mut entry) = ring.reserve::<Event>(0) else {
+        if let Some(lost) = LOST.get_ptr_mut(0) {
+            // SAFETY: the pointer comes from a successful lookup; per-CPU, so no race.
+            unsafe { *lost += 1 };
+        }
+        return;
+    };
+    let comm = match name {
+        Name::None => [0; COMM_LEN],
+        Name::Current => bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+        Name::Given(comm) => comm,
+    };
+    entry.write(Event {
+        kind: record.kind as u32,
+        pid: record.pid,
+        ppid: record.ppid,
+        flags: record.flags,
+        // SAFETY: a helper without arguments.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        rss_bytes: record.rss_bytes,
+        comm,
+    });
+    entry.submit(wake);
 }
 
 /// `sched:sched_process_exec`: the current task (now the group leader) has a new image.
@@ -176,7 +227,7 @@ pub fn procespy_exec(_ctx: TracePointContext) -> u32 {
             (*watched).mm = 0;
         }
     }
-    send(EventKind::Exec, tgid, 0, 0, 0, current_comm());
+    send(&EVENTS, 0, Record::of(EventKind::Exec, tgid), Name::Current);
     0
 }
 
@@ -215,13 +266,15 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
             unsafe { *slot = SLOT_FORKED };
         }
     }
+    // The child's name is its parent's, which userspace knows.
     send(
-        EventKind::Fork,
-        child_tgid,
-        parent_tgid,
+        &EVENTS,
         0,
-        0,
-        current_comm(),
+        Record {
+            ppid: parent_tgid,
+            ..Record::of(EventKind::Fork, child_tgid)
+        },
+        Name::None,
     );
     0
 }
@@ -256,6 +309,7 @@ pub fn procespy_exit_live(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// The last thread of `task`'s group is exiting: forget it and report.
+#[inline(always)]
 fn group_exited(task: *const u8) -> i32 {
     // SAFETY: `task` is the tracepoint's task argument; the offset comes from BTF.
     let tgid = unsafe { field::<i32>(task, config!(task_tgid)) } as u32;
@@ -273,7 +327,7 @@ fn group_exited(task: *const u8) -> i32 {
             *slot = 0;
         }
     }
-    send(EventKind::Exit, tgid, 0, 0, 0, current_comm());
+    send(&EVENTS, 0, Record::of(EventKind::Exit, tgid), Name::None);
     0
 }
 
@@ -290,7 +344,12 @@ pub fn procespy_rename(ctx: TracePointContext) -> u32 {
         )
     };
     if pid > 0 {
-        send(EventKind::Rename, pid as u32, 0, 0, 0, comm);
+        send(
+            &EVENTS,
+            0,
+            Record::of(EventKind::Rename, pid as u32),
+            Name::Given(comm),
+        );
     }
     0
 }
@@ -332,6 +391,7 @@ unsafe fn read_all_counters(state: &mut Watched, mm: *const u8) {
 
 /// Whether `mm` is the current task's own (not fork's copy, reclaim of
 /// another mm, or exit teardown).
+#[inline(always)]
 fn is_current_mm(mm: *const u8) -> bool {
     // SAFETY: `bpf_get_current_task` returns the current task_struct as a
     // plain number, so its `mm` member is read through the checking helper.
@@ -357,6 +417,7 @@ unsafe fn filter_slot(mm: *const u8) -> usize {
 ///
 /// # Safety
 /// As for [`filter_slot`].
+#[inline(always)]
 unsafe fn own_mm(mm: *const u8, tgid: u32) {
     let _ = MM_OWNER.insert(mm as u64, tgid, 0);
     if let Some(filter) = MM_FILTER.get_ptr_mut(0) {
@@ -367,6 +428,7 @@ unsafe fn own_mm(mm: *const u8, tgid: u32) {
 }
 
 /// Forgets the owner of `mm` (0: none known).
+#[inline(always)]
 fn forget_mm(mm: u64) {
     if mm != 0 {
         let _ = MM_OWNER.remove(mm);
@@ -377,6 +439,7 @@ fn forget_mm(mm: u64) {
 ///
 /// # Safety
 /// As for [`filter_slot`].
+#[inline(always)]
 unsafe fn owner_of(mm: *const u8) -> Option<(u32, *mut Watched)> {
     let filter = MM_FILTER.get_ptr(0)?;
     // SAFETY: the pointer comes from a successful lookup; the slot is
@@ -453,7 +516,15 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
     let rss = state.rss_bytes(page_size);
     if state.flags & WATCH_REPORT_USAGE != 0 && rss >> 20 != state.reported_mib {
         state.reported_mib = rss >> 20;
-        send(EventKind::Usage, owner, 0, 0, rss, current_comm());
+        send(
+            &BREACHES,
+            0,
+            Record {
+                rss_bytes: rss,
+                ..Record::of(EventKind::Usage, owner)
+            },
+            Name::None,
+        );
     }
     if state.limit_bytes == 0 {
         return 0;
@@ -497,14 +568,14 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
             );
         }
     }
-    send(
-        EventKind::Breach,
-        owner,
-        0,
+    // In another's context, the name says who wrote into the owner.
+    let name = if foreign { Name::Current } else { Name::None };
+    let record = Record {
         flags,
-        confirmed,
-        current_comm(),
-    );
+        rss_bytes: confirmed,
+        ..Record::of(EventKind::Breach, owner)
+    };
+    send(&BREACHES, FORCE_WAKEUP, record, name);
     0
 }
 

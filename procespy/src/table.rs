@@ -171,8 +171,10 @@ impl Table {
             EventKind::Fork => {
                 self.tombstones.remove(&event.pid);
                 let mut entry = Entry::bare(event.pid, event.ppid, event.comm.clone(), now);
-                // A child runs its parent's image, as its parent's user.
+                // A child runs its parent's image, under its parent's name
+                // (the kernel sends none), as its parent's user.
                 if let Some(parent) = self.entries.get(&event.ppid) {
+                    entry.comm.clone_from(&parent.comm);
                     entry.exe.clone_from(&parent.exe);
                     entry.cmdline.clone_from(&parent.cmdline);
                     entry.uid = parent.uid;

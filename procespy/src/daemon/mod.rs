@@ -318,7 +318,11 @@ impl Daemon {
             _ => {}
         }
         let change = self.table.apply_event(event, Instant::now());
-        let name = crate::text::escape_bytes(&event.comm);
+        let name = crate::text::escape_bytes(
+            self.table
+                .get(event.pid)
+                .map_or(&event.comm[..], |entry| &entry.comm[..]),
+        );
         match change {
             Change::Added(pid) | Change::Replaced(pid) => {
                 if event.kind == EventKind::Exec {

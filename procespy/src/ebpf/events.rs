@@ -3,7 +3,12 @@
 use anyhow::{Result, anyhow};
 use aya::maps::{Map, MapData, RingBuf};
 use procespy_common::{Event, EventKind};
-use tokio::io::{Interest, unix::AsyncFd};
+use std::time::{Duration, Instant};
+
+use tokio::io::{
+    Interest,
+    unix::{AsyncFd, AsyncFdReadyMutGuard},
+};
 
 /// A kernel event, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,36 +53,75 @@ impl KernelEvent {
     }
 }
 
-/// The stream of events from the kernel.
+/// The stream of events from the kernel: breaches (and usage) on a ring of
+/// their own, taken first and at once; lifecycle events in batches.
 pub(crate) struct EventStream {
-    ring: AsyncFd<RingBuf<MapData>>,
+    breaches: AsyncFd<RingBuf<MapData>>,
+    lifecycle: AsyncFd<RingBuf<MapData>>,
+    /// After a large batch, lifecycle events are left to gather until then.
+    gather_until: Option<Instant>,
+}
+
+/// A batch of this many lifecycle events means a storm: the next one is
+/// taken [`GATHER`] later, so that the daemon wakes a few hundred times a
+/// second, not for every fork.
+const LARGE_BATCH: usize = 64;
+/// How long lifecycle events gather during a storm. Breaches never wait.
+const GATHER: Duration = Duration::from_millis(2);
+
+fn register(map: Map) -> Result<AsyncFd<RingBuf<MapData>>> {
+    let ring = RingBuf::try_from(map)?;
+    // SAFETY: the ring buffer owns its map's descriptor and keeps it open,
+    // unchanged, until it is dropped with this `AsyncFd`.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|err| anyhow!("registering a ring buffer with tokio: {err}"))
 }
 
 impl EventStream {
-    pub(super) fn new(map: Map) -> Result<Self> {
-        let ring = RingBuf::try_from(map)?;
-        // SAFETY: the ring buffer owns its map's descriptor and keeps it open,
-        // unchanged, until it is dropped with this `AsyncFd`.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|err| anyhow!("registering the ring buffer with tokio: {err}"))?;
-        Ok(Self { ring })
+    pub(super) fn new(breaches: Map, lifecycle: Map) -> Result<Self> {
+        Ok(Self {
+            breaches: register(breaches)?,
+            lifecycle: register(lifecycle)?,
+            gather_until: None,
+        })
     }
 
-    /// Waits for events and appends every one available to `out`.
+    /// Waits for events and appends every one available to `out`:
+    /// breaches first, then lifecycle events (unless they are gathering).
     pub(crate) async fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> Result<()> {
         loop {
-            let mut guard = self.ring.readable_mut().await?;
-            let before = out.len();
-            drain(guard.get_inner_mut(), out);
-            guard.clear_ready();
-            // A record that landed between the drain and `clear_ready` would
-            // otherwise wait for the next wake-up.
-            drain(guard.get_inner_mut(), out);
-            if out.len() > before {
+            let gathering = self.gather_until.filter(|&until| Instant::now() < until);
+            tokio::select! {
+                biased;
+                ready = self.breaches.readable_mut() => {
+                    take(ready?, out);
+                }
+                _ = tokio::time::sleep_until(gathering.unwrap_or_else(Instant::now).into()), if gathering.is_some() => {
+                    self.gather_until = None;
+                    continue;
+                }
+                ready = self.lifecycle.readable_mut(), if gathering.is_none() => {
+                    let before = out.len();
+                    take(ready?, out);
+                    if out.len() - before >= LARGE_BATCH {
+                        self.gather_until = Some(Instant::now() + GATHER);
+                    }
+                }
+            }
+            if !out.is_empty() {
                 return Ok(());
             }
         }
     }
+}
+
+/// Drains a ring that polled readable.
+fn take(mut ready: AsyncFdReadyMutGuard<'_, RingBuf<MapData>>, out: &mut Vec<KernelEvent>) {
+    drain(ready.get_inner_mut(), out);
+    ready.clear_ready();
+    // A record that landed between the drain and `clear_ready` would
+    // otherwise wait for the next wake-up.
+    drain(ready.get_inner_mut(), out);
 }
 
 fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<KernelEvent>) {

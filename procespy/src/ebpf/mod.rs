@@ -165,7 +165,10 @@ pub(crate) fn load() -> Result<(Kernel, EventStream)> {
     let state = Array::try_from(take_map(&mut ebpf, "STATE")?)?;
     let forked = HashMap::try_from(take_map(&mut ebpf, "FORKED")?)?;
     let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST")?)?;
-    let events = EventStream::new(take_map(&mut ebpf, "EVENTS")?)?;
+    let events = EventStream::new(
+        take_map(&mut ebpf, "BREACHES")?,
+        take_map(&mut ebpf, "EVENTS")?,
+    )?;
     let info = KernelInfo {
         release: crate::sys::kernel_release(),
         counters: layout.counters,
