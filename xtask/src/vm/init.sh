@@ -25,7 +25,9 @@ done
 new=/newroot
 share=$new/run/procespy-vm
 p9=trans=virtio,version=9p2000.L,msize=262144
-mount -t 9p -o "ro,$p9" hostroot $new || fail "mount the host's root (9p tag hostroot)"
+# cache=loose: the guest keeps what it read of the host's files (the host
+# does not change them during a run); executables start 2-4 times faster.
+mount -t 9p -o "ro,$p9,cache=loose" hostroot $new || fail "mount the host's root (9p tag hostroot)"
 mount -t proc proc $new/proc || fail "mount /proc in the host's root"
 mount -t sysfs sysfs $new/sys || fail "mount /sys in the host's root"
 mount -t devtmpfs devtmpfs $new/dev || fail "mount /dev in the host's root"

@@ -6,6 +6,7 @@ use std::{
     ffi::OsStr,
     fs,
     io::{BufRead, BufReader},
+    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -161,8 +162,10 @@ impl Plan {
             output.push('\n');
         }
         let status = child.wait().context("waiting for the host's tests")?;
-        // A test killed by a signal reports 128+N, as the guest's shell does.
-        let code = status.code().unwrap_or(128);
+        // Killed by signal N: 128+N, as the guest's shell would report it.
+        let code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or_default());
         Ok(Row::from_output(
             HOST,
             release.trim(),

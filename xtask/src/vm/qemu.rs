@@ -7,6 +7,7 @@ use std::{
     ffi::{OsStr, OsString},
     fs::{self, File},
     io::{self, Read, Write},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -132,9 +133,14 @@ impl Accel {
         }
     }
 
+    /// TCG runs both vCPUs on one host thread: with `thread=multi`, qemu 7.2
+    /// (Debian 12's) lets a vCPU run code the kernel has just patched
+    /// (static keys, as tracepoints are attached), and the guests oopsed
+    /// ("int3", 6.12) or hung (5.10, 6.1) within seconds of toggling
+    /// `kmem:rss_stat` while processes ran; single-threaded, none did.
     fn args(self) -> [&'static str; 4] {
         match self {
-            Accel::Tcg => ["-accel", "tcg,thread=multi", "-cpu", "max"],
+            Accel::Tcg => ["-accel", "tcg,thread=single", "-cpu", "max"],
             Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
         }
     }
@@ -165,6 +171,17 @@ pub fn run(kernel: &PreparedKernel, command: &GuestCommand) -> Result<GuestRun> 
                 .context("cannot share the console file")?,
         )
         .stderr(console);
+    // SAFETY: prctl is async-signal-safe and touches no memory; the guest
+    // must not outlive an xtask that is killed while waiting for it.
+    unsafe {
+        qemu.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
     let start = Instant::now();
     let mut child = qemu.spawn().with_context(|| {
         format!("cannot start {QEMU}: `cargo xtask setup` installs it (qemu-system-x86)")
