@@ -18,8 +18,9 @@
 //! marks its slot [`SLOT_FORKED`] until userspace gives it a slot.
 //!
 //! Nothing here may panic: a panicking path leaves a call the verifier refuses.
-//! Every function that takes a kernel pointer is inlined: kernels before
-//! 6.6 refuse a BTF pointer as the argument of a BPF-to-BPF call.
+//! Every function that takes a kernel pointer or the context is inlined,
+//! the programs' bodies too (aya's macros wrap each body in a function of
+//! its own): kernels before 6.6 refuse such arguments to a BPF-to-BPF call.
 //!
 //! Kernel structures differ between versions. Userspace finds the running
 //! kernel's offsets in its BTF and tracefs and writes them into `CONFIG`,
@@ -213,6 +214,7 @@ fn send(ring: &RingBuf, wake: u64, record: Record, name: Name) {
 
 /// `sched:sched_process_exec`: the current task (now the group leader) has a new image.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
+#[inline(always)]
 pub fn procespy_exec(_ctx: TracePointContext) -> u32 {
     let tgid = current_tgid();
     if let Some(watched) = state_of(tgid) {
@@ -233,6 +235,7 @@ pub fn procespy_exec(_ctx: TracePointContext) -> u32 {
 
 /// `sched:sched_process_fork` (BTF): a new task; reported when it is a new process.
 #[btf_tracepoint(function = "sched_process_fork")]
+#[inline(always)]
 pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
     let child: *const u8 = ctx.arg(1);
     // SAFETY: `child` is the tracepoint's task argument; the offsets come from BTF.
@@ -282,6 +285,7 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
 /// `sched:sched_process_exit` (BTF, Linux 6.16 and later): the tracepoint
 /// says whether the task was the last of its group (`group_dead`).
 #[btf_tracepoint(function = "sched_process_exit")]
+#[inline(always)]
 pub fn procespy_exit(ctx: BtfTracePointContext) -> i32 {
     let group_dead: u64 = ctx.arg(1);
     if group_dead & 0xff == 0 {
@@ -294,6 +298,7 @@ pub fn procespy_exit(ctx: BtfTracePointContext) -> i32 {
 /// `group_dead`): the task was the last of its group when its
 /// `signal->live` is 0, since `do_exit` decrements it before the tracepoint.
 #[btf_tracepoint(function = "sched_process_exit")]
+#[inline(always)]
 pub fn procespy_exit_live(ctx: BtfTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
     // SAFETY: `task` is the tracepoint's task argument and `signal` a
@@ -333,6 +338,7 @@ fn group_exited(task: *const u8) -> i32 {
 
 /// `task:task_rename`: a task set its name (prctl PR_SET_NAME or /proc/PID/comm).
 #[tracepoint(category = "task", name = "task_rename")]
+#[inline(always)]
 pub fn procespy_rename(ctx: TracePointContext) -> u32 {
     // SAFETY: the offsets come from the tracepoint's format file.
     let (pid, comm) = unsafe {
@@ -354,6 +360,19 @@ pub fn procespy_rename(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// How a program reads the RSS counters of an mm.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// `percpu_counter`s (Linux 6.2 and later): plain loads, checked
+    /// against BTF.
+    Direct,
+    /// `atomic_long_t`s (before 6.2): those verifiers do not follow a load
+    /// into an array of typedef'd structs, so it goes through
+    /// `bpf_probe_read_kernel`; the changed counter's new value is the
+    /// tracepoint's third argument, and needs no read at all.
+    Probed,
+}
+
 /// Reads the RSS counter `member` of `mm`, or `None` for a member this
 /// program does not know (a layout surprise).
 ///
@@ -363,7 +382,7 @@ pub fn procespy_rename(ctx: TracePointContext) -> u32 {
 /// # Safety
 /// `mm` must be the `rss_stat` tracepoint's `mm_struct` argument.
 #[inline(always)]
-unsafe fn read_counter(mm: *const u8, member: u32) -> Option<i64> {
+unsafe fn read_counter(mm: *const u8, member: u32, reader: Reader) -> Option<i64> {
     let offset = match member {
         MM_FILEPAGES => config!(mm_counter[0]),
         MM_ANONPAGES => config!(mm_counter[1]),
@@ -372,7 +391,14 @@ unsafe fn read_counter(mm: *const u8, member: u32) -> Option<i64> {
         _ => return None,
     };
     // SAFETY: as the caller promises; the offsets come from BTF.
-    Some(unsafe { field::<i64>(mm, offset) })
+    Some(unsafe {
+        match reader {
+            Reader::Direct => field::<i64>(mm, offset),
+            Reader::Probed => {
+                bpf_probe_read_kernel(mm.wrapping_add(offset as usize).cast::<i64>()).unwrap_or(0)
+            }
+        }
+    })
 }
 
 /// Reads the file, anon and shmem counters of `mm` into `state`.
@@ -380,12 +406,17 @@ unsafe fn read_counter(mm: *const u8, member: u32) -> Option<i64> {
 /// # Safety
 /// As for [`read_counter`].
 #[inline(always)]
-unsafe fn read_all_counters(state: &mut Watched, mm: *const u8) {
+unsafe fn read_all_counters(state: &mut Watched, mm: *const u8, reader: Reader) {
     // SAFETY: as the caller promises.
     unsafe {
-        state.pages[MM_FILEPAGES as usize] = read_counter(mm, MM_FILEPAGES).unwrap_or(0);
-        state.pages[MM_ANONPAGES as usize] = read_counter(mm, MM_ANONPAGES).unwrap_or(0);
-        state.pages[MM_SHMEMPAGES as usize] = read_counter(mm, MM_SHMEMPAGES).unwrap_or(0);
+        for member in [MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES] {
+            if let (Some(value), Some(slot)) = (
+                read_counter(mm, member, reader),
+                state.pages.get_mut(member as usize),
+            ) {
+                *slot = value;
+            }
+        }
     }
 }
 
@@ -454,13 +485,28 @@ unsafe fn owner_of(mm: *const u8) -> Option<(u32, *mut Watched)> {
     (unsafe { (*watched).mm } == mm as u64).then_some((owner, watched))
 }
 
-/// `kmem:rss_stat` (BTF): an RSS counter of some mm changed.
+/// `kmem:rss_stat` (BTF, `percpu_counter` layout): an RSS counter of some
+/// mm changed.
+#[btf_tracepoint(function = "rss_stat")]
+#[inline(always)]
+pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
+    on_rss(&ctx, Reader::Direct)
+}
+
+/// `kmem:rss_stat` (BTF, `atomic_long_t` layout, before 6.2).
+#[btf_tracepoint(function = "rss_stat")]
+#[inline(always)]
+pub fn procespy_rss_atomic(ctx: BtfTracePointContext) -> i32 {
+    on_rss(&ctx, Reader::Probed)
+}
+
+/// An RSS counter of some mm changed.
 ///
 /// Usually in the context of the mm's own process; otherwise (fork's copy,
 /// exit teardown, reclaim, a write through `/proc/PID/mem`) the change is
 /// counted for the watched process that owns the mm, if one does.
-#[btf_tracepoint(function = "rss_stat")]
-pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
+#[inline(always)]
+fn on_rss(ctx: &BtfTracePointContext, reader: Reader) -> i32 {
     let mm: *const u8 = ctx.arg(0);
     let tgid = current_tgid();
     let own = match state_of(tgid) {
@@ -493,19 +539,20 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
     let state = unsafe { &mut *watched };
     if state.flags & WATCH_NEEDS_FULL_READ != 0 {
         // SAFETY: `mm` is the tracepoint's argument.
-        unsafe { read_all_counters(state, mm) };
+        unsafe { read_all_counters(state, mm, reader) };
         state.flags &= !WATCH_NEEDS_FULL_READ;
     } else {
         let member = member as u32;
-        // SAFETY: `mm` is the tracepoint's argument.
-        match (
-            unsafe { read_counter(mm, member) },
-            state.pages.get_mut(member as usize),
-        ) {
+        let value = match reader {
+            // SAFETY: `mm` is the tracepoint's argument.
+            Reader::Direct => unsafe { read_counter(mm, member, reader) },
+            Reader::Probed => (member < NR_MM_COUNTERS as u32).then(|| ctx.arg::<i64>(2)),
+        };
+        match (value, state.pages.get_mut(member as usize)) {
             (Some(value), Some(slot)) => *slot = value,
             _ => {
                 debug!(
-                    &ctx,
+                    ctx,
                     "rss_stat: counter {} of process {} is unknown to procespy", member, owner
                 );
                 return 0;
@@ -539,11 +586,11 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
     // Other counters may have fallen meanwhile without an event of this
     // process (reclaim by kswapd): confirm with all of them.
     // SAFETY: `mm` is the tracepoint's argument.
-    unsafe { read_all_counters(state, mm) };
+    unsafe { read_all_counters(state, mm, reader) };
     let confirmed = state.rss_bytes(page_size);
     if confirmed <= state.limit_bytes {
         debug!(
-            &ctx,
+            ctx,
             "process {}: {} bytes crossed the limit, {} on confirmation: no breach",
             owner,
             rss,
@@ -563,7 +610,7 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
             flags |= EVENT_FLAG_KILLED;
         } else {
             debug!(
-                &ctx,
+                ctx,
                 "process {}: the kernel refused bpf_send_signal(SIGKILL) with {}", owner, refused
             );
         }
@@ -583,6 +630,7 @@ pub fn procespy_rss(ctx: BtfTracePointContext) -> i32 {
 /// BTF tracepoint as `procespy_rss`, what any program there costs (entry,
 /// and the statistics' own clock reads). The daemon never loads it.
 #[btf_tracepoint(function = "rss_stat")]
+#[inline(always)]
 pub fn procespy_floor(_ctx: BtfTracePointContext) -> i32 {
     0
 }

@@ -569,12 +569,13 @@ pub(crate) fn largest(n: usize) -> Vec<ProcInfo> {
         })
         .collect();
     sizes.sort_unstable_by(|a, b| b.cmp(a));
-    // A few spares, for processes that exit before their full read.
+    // Down the list until `n` are read: some exit (or die, when procespy
+    // just killed a few large ones) before their full read.
     let mut chosen: Vec<ProcInfo> = sizes
         .iter()
-        .take(n + 4)
         .filter_map(|&(_, pid)| scanner.read(pid).ok())
         .filter(|p| !p.kernel_thread && p.state != b'Z')
+        .take(n)
         .collect();
     chosen.sort_by_key(|p| std::cmp::Reverse(p.rss.total()));
     chosen.truncate(n);

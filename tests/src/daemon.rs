@@ -79,11 +79,15 @@ impl Daemon {
         })
     }
 
-    /// Starts the daemon and waits until its control socket answers.
+    /// Starts the daemon and waits until its control socket answers; fails
+    /// at once, with its log, if it exits first.
     pub fn start(options: DaemonOptions<'_>) -> Result<Self> {
-        let daemon = Self::spawn(options)?;
-        poll(Duration::from_secs(30), Duration::from_millis(50), || {
-            daemon.status().ok()
+        let mut daemon = Self::spawn(options)?;
+        let exited = poll(Duration::from_secs(30), Duration::from_millis(50), || {
+            if daemon.status().is_ok() {
+                return Some(None);
+            }
+            daemon.child.try_wait().ok().flatten().map(Some)
         })
         .with_context(|| {
             format!(
@@ -92,7 +96,13 @@ impl Daemon {
                 daemon.log_text()
             )
         })?;
-        Ok(daemon)
+        match exited {
+            None => Ok(daemon),
+            Some(status) => {
+                let (_, log) = daemon.wait(Duration::from_secs(1))?;
+                bail!("procespy exited ({status}) before it answered; its log:\n{log}")
+            }
+        }
     }
 
     /// Starts the daemon without waiting for it.

@@ -43,7 +43,7 @@ const TEST_PACKAGES: &[&str] = &[
     "python3-aiosmtpd",
     "imagemagick",
     "monit",
-    // tests/tests/service.rs: `systemd-analyze verify` on the unit, and a
+    // tests/tests/integration/service.rs: `systemd-analyze verify` on the unit, and a
     // real Prometheus exposition-format parser for the /metrics scrape.
     "systemd",
     "python3-prometheus-client",

@@ -39,6 +39,16 @@ pub enum Counters {
     Atomic,
 }
 
+impl Counters {
+    /// The `rss_stat` program that reads them.
+    pub(crate) fn program(self) -> &'static str {
+        match self {
+            Counters::PerCpu => "procespy_rss",
+            Counters::Atomic => "procespy_rss_atomic",
+        }
+    }
+}
+
 impl fmt::Display for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

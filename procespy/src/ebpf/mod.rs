@@ -144,7 +144,7 @@ pub(crate) fn load() -> Result<(Kernel, EventStream)> {
     let btf_tracepoints = [
         ("procespy_fork", "sched_process_fork"),
         (layout.exit.program(), "sched_process_exit"),
-        ("procespy_rss", "rss_stat"),
+        (layout.counters.program(), "rss_stat"),
     ];
     for (name, event) in btf_tracepoints {
         let program: &mut BtfTracePoint = program(&mut ebpf, name)?.try_into()?;

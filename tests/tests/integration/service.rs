@@ -9,7 +9,8 @@
 //! - under systemd (stderr is `$JOURNAL_STREAM`), log entries reach the
 //!   journal socket with their priority and the action's fields;
 //! - /metrics, scraped after a kill and parsed by the Prometheus client
-//!   library's own parser, counts that kill.
+//!   library's own OpenMetrics parser, counts that kill; with the kernel's
+//!   BPF statistics on, it shows each program's run time growing.
 
 use std::{
     collections::HashMap,
@@ -453,13 +454,13 @@ fn get(address: SocketAddr, path: &str) -> std::io::Result<(String, String, Stri
     Ok((status.to_owned(), headers.to_owned(), body.to_owned()))
 }
 
-/// Parses exposition text with prometheus_client's own parser (Debian's
+/// Parses OpenMetrics text with prometheus_client's own parser (Debian's
 /// python3-prometheus-client); returns every sample as
 /// `{"name", "labels", "value"}`.
 fn parse_exposition(text: &str) -> Vec<Value> {
     const SCRIPT: &str = r#"
 import json, sys
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 samples = []
 for family in text_string_to_metric_families(sys.stdin.read()):
     for s in family.samples:
@@ -506,7 +507,7 @@ fn metrics_count_a_kill() {
     let Some(_machine) = require_root().filter(|_| {
         have(
             "/usr/bin/python3",
-            &["-c", "import prometheus_client.parser"],
+            &["-c", "import prometheus_client.openmetrics.parser"],
         )
     }) else {
         return;
@@ -528,7 +529,7 @@ fn metrics_count_a_kill() {
     assert!(
         headers
             .to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
         "{headers}"
     );
     let before = parse_exposition(&body);
@@ -584,4 +585,79 @@ fn metrics_count_a_kill() {
     let exit = daemon.stop().expect("stops");
     assert_eq!(exit.signal(), None);
     assert!(exit.success());
+}
+
+/// Turns the kernel's BPF statistics on while it lives, and back to what
+/// they were on drop.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn on() -> BpfStats {
+        let before = std::fs::read_to_string(Self::PATH).expect("bpf_stats_enabled");
+        std::fs::write(Self::PATH, "1").expect("turn the BPF statistics on");
+        BpfStats(before.trim().to_owned())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+#[test]
+fn metrics_show_each_programs_run_time_while_bpf_statistics_are_on() {
+    let Some(_machine) = require_root().filter(|_| {
+        have(
+            "/usr/bin/python3",
+            &["-c", "import prometheus_client.openmetrics.parser"],
+        )
+    }) else {
+        return;
+    };
+    let name = "tp-svc-bpfstats";
+    let address: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address");
+    let config = Config::new("ebpf")
+        .no_popups()
+        .table(&format!("[metrics]\nlisten = \"{address}\"\n"))
+        .limit(Limit::name(name, "4GiB").action("alert"))
+        .to_string();
+    let (_scratch, exe) = Scratch::with_testprog(name);
+    let daemon = Daemon::with_config(&config).expect("daemon starts");
+    let _stats = BpfStats::on();
+    let run_time = || {
+        let body = get(address, "/metrics").expect("scrape").2;
+        let samples = parse_exposition(&body);
+        let time = sample(
+            &samples,
+            "procespy_bpf_program_run_time_nanoseconds_total",
+            &[("program", "procespy_rss")],
+        );
+        let runs = sample(
+            &samples,
+            "procespy_bpf_program_runs_total",
+            &[("program", "procespy_rss")],
+        );
+        (
+            time.unwrap_or_else(|| panic!("no run time in\n{body}")),
+            runs.unwrap_or(0.0),
+        )
+    };
+    let (time_before, runs_before) = run_time();
+    let mut prog = TestProg::start_as(&exe, &[]).expect("test program starts");
+    daemon.wait_covered(prog.pid()).expect("covered");
+    prog.grow(64).expect("a burst of page faults");
+    let (time_after, runs_after) = run_time();
+    assert!(
+        runs_after >= runs_before + 16_000.0,
+        "64 MiB is 16,384 faults: runs {runs_before} → {runs_after}"
+    );
+    assert!(
+        time_after > time_before,
+        "run time {time_before} → {time_after}"
+    );
 }

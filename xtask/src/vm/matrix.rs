@@ -21,7 +21,7 @@ use crate::{cmd, ebpf, setup, test::Tally};
 /// Tests of one procespy-tests target to run in the guests: libtest name
 /// filters, matched as substrings, or as whole names with `exact`.
 pub struct GuestTests {
-    /// The test target (`tests/tests/NAME.rs`).
+    /// The test target (`tests/tests/NAME/main.rs` or `tests/tests/NAME.rs`).
     pub target: &'static str,
     /// A test runs when its name matches any of these.
     pub filters: &'static [&'static str],
@@ -29,23 +29,29 @@ pub struct GuestTests {
     pub exact: bool,
 }
 
-/// What runs on every kernel of the matrix.
-pub const GUEST_TESTS: &[GuestTests] = &[
-    GuestTests {
-        target: "tracking",
-        filters: &[
-            "rss_from_the_kernel_map",
-            "a_process_that_renames_itself",
-            "sigterm_detaches",
-        ],
-        exact: false,
-    },
-    GuestTests {
-        target: "enforce",
-        filters: &["kill_sends_sigterm_ebpf", "kill_now_dies_in_the_kernel"],
-        exact: false,
-    },
-];
+/// What runs on every kernel of the matrix: what proves the programs load
+/// and do their work there (the kernel-independent rest runs on the host).
+pub const GUEST_TESTS: &[GuestTests] = &[GuestTests {
+    target: "integration",
+    filters: &[
+        // Tracking: the kernel's RSS figure, every short process, renames.
+        "tracking::rss_from_the_kernel_map_tracks_vmrss_step_by_step",
+        "tracking::every_exec_and_exit_of_2000_short_processes_reaches_the_table",
+        "tracking::a_process_that_renames_itself_shows_its_new_name",
+        // Enforcement: kill, grace, kill-now (one thread and four), protected,
+        // PID reuse, total scope.
+        "enforce::kill_sends_sigterm_ebpf",
+        "enforce::kill_escalates_to_sigkill_after_grace_ebpf",
+        "enforce::kill_now_dies_in_the_kernel_before_limit_plus_1mib",
+        "enforce::kill_now_stops_four_growing_threads_within_limit_plus_4mib",
+        "enforce::under_limit_other_names_and_protected_are_never_signalled",
+        "enforce::a_reused_pid_is_never_signalled",
+        "enforce::total_scope_kills_the_largest_and_spares_the_rest",
+        // Nothing stays loaded.
+        "tracking::sigterm_detaches_every_program",
+    ],
+    exact: true,
+}];
 
 /// The label that puts the host's own kernel in the matrix.
 pub const HOST: &str = "host";
