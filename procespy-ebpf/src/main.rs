@@ -74,9 +74,10 @@ const FORCE_WAKEUP: u64 = 2;
 #[map]
 static SLOTS: Array<[u16; SLOT_CHUNK]> = Array::with_max_entries(MAX_SLOT_CHUNKS, BPF_F_MMAPABLE);
 
-/// The state of every watched process, by slot.
+/// The state of every watched process, by slot; mapped into the daemon,
+/// which reads the counters there without a syscall.
 #[map]
-static STATE: Array<Watched> = Array::with_max_entries(MAX_WATCHED, 0);
+static STATE: Array<Watched> = Array::with_max_entries(MAX_WATCHED, BPF_F_MMAPABLE);
 
 /// The state of new children of watched processes, by tgid, until
 /// userspace gives them a slot.

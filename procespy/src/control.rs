@@ -18,7 +18,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::report::StatusReport;
+use crate::report::{RecentReport, StatusReport};
 
 /// Default location of the daemon's control socket.
 pub(crate) const DEFAULT_SOCKET: &str = "/run/procespy.sock";
@@ -43,6 +43,11 @@ pub(crate) enum Request {
     Status,
     /// Re-read the configuration.
     Reload,
+    /// The covered processes' RSS over the last `seconds`.
+    Recent {
+        /// How far back.
+        seconds: u32,
+    },
 }
 
 /// The daemon's answer to a [`Request`].
@@ -56,6 +61,8 @@ pub(crate) enum Reply {
         /// What was loaded.
         message: String,
     },
+    /// The covered processes' recent RSS.
+    Recent(RecentReport),
 }
 
 /// A request received by the daemon, with the way back to its client.
@@ -197,6 +204,11 @@ fn reply_line(reply: Result<Reply, String>) -> String {
     text
 }
 
+/// What the daemon at `socket` is doing.
+pub(crate) fn ask_status(socket: &Path) -> Result<StatusReport> {
+    ask(socket, Request::Status)
+}
+
 /// Sends `request` to the daemon at `socket` and returns its reply.
 fn ask<T: DeserializeOwned>(socket: &Path, request: Request) -> Result<T> {
     let mut stream = StdUnixStream::connect(socket).map_err(|err| match err.kind() {
@@ -232,7 +244,7 @@ fn ask<T: DeserializeOwned>(socket: &Path, request: Request) -> Result<T> {
 
 /// `procespy status [--json]`.
 pub(crate) fn status_command(socket: &Path, json: bool) -> Result<()> {
-    let report: StatusReport = ask(socket, Request::Status)?;
+    let report = ask_status(socket)?;
     let text = if json {
         serde_json::to_string_pretty(&report).context("printing the status")?
     } else {

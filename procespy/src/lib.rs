@@ -23,6 +23,7 @@ mod daemon;
 mod ebpf;
 mod generate;
 mod guard;
+mod history;
 mod logging;
 mod metrics;
 mod output;

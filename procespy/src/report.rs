@@ -83,6 +83,38 @@ pub struct WatchedProcess {
     pub action: Action,
 }
 
+/// One reading of a process's resident memory.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// When, in seconds since the Unix epoch.
+    pub t: f64,
+    /// Resident set size, in bytes.
+    pub rss: u64,
+}
+
+/// A covered process's RSS over the last minutes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecentSeries {
+    /// The process.
+    pub pid: u32,
+    /// Its name (not escaped).
+    pub name: String,
+    /// Its limit's name or pattern.
+    pub rule: String,
+    /// The limit, in bytes.
+    pub limit_bytes: u64,
+    /// Its readings, oldest first: one when the RSS moved, and one a
+    /// minute when it did not.
+    pub points: Vec<Point>,
+}
+
+/// Every covered process's RSS over the last minutes (`procespy top`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecentReport {
+    /// One series per covered process.
+    pub series: Vec<RecentSeries>,
+}
+
 /// How many covered processes the text view lists.
 const LISTED: usize = 20;
 

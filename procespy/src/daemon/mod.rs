@@ -32,9 +32,10 @@ use crate::{
     control::{self, Incoming, Reply, Request},
     ebpf::{Kernel, events::KernelEvent},
     guard::{Completion, Guard, Real},
+    history::recent::{Reading, Recent},
     metrics::{self, ActionCounts, MetricsRequest},
     process::ProcInfo,
-    report::{REPORTED_ACTIONS, StatusReport},
+    report::{REPORTED_ACTIONS, RecentReport, StatusReport},
     scan::{self, Examination, ReadError},
     sys::{Pidfd, systemd},
     table::{Change, Table},
@@ -46,6 +47,9 @@ const ALERTS_FLUSH: Duration = Duration::from_secs(5);
 
 /// How often the kernel's count of lost events is looked at.
 const LOSS_CHECK: Duration = Duration::from_millis(500);
+
+/// How often the covered processes' RSS is sampled for the history.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// What `procespy run` was asked for.
 #[derive(Clone, Debug)]
@@ -135,6 +139,7 @@ struct Daemon {
     metrics_rx: Option<mpsc::Receiver<MetricsRequest>>,
     action_counts: ActionCounts,
     reloading: Reloading,
+    recent: Recent,
     loaded_tx: mpsc::UnboundedSender<Result<Config, ConfigError>>,
     loaded_rx: mpsc::UnboundedReceiver<Result<Config, ConfigError>>,
 }
@@ -192,6 +197,7 @@ impl Daemon {
             metrics_rx,
             action_counts: ActionCounts::default(),
             reloading: Reloading::default(),
+            recent: Recent::default(),
             loaded_tx,
             loaded_rx,
         })
@@ -208,6 +214,8 @@ impl Daemon {
         let mut loss_check = tokio::time::interval(LOSS_CHECK);
         let mut lost_seen = 0;
         let mut batch = Vec::with_capacity(256);
+        let mut sample_timer = tokio::time::interval(SAMPLE_EVERY);
+        sample_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         systemd::ready(&format!("following processes ({})", self.backend.mode()));
         loop {
             tokio::select! {
@@ -247,6 +255,7 @@ impl Daemon {
                     }
                 }
                 Some(incoming) = self.control_rx.recv() => self.on_request(incoming),
+                _ = sample_timer.tick() => self.sample(),
                 Some(request) = next_metrics_request(&mut self.metrics_rx) => {
                     let _ = request.reply.send(metrics::render(&self.metrics_snapshot()));
                 }
@@ -352,6 +361,7 @@ impl Daemon {
             }
             Change::Removed(pid) => {
                 tracing::debug!(event = "exit", pid, name = %name, "exit");
+                self.recent.gone(pid, crate::sys::epoch_secs());
                 self.guard.exited(pid, self.backend.watch());
             }
             Change::None => {}
@@ -412,6 +422,23 @@ impl Daemon {
         );
     }
 
+    /// Samples the covered processes' RSS (the kernel's figures in eBPF
+    /// mode: a read of mapped memory, no `/proc`).
+    fn sample(&mut self) {
+        let now = crate::sys::epoch_secs();
+        let watched = self.guard.watched(&self.table, self.backend.watch_ref());
+        self.recent.record(
+            now,
+            watched.iter().map(|p| Reading {
+                pid: p.pid,
+                name: &p.name,
+                rule: &p.rule,
+                limit_bytes: p.limit_bytes,
+                rss: p.rss_bytes,
+            }),
+        );
+    }
+
     /// Hands the actions just recorded on to the alerts and the metrics.
     fn after_actions(&mut self) {
         let actions = self.guard.take_new_actions();
@@ -431,6 +458,14 @@ impl Daemon {
                     .send(Ok(Reply::Status(Box::new(self.report()))));
             }
             Request::Reload => self.reload(Some(incoming.reply)),
+            Request::Recent { seconds } => {
+                let series = self
+                    .recent
+                    .all(crate::sys::epoch_secs(), f64::from(seconds));
+                let _ = incoming
+                    .reply
+                    .send(Ok(Reply::Recent(RecentReport { series })));
+            }
         }
     }
 

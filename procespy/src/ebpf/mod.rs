@@ -13,7 +13,7 @@ use std::{os::fd::AsFd, path::Path};
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{HashMap, MapData, PerCpuArray},
     programs::{BtfTracePoint, TracePoint},
 };
 use procespy_common::{
@@ -43,7 +43,7 @@ const TRACEPOINTS: [(&str, &str, &str); 2] = [
 pub(crate) struct Kernel {
     ebpf: Ebpf,
     slots: slots::SlotTable,
-    state: Array<MapData, Watched>,
+    state: slots::StateTable,
     forked: HashMap<MapData, u32, Watched>,
     /// The slot userspace gave each watched process.
     slot_of: std::collections::HashMap<u32, u16>,
@@ -162,7 +162,11 @@ pub(crate) fn load() -> Result<(Kernel, EventStream)> {
         aya::maps::Map::Array(data) => slots::SlotTable::map(data.fd().as_fd(), chunks)?,
         _ => return Err(anyhow!("the eBPF object's SLOTS is not an array")),
     };
-    let state = Array::try_from(take_map(&mut ebpf, "STATE")?)?;
+    let state_map = take_map(&mut ebpf, "STATE")?;
+    let state = match &state_map {
+        aya::maps::Map::Array(data) => slots::StateTable::map(data.fd().as_fd(), MAX_WATCHED)?,
+        _ => return Err(anyhow!("the eBPF object's STATE is not an array")),
+    };
     let forked = HashMap::try_from(take_map(&mut ebpf, "FORKED")?)?;
     let lost = PerCpuArray::try_from(take_map(&mut ebpf, "LOST")?)?;
     let events = EventStream::new(
@@ -306,7 +310,7 @@ impl Kernel {
     /// The state the kernel keeps for `pid`, and where.
     fn state_of(&self, pid: u32) -> Option<Watched> {
         match (self.slot_of.get(&pid), self.slots.get(pid)?) {
-            (Some(&slot), _) => self.state.get(&u32::from(slot), 0).ok(),
+            (Some(&slot), _) => self.state.get(slot),
             (None, SLOT_FORKED) => self.forked.get(&pid, 0).ok(),
             (None, _) => None,
         }
@@ -352,9 +356,11 @@ impl KernelWatch<Pidfd> for Kernel {
             } else {
                 0
             };
-        if let Err(err) = self.state.set(u32::from(slot), state, 0) {
+        if !self.state.set(slot, state) {
             self.free.push(slot);
-            return Err(anyhow!("watching {pid}: {err}"));
+            return Err(anyhow!(
+                "watching {pid}: slot {slot} is past the state table"
+            ));
         }
         self.slot_of.insert(pid, slot);
         self.slots.set(pid, slot);

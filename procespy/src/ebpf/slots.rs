@@ -1,9 +1,13 @@
-//! The slot table (`SLOTS`), mapped into the daemon's memory: the slot
-//! number of every tgid, which the programs read on every RSS change and
-//! userspace writes when it starts or stops watching a process. Each entry
-//! is a `u16` written with one atomic store, beside the programs' own
-//! stores (a fork marks its child [`SLOT_FORKED`], an exit clears its
-//! slot), so no write ever covers another's.
+//! The mmapable maps, mapped into the daemon's memory.
+//!
+//! - The slot table (`SLOTS`): the slot number of every tgid, which the
+//!   programs read on every RSS change and userspace writes when it starts
+//!   or stops watching a process. Each entry is a `u16` written with one
+//!   atomic store, beside the programs' own stores (a fork marks its child
+//!   [`SLOT_FORKED`](procespy_common::SLOT_FORKED), an exit clears its
+//!   slot), so no write ever covers another's.
+//! - The state (`STATE`): each watched process's counters and limit, by
+//!   slot, read here without a syscall (every second, for the history).
 
 use std::{
     os::fd::AsFd,
@@ -12,25 +16,22 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use procespy_common::SLOT_CHUNK;
+use procespy_common::{SLOT_CHUNK, Watched};
 use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
 
-/// The slot table, mapped.
-pub(crate) struct SlotTable {
-    base: NonNull<AtomicU16>,
-    /// Entries: `chunks * SLOT_CHUNK`, every tgid below it.
-    entries: usize,
+/// A shared mapping of an mmapable array map, unmapped on drop.
+struct Mapping {
+    base: NonNull<u8>,
     len: usize,
 }
 
-// SAFETY: the mapping is shared memory accessed through atomics only.
-unsafe impl Send for SlotTable {}
+// SAFETY: shared memory; the types built on it say how it is accessed.
+unsafe impl Send for Mapping {}
 
-impl SlotTable {
-    /// Maps the `chunks` elements of the mmapable array map `map`.
-    pub(crate) fn map(map: impl AsFd, chunks: u32) -> Result<SlotTable> {
-        let entries = chunks as usize * SLOT_CHUNK;
-        let len = (entries * size_of::<u16>()).next_multiple_of(rustix::param::page_size());
+impl Mapping {
+    /// Maps `bytes` of the array map `map` (rounded up to pages).
+    fn new(map: impl AsFd, bytes: usize, what: &str) -> Result<Mapping> {
+        let len = bytes.next_multiple_of(rustix::param::page_size());
         // SAFETY: a fresh shared mapping of the map's memory, as long as
         // the array itself; nothing else in this process maps it.
         let base = unsafe {
@@ -43,16 +44,40 @@ impl SlotTable {
                 0,
             )
         }
-        .context("mapping the slot table")?;
-        let base = NonNull::new(base.cast::<AtomicU16>()).context("mmap gave a null pointer")?;
-        Ok(SlotTable { base, entries, len })
+        .with_context(|| format!("mapping the {what}"))?;
+        let base = NonNull::new(base.cast::<u8>()).context("mmap gave a null pointer")?;
+        Ok(Mapping { base, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `new` mapped, once.
+        let _ = unsafe { munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The slot table, mapped.
+pub(crate) struct SlotTable {
+    mapping: Mapping,
+    /// Entries: `chunks * SLOT_CHUNK`, every tgid below it.
+    entries: usize,
+}
+
+impl SlotTable {
+    /// Maps the `chunks` elements of the mmapable array map `map`.
+    pub(crate) fn map(map: impl AsFd, chunks: u32) -> Result<SlotTable> {
+        let entries = chunks as usize * SLOT_CHUNK;
+        let mapping = Mapping::new(map, entries * size_of::<u16>(), "slot table")?;
+        Ok(SlotTable { mapping, entries })
     }
 
     fn entry(&self, tgid: u32) -> Option<&AtomicU16> {
         let index = tgid as usize;
         // SAFETY: in bounds of the mapping, which lives as long as `self`;
         // the memory is only ever accessed atomically.
-        (index < self.entries).then(|| unsafe { &*self.base.as_ptr().add(index) })
+        (index < self.entries)
+            .then(|| unsafe { &*self.mapping.base.as_ptr().cast::<AtomicU16>().add(index) })
     }
 
     /// The slot of `tgid`; `None` past the table.
@@ -76,9 +101,41 @@ impl SlotTable {
     }
 }
 
-impl Drop for SlotTable {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `map` mapped, once.
-        let _ = unsafe { munmap(self.base.as_ptr().cast(), self.len) };
+/// The state table, mapped: [`Watched`] by slot.
+pub(crate) struct StateTable {
+    mapping: Mapping,
+    slots: usize,
+}
+
+impl StateTable {
+    /// Maps the array map `map` of `slots` [`Watched`] values.
+    pub(crate) fn map(map: impl AsFd, slots: u32) -> Result<StateTable> {
+        let slots = slots as usize;
+        let mapping = Mapping::new(map, slots * size_of::<Watched>(), "state table")?;
+        Ok(StateTable { mapping, slots })
+    }
+
+    fn at(&self, slot: u16) -> Option<*mut Watched> {
+        let index = usize::from(slot);
+        // SAFETY: in bounds of the mapping; array values are 8-aligned.
+        (index < self.slots)
+            .then(|| unsafe { self.mapping.base.as_ptr().cast::<Watched>().add(index) })
+    }
+
+    /// The state in `slot`. The programs write it while it is read: a
+    /// reading may mix two moments (good enough for a figure, and each
+    /// counter is one aligned word).
+    pub(crate) fn get(&self, slot: u16) -> Option<Watched> {
+        // SAFETY: a valid, aligned pointer into the mapping.
+        self.at(slot)
+            .map(|at| unsafe { std::ptr::read_volatile(at) })
+    }
+
+    /// Writes the state in `slot`, before the slot is given to a tgid.
+    pub(crate) fn set(&self, slot: u16, state: Watched) -> bool {
+        // SAFETY: a valid, aligned pointer into the mapping.
+        self.at(slot)
+            .map(|at| unsafe { std::ptr::write_volatile(at, state) })
+            .is_some()
     }
 }

@@ -720,7 +720,10 @@ impl<S: System> Guard<S> {
         self.actions.iter().rev().take(n).cloned().collect()
     }
 
-    /// The covered processes for `procespy status` and metrics, largest first.
+    /// The covered processes for `procespy status` and metrics, largest
+    /// first: those followed, with their handle (and, in eBPF mode, their
+    /// kernel entry); the others are counted in [`Guard::unfollowed`] or
+    /// are on their way.
     pub(crate) fn watched(
         &self,
         table: &Table,
@@ -729,6 +732,7 @@ impl<S: System> Guard<S> {
         let mut list: Vec<WatchedProcess> = self
             .guarded
             .iter()
+            .filter(|(_, g)| g.handle.is_some() && g.unfollowed.is_none())
             .filter_map(|(&pid, g)| {
                 let entry = table.get(pid)?;
                 let limit = self.config.limits.get(g.limit)?;

@@ -1,0 +1,4 @@
+//! What procespy remembers: the covered processes' RSS over the last
+//! minutes in memory ([`recent`]).
+
+pub(crate) mod recent;
