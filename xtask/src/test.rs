@@ -1,28 +1,56 @@
 //! `cargo xtask test`: everything CI checks, in order, stopping at the
-//! first step that fails.
+//! first step that fails: setup, the eBPF build, fmt, clippy, every test
+//! on the host, then the eBPF tests on each kernel of the matrix (Debian's
+//! 5.10, 6.1 and 6.12 under qemu), closing with the matrix of results.
 
 use std::{
+    cell::RefCell,
     io::{BufRead, BufReader},
     process::Stdio,
+    time::Instant,
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cmd, ebpf, setup};
+use crate::{
+    cmd, ebpf, setup,
+    vm::{self, matrix::Row},
+};
 
-/// The steps, each behind a heading; extra `args` go to `cargo test`.
+/// One step of the run: its heading and what it does.
+type Step<'a> = (&'static str, Box<dyn Fn() -> Result<()> + 'a>);
+
+/// The steps, each behind a heading; extra `args` go to `cargo test` (and
+/// then the kernel matrix is left out: a partial run is a developer's).
 pub fn run(args: &[String]) -> Result<()> {
-    let steps: [(&str, &dyn Fn() -> Result<()>); 7] = [
-        ("setup (with test packages)", &|| {
-            setup::run(setup::Set::Test)
-        }),
-        ("build the eBPF object", &|| ebpf::build().map(drop)),
-        ("rustfmt", &fmt),
-        ("clippy (userspace)", &clippy),
-        ("clippy (eBPF crate)", &clippy_ebpf),
-        ("build the binaries (debug)", &build_bins),
-        ("cargo test", &|| cargo_test(args)),
+    let host = RefCell::new(None);
+    let mut steps: Vec<Step<'_>> = vec![
+        (
+            "setup (with test packages)",
+            Box::new(|| setup::run(setup::Set::Test)),
+        ),
+        (
+            "build the eBPF object",
+            Box::new(|| ebpf::build().map(drop)),
+        ),
+        ("rustfmt", Box::new(fmt)),
+        ("clippy (userspace)", Box::new(clippy)),
+        ("clippy (eBPF crate)", Box::new(clippy_ebpf)),
+        ("build the binaries (debug)", Box::new(build_bins)),
+        (
+            "cargo test",
+            Box::new(|| {
+                *host.borrow_mut() = Some(cargo_test(args)?);
+                Ok(())
+            }),
+        ),
     ];
+    if args.is_empty() {
+        steps.push((
+            "the kernel matrix (5.10, 6.1, 6.12 under qemu)",
+            Box::new(|| kernel_matrix(host.borrow_mut().take())),
+        ));
+    }
     let total = steps.len();
     for (number, (name, step)) in steps.iter().enumerate() {
         println!("==> [{}/{total}] {name}", number + 1);
@@ -30,6 +58,16 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     println!("==> all {total} steps passed");
     Ok(())
+}
+
+/// Runs the guest tests on every kernel of the matrix and prints the
+/// matrix, with the host's row from the whole test run; fails when a row
+/// did not pass.
+fn kernel_matrix(host: Option<Row>) -> Result<()> {
+    let mut matrix = vm::matrix::run(&[])?;
+    matrix.rows.extend(host);
+    print!("\n{}", matrix.table());
+    matrix.check()
 }
 
 fn fmt() -> Result<()> {
@@ -63,13 +101,15 @@ fn build_bins() -> Result<()> {
     )
 }
 
-/// `cargo test --workspace` with PROCESPY_BIN pointing at the debug daemon.
+/// `cargo test --workspace` with PROCESPY_BIN pointing at the debug daemon;
+/// returns the host's row of the kernel matrix.
 ///
 /// The output passes through as it comes; the `test result:` lines of every
 /// test binary are added up into one closing line, so the last line says
 /// what the whole run did (the doc-test binaries that close cargo's output
 /// often hold no tests).
-fn cargo_test(args: &[String]) -> Result<()> {
+fn cargo_test(args: &[String]) -> Result<Row> {
+    let started = Instant::now();
     let binary = cmd::target_dir().join("debug").join("procespy");
     let mut command = cmd::cargo();
     command
@@ -101,7 +141,14 @@ fn cargo_test(args: &[String]) -> Result<()> {
     if tally.passed == 0 {
         bail!("cargo test ran no test");
     }
-    Ok(())
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    Ok(Row::from_tally(
+        vm::matrix::HOST,
+        release.trim(),
+        tally.passed,
+        tally.failed,
+        started.elapsed(),
+    ))
 }
 
 /// Sums of cargo's `test result:` lines.

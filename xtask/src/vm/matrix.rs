@@ -339,6 +339,30 @@ impl Row {
         }
     }
 
+    /// The row of a test run that passed with these counts.
+    pub fn from_tally(
+        kernel: &str,
+        release: &str,
+        passed: u64,
+        failed: u64,
+        wall: Duration,
+    ) -> Row {
+        Row {
+            kernel: kernel.to_owned(),
+            release: release.to_owned(),
+            outcome: if failed == 0 {
+                Outcome::Passed
+            } else {
+                Outcome::Failed
+            },
+            exit_code: Some(0),
+            passed,
+            failed,
+            wall,
+            booted_in: None,
+        }
+    }
+
     /// The row of a guest's run of the tests.
     fn from_run(kernel: &str, release: &str, run: &GuestRun) -> Row {
         let release = if run.uname_r.is_empty() {
