@@ -235,7 +235,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::config::{Matcher, Scope};
+    use crate::config::Matcher;
 
     /// Whether `limit` alone covers the process.
     fn covers(limit: &Limit, subject: &Subject<'_>) -> bool {
@@ -244,14 +244,8 @@ mod tests {
 
     fn limit(matcher: Matcher, action: Action) -> Limit {
         Limit {
-            index: 0,
-            label: "test".into(),
-            matcher,
-            user: None,
-            max_memory: 100,
-            max_memory_text: "100".into(),
-            scope: Scope::Process,
             action,
+            ..Limit::of(matcher, 100)
         }
     }
 

@@ -96,6 +96,8 @@ pub(crate) struct Config {
     pub(crate) notify: Notify,
     /// `[metrics]`, when present.
     pub(crate) metrics: Option<Metrics>,
+    /// `[history]`.
+    pub(crate) history: History,
     /// Where this configuration came from.
     pub(crate) origin: Origin,
 }
@@ -171,6 +173,37 @@ pub(crate) struct Limit {
     pub(crate) scope: Scope,
     /// `action`: what is done on a breach.
     pub(crate) action: Action,
+    /// `warn_at`: one alert (with the time left at the growth rate) when
+    /// the memory passes this many bytes; `None`: no warning.
+    pub(crate) warn_at: Option<u64>,
+    /// `memory`: what the limit counts.
+    pub(crate) memory: Memory,
+    /// `kill`: what a signal reaches.
+    pub(crate) kill: KillTarget,
+}
+
+#[cfg(test)]
+impl Limit {
+    /// A limit for tests: processes matched by `matcher`, over `max_memory`
+    /// bytes, with every other key at its default (index 0).
+    pub(crate) fn of(matcher: Matcher, max_memory: u64) -> Limit {
+        let label = match &matcher {
+            Matcher::Name(name) | Matcher::Pattern(name) => name.clone(),
+        };
+        Limit {
+            index: 0,
+            label,
+            matcher,
+            user: None,
+            max_memory,
+            max_memory_text: max_memory.to_string(),
+            scope: Scope::Process,
+            action: Action::Kill,
+            warn_at: None,
+            memory: Memory::Rss,
+            kill: KillTarget::Process,
+        }
+    }
 }
 
 /// How a [`Limit`] picks its processes.
@@ -217,6 +250,76 @@ pub enum Action {
     KillNow,
     /// Notify only.
     Alert,
+}
+
+/// `[[limit]] memory`: what a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Memory {
+    /// Resident set size: anon + file + shmem pages (VmRSS).
+    Rss,
+    /// Proportional set size: each shared page divided among its users.
+    Pss,
+    /// RSS plus the process's pages in swap.
+    #[serde(rename = "rss+swap")]
+    RssSwap,
+}
+
+/// `[[limit]] kill`: what a signal for a breach reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KillTarget {
+    /// The process alone.
+    Process,
+    /// Its process group, member by member through pidfds.
+    Group,
+    /// Its cgroup (v2), through `cgroup.kill`.
+    Cgroup,
+}
+
+/// `[history]`: what procespy remembers, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct History {
+    /// `enabled`.
+    pub(crate) enabled: bool,
+    /// `path`: the SQLite database.
+    pub(crate) path: PathBuf,
+    /// `tiers`: finer samples kept a short while, coarser ones longer;
+    /// sorted by `every`.
+    pub(crate) tiers: Vec<Tier>,
+    /// `max_size`: the database's size bound, in bytes.
+    pub(crate) max_size: u64,
+}
+
+/// One resolution of the history: a sample every `every`, kept for `keep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tier {
+    /// The spacing of the samples.
+    pub(crate) every: Duration,
+    /// How long they are kept.
+    pub(crate) keep: Duration,
+}
+
+/// Default `[history] path`.
+pub(crate) const DEFAULT_HISTORY_PATH: &str = "/var/lib/procespy/history.sqlite";
+/// Default `[history] max_size`.
+pub(crate) const DEFAULT_HISTORY_MAX_SIZE: u64 = 256 << 20;
+
+impl Default for History {
+    /// On, in `/var/lib/procespy`: every second for 10 minutes, every 10
+    /// seconds for 6 hours, every minute for 7 days, at most 256 MiB.
+    fn default() -> Self {
+        let tier = |every, keep| Tier {
+            every: Duration::from_secs(every),
+            keep: Duration::from_secs(keep),
+        };
+        History {
+            enabled: true,
+            path: PathBuf::from(DEFAULT_HISTORY_PATH),
+            tiers: vec![tier(1, 600), tier(10, 6 * 3600), tier(60, 7 * 86400)],
+            max_size: DEFAULT_HISTORY_MAX_SIZE,
+        }
+    }
 }
 
 /// `[notify]`.
@@ -384,6 +487,8 @@ fn one_of(names: &[&str]) -> String {
 file_names!(Mode { Auto => "auto", Ebpf => "ebpf", Proc => "proc" });
 file_names!(Scope { Process => "process", Total => "total" });
 file_names!(Action { Kill => "kill", KillNow => "kill-now", Alert => "alert" });
+file_names!(Memory { Rss => "rss", Pss => "pss", RssSwap => "rss+swap" });
+file_names!(KillTarget { Process => "process", Group => "group", Cgroup => "cgroup" });
 file_names!(Urgency { Low => "low", Normal => "normal", Critical => "critical" });
 file_names!(Security { None => "none", StartTls => "starttls", Tls => "tls" });
 
@@ -447,6 +552,7 @@ impl Config {
                 email: Email::default(),
             },
             metrics: None,
+            history: History::default(),
             origin: Origin::BuiltIn,
         }
     }

@@ -17,7 +17,7 @@ use toml::{
 };
 
 use super::{
-    Action, Mode, Scope, Security, Urgency,
+    Action, KillTarget, Memory, Mode, Scope, Security, Urgency,
     diagnostic::{Diagnostic, Source},
 };
 
@@ -30,6 +30,25 @@ pub(crate) struct RawConfig {
     pub(crate) limit: Option<Vec<Spanned<RawLimit>>>,
     pub(crate) notify: Option<RawNotify>,
     pub(crate) metrics: Option<Spanned<RawMetrics>>,
+    pub(crate) history: Option<RawHistory>,
+}
+
+/// `[history]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHistory {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) path: Option<Spanned<PathBuf>>,
+    pub(crate) tiers: Option<Spanned<Vec<Spanned<RawTier>>>>,
+    pub(crate) max_size: Option<Spanned<SizeValue>>,
+}
+
+/// One `[history] tiers` entry: `{ every = "10s", keep = "6h" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTier {
+    pub(crate) every: Spanned<DurationText>,
+    pub(crate) keep: Spanned<DurationText>,
 }
 
 /// `[monitor]`.
@@ -59,6 +78,9 @@ pub(crate) struct RawLimit {
     pub(crate) max_memory: Option<Spanned<SizeValue>>,
     pub(crate) scope: Option<Scope>,
     pub(crate) action: Option<Action>,
+    pub(crate) warn_at: Option<Spanned<SizeValue>>,
+    pub(crate) memory: Option<Spanned<Memory>>,
+    pub(crate) kill: Option<Spanned<KillTarget>>,
 }
 
 /// `[notify]`.

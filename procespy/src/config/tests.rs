@@ -73,7 +73,7 @@ fn bad_configs_report_position_and_reason() {
         ("bogus = 1\n".into(), "1:1", "unknown key `bogus`, expected one of `monitor`, `enforce`, `limit`"),
         ("[monitr]\nmode = \"auto\"\n".into(), "1:2", "unknown key `monitr`"),
         ("[monitor]\nmode = \"auto\"\nscan = \"5s\"\n".into(), "3:1", "monitor: unknown key `scan`, expected `mode` or `scan_interval`"),
-        (limit("max_memory = \"1GiB\"\nkill = true\n"), "4:1", "limit[0]: unknown key `kill`, expected one of `name`, `pattern`, `user`, `max_memory`, `scope`, `action`"),
+        (limit("max_memory = \"1GiB\"\nkil = true\n"), "4:1", "limit[0]: unknown key `kil`, expected one of `name`, `pattern`, `user`, `max_memory`, `scope`, `action`, `warn_at`, `memory`, `kill`"),
         ("[notify.email]\nhost = \"x\"\n".into(), "2:1", "notify.email: unknown key `host`"),
         // ... a misspelt key is not also reported as missing
         ("[[limit]]\nnme = \"a\"\nmax_memory = 1\n".into(), "2:1", "limit[0]: unknown key `nme`"),
@@ -233,14 +233,8 @@ fn example_file_parses_to_the_defaults_and_one_demo_limit() {
     let mut expected = Config::builtin_default();
     expected.origin = Origin::File(PathBuf::from("config/procespy.toml"));
     expected.limits = Limits::from(vec![Limit {
-        index: 0,
-        label: "procespy-demo".into(),
-        matcher: Matcher::Name("procespy-demo".into()),
-        user: None,
-        max_memory: 256 << 20,
         max_memory_text: "256MiB".into(),
-        scope: Scope::Process,
-        action: Action::Kill,
+        ..Limit::of(Matcher::Name("procespy-demo".into()), 256 << 20)
     }]);
     expected.notify.email.server = "smtp.example.com".into();
     expected.notify.email.from = "procespy@example.com".into();
@@ -417,14 +411,11 @@ listen = "[::1]:9100"
     assert_eq!(
         config.limits[0],
         Limit {
-            index: 0,
-            label: "chromium".into(),
-            matcher: Matcher::Name("chromium".into()),
             user: Some(1000),
-            max_memory: GIB + GIB / 2,
             max_memory_text: "1.5GiB".into(),
             scope: Scope::Total,
             action: Action::KillNow,
+            ..Limit::of(Matcher::Name("chromium".into()), GIB + GIB / 2)
         }
     );
     let python = &config.limits[1];

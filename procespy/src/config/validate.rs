@@ -14,8 +14,8 @@ use toml::Spanned;
 use super::{
     Action, Config, ConfigError, DEFAULT_COOLDOWN, DEFAULT_GRACE, DEFAULT_METRICS_LISTEN,
     DEFAULT_SCAN_INTERVAL, DEFAULT_SMTP_PORT, DEFAULT_SMTPS_PORT, DEFAULT_SPOOL_DIR, Desktop,
-    Diagnostic, Email, Enforce, Env, Limit, Limits, Matcher, Metrics, Mode, Monitor, Notify,
-    Origin, PATTERN_SIZE_LIMIT, Scope, Security, Urgency,
+    Diagnostic, Email, Enforce, Env, History, KillTarget, Limit, Limits, Matcher, Memory, Metrics,
+    Mode, Monitor, Notify, Origin, PATTERN_SIZE_LIMIT, Scope, Security, Tier, Urgency,
     diagnostic::Source,
     raw::{self, DurationText, RawConfig, RawEmail, RawLimit, SizeValue, UserRef},
     units,
@@ -91,12 +91,14 @@ impl Validator<'_> {
         };
         let (notify, password_file_at) = self.notify(raw.notify);
         let metrics = raw.metrics.map(|metrics| self.metrics(metrics));
+        let history = self.history(raw.history);
         let config = Config {
             monitor,
             enforce,
             limits,
             notify,
             metrics,
+            history,
             origin: Origin::File(self.source.path.to_path_buf()),
         };
         Parsed {
@@ -236,6 +238,23 @@ impl Validator<'_> {
         };
         let matcher = matcher?;
         let (max_memory, max_memory_text) = max_memory?;
+        let action = raw.action.unwrap_or(Action::Kill);
+        let memory = raw.memory.map_or(Memory::Rss, |memory| {
+            if *memory.get_ref() == Memory::Pss && action == Action::KillNow {
+                self.error(
+                    memory.span(),
+                    format!(
+                        "{key}.memory: \"pss\" cannot go with action = \"kill-now\": the kernel \
+                         cannot compute PSS at the faulting page; use \"kill\", or memory = \"rss\""
+                    ),
+                );
+            }
+            memory.into_inner()
+        });
+        let kill = raw.kill.map_or(KillTarget::Process, Spanned::into_inner);
+        let warn_at = raw
+            .warn_at
+            .and_then(|warn_at| self.warn_at(&key, warn_at, max_memory));
         let label = match &matcher {
             Matcher::Name(name) => name.clone(),
             Matcher::Pattern(pattern) => pattern.clone(),
@@ -248,8 +267,128 @@ impl Validator<'_> {
             max_memory,
             max_memory_text,
             scope: raw.scope.unwrap_or(Scope::Process),
-            action: raw.action.unwrap_or(Action::Kill),
+            action,
+            warn_at,
+            memory,
+            kill,
         })
+    }
+
+    /// `warn_at`: a size, or a percentage of `max_memory` (`"80%"`); below
+    /// `max_memory`.
+    fn warn_at(&mut self, key: &str, value: Spanned<SizeValue>, max_memory: u64) -> Option<u64> {
+        let resolved = match value.get_ref() {
+            SizeValue::Bytes(bytes) => units::size_from_integer(*bytes),
+            SizeValue::Text(text) => units::parse_size(text, max_memory),
+        };
+        match resolved {
+            Ok(bytes) if bytes < max_memory => Some(bytes),
+            Ok(_) => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "{key}.warn_at: must be below max_memory (a warning comes before the limit)"
+                    ),
+                );
+                None
+            }
+            Err(message) => {
+                let message = message.replace("of the memory", "of max_memory");
+                self.error(value.span(), format!("{key}.warn_at: {message}"));
+                None
+            }
+        }
+    }
+
+    fn history(&mut self, raw: Option<raw::RawHistory>) -> History {
+        let defaults = History::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        let path = raw.path.map_or(defaults.path.clone(), |path| {
+            if !path.get_ref().is_absolute() {
+                self.error(path.span(), "history.path: must be an absolute path");
+            }
+            path.into_inner()
+        });
+        let max_size = raw.max_size.map_or(defaults.max_size, |size| {
+            let resolved = match size.get_ref() {
+                SizeValue::Bytes(bytes) => units::size_from_integer(*bytes),
+                SizeValue::Text(text) => units::parse_size(text, self.env.mem_total),
+            };
+            match resolved {
+                Ok(bytes) if bytes >= 1 << 20 => bytes,
+                Ok(_) => {
+                    self.error(size.span(), "history.max_size: must be at least 1MiB");
+                    defaults.max_size
+                }
+                Err(message) => {
+                    self.error(size.span(), format!("history.max_size: {message}"));
+                    defaults.max_size
+                }
+            }
+        });
+        let tiers = match raw.tiers {
+            None => defaults.tiers.clone(),
+            Some(tiers) => self.tiers(tiers).unwrap_or(defaults.tiers.clone()),
+        };
+        History {
+            enabled: raw.enabled.unwrap_or(true),
+            path,
+            tiers,
+            max_size,
+        }
+    }
+
+    /// `tiers`: each `every` positive and a whole number of the finer
+    /// tier's, each `keep` longer than the finer tier's and at least its
+    /// `every`.
+    fn tiers(&mut self, raw: Spanned<Vec<Spanned<raw::RawTier>>>) -> Option<Vec<Tier>> {
+        let at = raw.span();
+        let raw = raw.into_inner();
+        if raw.is_empty() {
+            self.error(
+                at,
+                "history.tiers: needs at least one tier, e.g. [{ every = \"1s\", keep = \"10m\" }]",
+            );
+            return None;
+        }
+        let mut tiers = Vec::new();
+        let mut ok = true;
+        for (i, tier) in raw.into_iter().enumerate() {
+            let span = tier.span();
+            let tier = tier.into_inner();
+            let key = format!("history.tiers[{i}]");
+            let every = self.duration(&format!("{key}.every"), Some(tier.every), Duration::ZERO);
+            let keep = self.duration(&format!("{key}.keep"), Some(tier.keep), Duration::ZERO);
+            if every.is_zero() || keep < every {
+                self.error(
+                    span,
+                    format!("{key}: every must be positive and keep at least every"),
+                );
+                ok = false;
+                continue;
+            }
+            if let Some(finer) = tiers.last().copied() {
+                let finer: Tier = finer;
+                if every <= finer.every
+                    || !every.as_millis().is_multiple_of(finer.every.as_millis().max(1))
+                    || keep <= finer.keep
+                {
+                    self.error(
+                        span,
+                        format!(
+                            "{key}: tiers go from fine to coarse: every a multiple of the \
+                             previous tier's, keep longer than it"
+                        ),
+                    );
+                    ok = false;
+                    continue;
+                }
+            }
+            tiers.push(Tier { every, keep });
+        }
+        ok.then_some(tiers)
     }
 
     fn pattern(&mut self, key: &str, pattern: Spanned<String>) -> Option<Matcher> {

@@ -316,7 +316,12 @@ mod tests {
         let int = b.int("int", 4);
         let counter = b.structure("percpu_counter", 40, &[("lock", int, 0), ("count", s64, 8)]);
         let counters = b.array(counter, int, 4);
-        let fields = b.structure("", 1100, &[("rss_stat", counters, 960)]);
+        let long = b.int("long unsigned int", 8);
+        let fields = b.structure(
+            "",
+            1100,
+            &[("mmap_base", long, 80), ("rss_stat", counters, 960)],
+        );
         b.structure("mm_struct", 1200, &[("", fields, 0)]);
         let dir = tracefs();
         let layout = find(&b.finish(), dir.path()).unwrap();
@@ -344,7 +349,12 @@ mod tests {
         let atomic_long = b.typedef("atomic_long_t", atomic64);
         let count = b.array(atomic_long, int, 4);
         let rss = b.structure("mm_rss_stat", 32, &[("count", count, 0)]);
-        b.structure("mm_struct", 1200, &[("rss_stat", rss, 728)]);
+        let long = b.int("long unsigned int", 8);
+        b.structure(
+            "mm_struct",
+            1200,
+            &[("mmap_base", long, 80), ("rss_stat", rss, 728)],
+        );
         let dir = tracefs();
         let layout = find(&b.finish(), dir.path()).unwrap();
         assert_eq!(layout.config.mm_counter, [728, 736, 744, 752]);

@@ -91,13 +91,9 @@ impl KernelWatch<Handle> for FakeKernel {
 fn limit(index: usize, name: &str, max_mib: u64, scope: Scope, action: Action) -> Limit {
     Limit {
         index,
-        label: name.into(),
-        matcher: Matcher::Name(name.into()),
-        user: None,
-        max_memory: max_mib * MIB,
-        max_memory_text: format!("{max_mib}MiB"),
         scope,
         action,
+        ..Limit::of(Matcher::Name(name.into()), max_mib * MIB)
     }
 }
 
