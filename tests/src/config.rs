@@ -79,6 +79,7 @@ impl fmt::Display for Config {
 #[derive(Clone, Debug)]
 pub struct Limit {
     matcher: String,
+    /// The value as TOML text: a quoted size, or a bare byte count.
     max_memory: String,
     action: Option<String>,
     scope: Option<String>,
@@ -88,13 +89,20 @@ impl Limit {
     /// Processes named `name`, up to `max_memory` (`"64MiB"`), with the
     /// default action.
     pub fn name(name: &str, max_memory: &str) -> Limit {
-        Limit::matching(format!("name = {}", quote(name)), max_memory)
+        Limit::matching(format!("name = {}", quote(name)), quote(max_memory))
+    }
+
+    /// Processes named `name`, up to `bytes` written as a bare integer: the
+    /// table's last line, which a file cut short in the middle of the
+    /// number reads as a smaller limit.
+    pub fn name_in_bytes(name: &str, bytes: u64) -> Limit {
+        Limit::matching(format!("name = {}", quote(name)), bytes.to_string())
     }
 
     /// Processes whose command line matches `regex` (written as a TOML
     /// literal string: no escapes), up to `max_memory`.
     pub fn pattern(regex: &str, max_memory: &str) -> Limit {
-        Limit::matching(format!("pattern = '{regex}'"), max_memory)
+        Limit::matching(format!("pattern = '{regex}'"), quote(max_memory))
     }
 
     /// The limit most tests use: `kill` processes named `name` past 64 MiB.
@@ -102,10 +110,10 @@ impl Limit {
         Limit::name(name, "64MiB").action("kill")
     }
 
-    fn matching(matcher: String, max_memory: &str) -> Limit {
+    fn matching(matcher: String, max_memory: String) -> Limit {
         Limit {
             matcher,
-            max_memory: max_memory.to_owned(),
+            max_memory,
             action: None,
             scope: None,
         }
@@ -124,17 +132,17 @@ impl Limit {
     }
 }
 
+/// `max_memory` comes last (see [`Limit::name_in_bytes`]).
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "[[limit]]\n{}", self.matcher)?;
-        writeln!(f, "max_memory = {}", quote(&self.max_memory))?;
         if let Some(action) = &self.action {
             writeln!(f, "action = {}", quote(action))?;
         }
         if let Some(scope) = &self.scope {
             writeln!(f, "scope = {}", quote(scope))?;
         }
-        Ok(())
+        writeln!(f, "max_memory = {}", self.max_memory)
     }
 }
 

@@ -2,10 +2,10 @@
 
 use std::{
     fmt,
-    io::{BufRead, BufReader},
-    os::unix::{fs::MetadataExt, process::CommandExt},
+    io::{BufRead, BufReader, Write},
+    os::unix::{fs::MetadataExt, net::UnixStream, process::CommandExt},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{Arc, Mutex},
     thread::JoinHandle,
     time::Duration,
@@ -57,6 +57,9 @@ pub enum LogTo {
     /// JSON lines at debug level on a pipe the test reads.
     #[default]
     Pipe,
+    /// Text lines (`--log-format text`, what a person reads) at debug
+    /// level on a pipe the test reads.
+    Text,
     /// Text (procespy's default format) on stderr, which is this file and
     /// is named by `$JOURNAL_STREAM`: the journal stream systemd gives a
     /// service.
@@ -121,9 +124,11 @@ impl Daemon {
             }
             None => Command::new(procespy_bin()),
         };
-        if let LogTo::Pipe = options.log {
-            command.args(["--log-format", "json", "-v"]);
-        }
+        match options.log {
+            LogTo::Pipe => command.args(["--log-format", "json", "-v"]),
+            LogTo::Text => command.args(["--log-format", "text", "-v"]),
+            LogTo::Journal(_) => &mut command,
+        };
         command
             .args(["run", "-c"])
             .arg(&config)
@@ -137,7 +142,7 @@ impl Daemon {
             command.uid(uid).gid(gid);
         }
         let log = match options.log {
-            LogTo::Pipe => {
+            LogTo::Pipe | LogTo::Text => {
                 command.stderr(Stdio::piped());
                 Log::Lines(Arc::new(Mutex::new(Vec::new())))
             }
@@ -156,8 +161,10 @@ impl Daemon {
             (Log::Lines(lines), Some(stderr)) => {
                 let sink = Arc::clone(lines);
                 Some(std::thread::spawn(move || {
-                    for line in BufReader::new(stderr).lines() {
+                    // Bytes that are not UTF-8 are kept (replaced), not an end.
+                    for line in BufReader::new(stderr).split(b'\n') {
                         let Ok(line) = line else { break };
+                        let line = String::from_utf8_lossy(&line).into_owned();
                         sink.lock().expect("log lock").push(line);
                     }
                 }))
@@ -194,6 +201,36 @@ impl Daemon {
         let mut command = Command::new(procespy_bin());
         command.arg(subcommand).arg("--socket").arg(&self.socket);
         command
+    }
+
+    /// Writes `config` over the configuration file and runs `procespy
+    /// reload`; returns what it printed and how it exited.
+    pub fn reload(&self, config: impl fmt::Display) -> Output {
+        std::fs::write(&self.config, config.to_string()).expect("rewrite the configuration");
+        self.client("reload")
+            .output()
+            .expect("procespy reload runs")
+    }
+
+    /// Sends `request` as it is over the control socket, as a root client,
+    /// and returns the reply line, parsed. The request is written by a
+    /// thread of its own while the reply is awaited, so a large one may be
+    /// cut short by the daemon.
+    pub fn ask(&self, request: Vec<u8>) -> Result<Value> {
+        let stream = UnixStream::connect(&self.socket)
+            .with_context(|| format!("connecting to {}", self.socket.display()))?;
+        stream.set_read_timeout(Some(patience(Duration::from_secs(30))))?;
+        let mut writing = stream.try_clone()?;
+        let writer = std::thread::spawn(move || {
+            // The daemon may close the connection before reading it all.
+            let _ = writing.write_all(&request);
+        });
+        let mut reply = String::new();
+        BufReader::new(stream)
+            .read_line(&mut reply)
+            .context("reading the daemon's reply")?;
+        writer.join().expect("the writing thread");
+        serde_json::from_str(&reply).with_context(|| format!("the reply {reply:?} is not JSON"))
     }
 
     /// `procespy status --json`, parsed.

@@ -65,10 +65,26 @@ pub(crate) fn terminate(child: &mut Child) {
 
 /// `VmRSS` of `pid` in bytes, from `/proc/PID/status`.
 pub fn vm_rss(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmRSS")
+}
+
+/// `VmHWM` of `pid` in bytes: the largest its RSS has been since it started,
+/// or since [`reset_vm_hwm`].
+pub fn vm_hwm(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmHWM")
+}
+
+/// Makes `pid`'s `VmHWM` its RSS now (`5` into `/proc/PID/clear_refs`).
+pub fn reset_vm_hwm(pid: u32) -> Result<()> {
+    Ok(std::fs::write(format!("/proc/{pid}/clear_refs"), "5")?)
+}
+
+/// A `FIELD:  N kB` line of `/proc/PID/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| {
             rest.trim()
                 .trim_end_matches("kB")
@@ -77,7 +93,7 @@ pub fn vm_rss(pid: u32) -> Result<u64> {
                 .ok()
         })
         .map(|kib| kib * 1024)
-        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))
+        .ok_or_else(|| anyhow!("no {field} for {pid}"))
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the test program's

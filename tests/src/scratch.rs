@@ -45,9 +45,14 @@ impl Scratch {
     /// Puts the test program here as `name` (so limits can match it by a
     /// name no other test uses) and returns its path.
     pub fn testprog_named(&self, name: &str) -> PathBuf {
+        self.program_named(&testprog_bin(), name)
+    }
+
+    /// Puts the executable `program` here as `name` and returns its path.
+    pub fn program_named(&self, program: &Path, name: &str) -> PathBuf {
         let path = self.path().join(name);
-        place_executable(&testprog_bin(), &path)
-            .unwrap_or_else(|err| panic!("placing the test program as {name}: {err:#}"));
+        place_executable(program, &path)
+            .unwrap_or_else(|err| panic!("placing {} as {name}: {err:#}", program.display()));
         path
     }
 

@@ -5,6 +5,8 @@
 //! - `grow MIB`: allocates and touches MIB more MiB of anonymous memory;
 //!   answers `ok VMRSS_BYTES`.
 //! - `rename NAME`: sets its name (the rest of the line, spaces included) with prctl(PR_SET_NAME); answers `ok`.
+//! - `rename-hex HEX`: sets its name to the bytes HEX spells (`1b5b33316d52`:
+//!   any bytes but NUL, UTF-8 or not) with prctl(PR_SET_NAME); answers `ok`.
 //! - `rate MIB_PER_S MIB`: grows to MIB MiB at that rate, printing
 //!   `progress BYTES NANOS` after each MiB; answers `ok VMRSS_BYTES`.
 //! - `threads N MIB`: N threads together touch MIB more MiB as fast as they
@@ -87,6 +89,15 @@ fn main() {
                 unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
                 "ok".to_owned()
             }
+            (Some("rename-hex"), Some(hex)) => match unhex(hex) {
+                Some(name) => {
+                    let name = std::ffi::CString::new(name).unwrap_or_default();
+                    // SAFETY: PR_SET_NAME reads a NUL-terminated string.
+                    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+                    "ok".to_owned()
+                }
+                None => "error bad hex".to_owned(),
+            },
             (Some("rate"), Some(rate)) => {
                 let target = words.next().and_then(|t| t.parse().ok()).unwrap_or(0);
                 grow_at_rate(&mut memory, rate.parse().unwrap_or(1.0), target);
@@ -114,6 +125,17 @@ fn main() {
         let _ = writeln!(out, "{reply}");
         let _ = out.flush();
     }
+}
+
+/// The bytes that `hex` (two digits a byte) spells.
+fn unhex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Grows by one MiB at a time at `rate` MiB/s up to `target` MiB.

@@ -47,6 +47,8 @@ pub struct SmtpOptions {
     pub cert: Option<(PathBuf, PathBuf)>,
     /// `USER:PASSWORD`: AUTH is required (and only over TLS).
     pub auth: Option<String>,
+    /// Messages whose subject contains this are refused for good (554).
+    pub refuse: Option<String>,
 }
 
 /// A running aiosmtpd; stopped on drop.
@@ -76,6 +78,9 @@ impl SmtpServer {
         }
         if let Some(auth) = &options.auth {
             command.args(["--auth", auth]);
+        }
+        if let Some(refuse) = &options.refuse {
+            command.args(["--refuse", refuse]);
         }
         let mut child = command
             .stdin(Stdio::piped())
@@ -107,6 +112,16 @@ impl SmtpServer {
     /// The messages received so far, oldest first, each as the script wrote it.
     pub fn messages(&self) -> Vec<Value> {
         messages_in(&self.dir)
+    }
+
+    /// How many messages it refused (see [`SmtpOptions::refuse`]).
+    pub fn refusals(&self) -> usize {
+        std::fs::read_dir(&self.dir).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "refused"))
+                .count()
+        })
     }
 
     /// Waits until at least `n` messages arrived; returns them all.

@@ -3,10 +3,13 @@
 Every message it accepts is parsed with Python's email package and written
 to DIR/NNNN.json (via a temporary file and a rename): envelope, headers,
 the decoded text body, whether the session used TLS and who authenticated.
-Prints "ready" once it listens; stops on SIGTERM or when stdin closes.
+With --refuse TEXT, a message whose subject contains TEXT is refused for
+good (554) and recorded as DIR/NNNN.refused instead. Prints "ready" once it
+listens; stops on SIGTERM or when stdin closes.
 
 usage: smtp_server.py --port PORT --dir DIR [--security none|starttls|tls]
                       [--cert PEM --key PEM] [--auth USER:PASSWORD]
+                      [--refuse TEXT]
 """
 
 import argparse
@@ -38,6 +41,7 @@ def main():
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--auth")
+    parser.add_argument("--refuse")
     args = parser.parse_args()
     counter = itertools.count(1)
 
@@ -68,6 +72,10 @@ def main():
                 "received": time.time(),
             }
             n = next(counter)
+            if args.refuse is not None and args.refuse in record["subject"]:
+                with open(os.path.join(args.dir, f"{n:04}.refused"), "w") as out:
+                    json.dump(record, out, indent=1)
+                return "554 5.7.1 refused by the test server"
             path = os.path.join(args.dir, f"{n:04}.json")
             with open(path + ".tmp", "w") as out:
                 json.dump(record, out, indent=1)

@@ -392,6 +392,7 @@ fn email_over_tls(security: &'static str, name: &str) {
             security: Some(security),
             cert: Some((ca.cert.clone(), ca.key.clone())),
             auth: Some("procespy:s3cret word".into()),
+            ..Default::default()
         },
     )
     .expect("aiosmtpd starts");

@@ -3,7 +3,7 @@
 
 use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},
-    process::{Command, Output},
+    process::Command,
     time::Duration,
 };
 
@@ -144,13 +144,6 @@ fn a_missing_config_given_with_c_is_an_error() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/procespy.toml"));
 }
 
-/// Writes `config` over the daemon's configuration file and runs
-/// `procespy reload`.
-fn reload(daemon: &Daemon, config: &str) -> Output {
-    std::fs::write(daemon.config_path(), config).unwrap();
-    daemon.client("reload").output().expect("reload runs")
-}
-
 #[test]
 fn a_bad_reload_keeps_the_old_rules_in_force() {
     let Some(_machine) = require_root() else {
@@ -161,7 +154,7 @@ fn a_bad_reload_keeps_the_old_rules_in_force() {
     let scratch = Scratch::new("reload");
     let daemon = Daemon::with_config(&good).expect("starts");
 
-    let output = reload(&daemon, "[[limit]]\nname = \"x\"\nmax_memory = \"lots\"\n");
+    let output = daemon.reload("[[limit]]\nname = \"x\"\nmax_memory = \"lots\"\n");
     assert_eq!(
         output.status.code(),
         Some(2),
@@ -177,7 +170,7 @@ fn a_bad_reload_keeps_the_old_rules_in_force() {
     kill_one(&daemon, &scratch.testprog_named(name)).expect("stopped by the old rule");
 
     // A good reload takes effect: the limit is gone.
-    let output = reload(&daemon, "[monitor]\nmode = \"ebpf\"\n");
+    let output = daemon.reload("[monitor]\nmode = \"ebpf\"\n");
     assert!(
         output.status.success(),
         "{}",

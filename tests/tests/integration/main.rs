@@ -5,6 +5,7 @@
 mod alerts;
 mod control;
 mod enforce;
+mod hostile;
 mod modes;
 mod object;
 mod ps;

@@ -14,8 +14,8 @@
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    io::Write,
+    net::SocketAddr,
     os::unix::{
         fs::{MetadataExt, PermissionsExt},
         net::UnixDatagram,
@@ -28,7 +28,8 @@ use std::{
 
 use procespy_tests::{
     Config, Daemon, DaemonOptions, Limit, LogTo, Scratch, TestProg, in_ci, kill_one,
-    peers::free_port, procespy_bin, require, require_root, run, runs, workspace,
+    peers::{free_port, http_get},
+    procespy_bin, require, require_root, run, runs, workspace,
 };
 use serde_json::Value;
 
@@ -439,21 +440,6 @@ fn the_deb_installs_checks_its_config_and_purges_cleanly() {
     }
 }
 
-/// `GET path` over HTTP/1.1; returns (status line, headers, body).
-fn get(address: SocketAddr, path: &str) -> std::io::Result<(String, String, String)> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    Ok((status.to_owned(), headers.to_owned(), body.to_owned()))
-}
-
 /// Parses OpenMetrics text with prometheus_client's own parser (Debian's
 /// python3-prometheus-client); returns every sample as
 /// `{"name", "labels", "value"}`.
@@ -524,7 +510,7 @@ fn metrics_count_a_kill() {
     let daemon = Daemon::with_config(&config).expect("daemon starts");
 
     // Before: the limit is listed, nothing was done.
-    let (status, headers, body) = get(address, "/metrics").expect("the endpoint answers");
+    let (status, headers, body) = http_get(address, "/metrics").expect("the endpoint answers");
     assert_eq!(status, "HTTP/1.1 200 OK", "{headers}");
     assert!(
         headers
@@ -549,7 +535,7 @@ fn metrics_count_a_kill() {
 
     let mut prog = TestProg::start_as(&exe, &[]).expect("test program starts");
     daemon.wait_covered(prog.pid()).expect("covered");
-    let body = get(address, "/metrics").expect("scrape").2;
+    let body = http_get(address, "/metrics").expect("scrape").2;
     let covered = parse_exposition(&body);
     assert_eq!(
         sample(&covered, "procespy_watched_processes", &[("rule", name)]),
@@ -562,7 +548,7 @@ fn metrics_count_a_kill() {
         .wait_event("action", prog.pid(), Duration::from_secs(5))
         .expect("the action is logged");
 
-    let body = get(address, "/metrics").expect("scrape").2;
+    let body = http_get(address, "/metrics").expect("scrape").2;
     let after = parse_exposition(&body);
     let kills = sample(
         &after,
@@ -580,7 +566,7 @@ fn metrics_count_a_kill() {
         "{body}"
     );
 
-    let (status, _, _) = get(address, "/").expect("the endpoint answers");
+    let (status, _, _) = http_get(address, "/").expect("the endpoint answers");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let exit = daemon.stop().expect("stops");
     assert_eq!(exit.signal(), None);
@@ -630,7 +616,7 @@ fn metrics_show_each_programs_run_time_while_bpf_statistics_are_on() {
     let daemon = Daemon::with_config(&config).expect("daemon starts");
     let _stats = BpfStats::on();
     let run_time = || {
-        let body = get(address, "/metrics").expect("scrape").2;
+        let body = http_get(address, "/metrics").expect("scrape").2;
         let samples = parse_exposition(&body);
         let time = sample(
             &samples,

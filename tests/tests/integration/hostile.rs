@@ -1,0 +1,621 @@
+//! procespy against what a hostile local user or a careless operator does
+//! (issue 11): processes over their limits however they got there, reloads
+//! that stall or read half a file, configs a user can swap, abusive control
+//! and metrics clients, thousands of patterns, too few file descriptors,
+//! memory filled into a process from outside.
+//!
+//! Every test copies the test program under a name of its own, so the
+//! daemons of tests running side by side never cover each other's children.
+
+use std::{
+    os::unix::fs::{FileExt, PermissionsExt, symlink},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use procespy_tests::{
+    Config, Daemon, Limit, Scratch, TestProg, in_guest, patience, poll, require_root,
+    require_root_alone, reset_vm_hwm, signal, status_process, vm_hwm, vm_rss,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
+
+/// The scan interval of these tests' daemons, as written in their config.
+const SCAN: &str = "1s";
+/// [`SCAN`] as a duration, plus the grace [`Config`] writes (1 s): the
+/// latest a process over its limit may be acted on.
+const SCAN_AND_GRACE: Duration = Duration::from_secs(2);
+
+/// `mode`, a 1 s scan interval, no popups.
+fn config(mode: &str) -> Config {
+    Config::new(mode).scan_interval(SCAN).no_popups()
+}
+
+/// A thread that runs `step` again and again until it returns `false` or
+/// the thread is stopped (on drop, too).
+struct Repeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Repeat {
+    fn start(mut step: impl FnMut() -> bool + Send + 'static) -> Repeat {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || while !flag.load(Ordering::Relaxed) && step() {});
+        Repeat {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the thread and waits for it.
+    fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the repeating thread");
+        }
+    }
+}
+
+impl Drop for Repeat {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Waits, one scan interval and the grace at the most, for `prog` to be
+/// ended by SIGTERM, and returns the `action` line logged for it.
+fn stopped_within_a_scan(daemon: &Daemon, prog: &mut TestProg, limit: u64) -> Value {
+    let pid = prog.pid();
+    let ended = prog.wait_signal(SCAN_AND_GRACE);
+    assert_eq!(
+        ended.unwrap_or_else(|err| panic!(
+            "{pid}, over its limit, still runs after {:?}: {err:#}\nstatus: {:#}",
+            patience(SCAN_AND_GRACE),
+            daemon.status().unwrap_or_default()
+        )),
+        Some(SIGTERM)
+    );
+    let action = daemon
+        .wait_event("action", pid, Duration::from_secs(5))
+        .expect("logged");
+    assert_eq!(action["action"], "SIGTERM", "{action}");
+    assert_eq!(action["result"], "sent", "{action}");
+    assert!(action["rss"].as_u64().unwrap_or(0) > limit, "{action}");
+    action
+}
+
+/// The test program copied as `name`, started, and grown by `mib` MiB
+/// before any daemon watches it.
+fn grown(name: &str, mib: usize) -> (TestProg, Scratch) {
+    let (scratch, exe) = Scratch::with_testprog(name);
+    let mut prog = TestProg::start_as(&exe, &[]).expect("test program starts");
+    prog.grow(mib).expect("grows");
+    (prog, scratch)
+}
+
+fn over_before_the_daemon_starts(mode: &str, name: &str) {
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    let (mut prog, _scratch) = grown(name, 96);
+    let daemon = Daemon::with_config(config(mode).limit(Limit::kill_past_64mib(name)))
+        .expect("daemon starts");
+    stopped_within_a_scan(&daemon, &mut prog, 64 * MIB);
+}
+
+#[test]
+fn a_process_over_its_limit_before_the_daemon_starts_is_stopped_ebpf() {
+    over_before_the_daemon_starts("ebpf", "tp-early-ebpf");
+}
+
+#[test]
+fn a_process_over_its_limit_before_the_daemon_starts_is_stopped_proc() {
+    over_before_the_daemon_starts("proc", "tp-early-proc");
+}
+
+/// The daemon is SIGKILLed (systemd's `Restart=on-failure` would start it
+/// again), the process grows past its limit meanwhile, flat by the time the
+/// new daemon starts: the new one stops it.
+#[test]
+fn a_process_that_grew_while_no_daemon_ran_is_stopped_after_the_restart() {
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    let name = "tp-restart";
+    let config = config("ebpf").limit(Limit::kill_past_64mib(name));
+    let (mut prog, _scratch) = grown(name, 16);
+    let first = Daemon::with_config(&config).expect("daemon starts");
+    first.wait_covered(prog.pid()).expect("covered");
+    drop(first); // SIGKILL, and reaped
+    prog.grow(96).expect("grows while no daemon runs");
+    let daemon = Daemon::with_config(&config).expect("the new daemon starts");
+    stopped_within_a_scan(&daemon, &mut prog, 64 * MIB);
+}
+
+/// A reload lowers two limits below what their processes hold: the `kill`
+/// one is stopped; the `alert` one is alerted and stays, and `status` goes
+/// on showing its real RSS (the kernel keeps its counters).
+#[test]
+fn a_reload_that_lowers_a_limit_below_a_process_acts_on_it() {
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    let (alerted, killed) = ("tp-lower-alert", "tp-lower-kill");
+    let limits = |max: &str| {
+        config("ebpf")
+            .limit(Limit::name(alerted, max).action("alert"))
+            .limit(Limit::name(killed, max).action("kill"))
+    };
+    let daemon = Daemon::with_config(limits("1GiB")).expect("daemon starts");
+    let (mut alert_prog, _a) = grown(alerted, 96);
+    let (mut kill_prog, _k) = grown(killed, 96);
+    for prog in [&alert_prog, &kill_prog] {
+        daemon.wait_covered(prog.pid()).expect("covered");
+    }
+    let output = daemon.reload(limits("64MiB"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stopped_within_a_scan(&daemon, &mut kill_prog, 64 * MIB);
+
+    let pid = alert_prog.pid();
+    let alert = daemon
+        .wait_event("action", pid, SCAN_AND_GRACE)
+        .expect("the alert is logged");
+    assert_eq!(alert["action"], "alert", "{alert}");
+    assert!(alert_prog.alive(), "an alert limit never signals");
+    let real = vm_rss(pid).expect("VmRSS");
+    let status = daemon
+        .wait_status(Duration::from_secs(5), |s| {
+            status_process(s, pid)
+                .and_then(|p| p["rss_bytes"].as_u64())
+                .is_some_and(|rss| rss.abs_diff(real) <= MIB)
+        })
+        .unwrap_or_else(|err| panic!("status does not show VmRSS {real}: {err:#}"));
+    let entry = status_process(&status, pid).expect("listed");
+    assert_eq!(entry["limit_bytes"], 64 * MIB, "{entry}");
+}
+
+/// The kernel's reaction logged for `pid`: how long from the breach the
+/// kernel saw to the signal sent, in µs.
+fn breach_to_signal_us(daemon: &Daemon, pid: u32) -> u64 {
+    let reaction = daemon
+        .wait_event("reaction", pid, Duration::from_secs(5))
+        .expect("the reaction is logged");
+    reaction["breach_to_signal_us"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no breach_to_signal_us in {reaction}"))
+}
+
+/// Whether the daemon has logged the end of a reload, put in force or refused.
+fn reload_done(daemon: &Daemon) -> bool {
+    daemon.log().iter().any(|line| {
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(" reloaded: ") || m.starts_with("reload refused"))
+    })
+}
+
+/// Starts three hogs in turn, each growing at once at 128 MiB/s to 160 MiB,
+/// past its 64 MiB `kill` limit, and checks that each is stopped at its
+/// limit; returns, for each, how long it took from the breach to SIGTERM
+/// (µs), and whether the reload was over by then.
+fn hogs_stopped_at_their_limit(daemon: &Daemon, exe: &Path) -> Vec<(u64, bool)> {
+    let rate = if in_guest() { "16" } else { "128" };
+    let mut hogs = Vec::new();
+    for _ in 0..3 {
+        let mut hog = TestProg::start_as(exe, &["--grow-rate", rate, "--grow-to", "160"])
+            .expect("the hog starts");
+        let pid = hog.pid();
+        assert_eq!(
+            hog.wait_signal(Duration::from_secs(10)).expect("stopped"),
+            Some(SIGTERM)
+        );
+        let reloaded = reload_done(daemon);
+        let action = daemon
+            .wait_event("action", pid, Duration::from_secs(5))
+            .expect("logged");
+        assert!(
+            action["rss"].as_u64().unwrap_or(u64::MAX) <= 64 * MIB + MIB,
+            "not stopped at its limit: {action}"
+        );
+        hogs.push((breach_to_signal_us(daemon, pid), reloaded));
+    }
+    hogs
+}
+
+/// Three hogs stopped during `phase` of a reload: the median breach to
+/// SIGTERM under 2 ms (as with nothing else going on), none stalled, and
+/// the reload still going.
+fn assert_prompt(phase: &str, hogs: &[(u64, bool)]) {
+    let mut micros: Vec<u64> = hogs.iter().map(|&(us, _)| us).collect();
+    println!("{phase}: SIGTERM {micros:?} µs after the breach");
+    micros.sort_unstable();
+    assert!(
+        micros[1] < 2000,
+        "{phase}: SIGTERM a median {} µs after the breach ({micros:?})",
+        micros[1]
+    );
+    assert!(
+        micros[2] < 50_000,
+        "{phase}: the loop stalled: SIGTERM {} µs after the breach",
+        micros[2]
+    );
+    assert!(
+        hogs.iter().all(|&(_, reloaded)| !reloaded),
+        "{phase}: the reload was over before a hog crossed its limit"
+    );
+}
+
+/// A reload waits for a config that an editor keeps rewriting (every
+/// 50 ms for 3 s), then validates it, which takes seconds (100 patterns
+/// that compile slowly); hogs started meanwhile, in either phase, are
+/// stopped at their limit within 2 ms.
+#[test]
+fn a_reload_waiting_for_a_changing_config_or_validating_it_delays_no_kill() {
+    // Alone on the machine: what is timed is the daemon's reaction.
+    let Some(_alone) = require_root_alone() else {
+        return;
+    };
+    let name = "tp-reload-stall";
+    let (_scratch, exe) = Scratch::with_testprog(name);
+    let config = config("ebpf").limit(Limit::kill_past_64mib(name));
+    let slow = (0..100).fold(config.clone(), |slow, i| {
+        slow.limit(Limit::pattern(&format!(r"\w{{20}}tp-stall-{i}"), "1GiB"))
+    });
+    let daemon = Daemon::with_config(&config).expect("daemon starts");
+    let path = daemon.config_path().to_owned();
+    let text = slow.to_string();
+    let until = Instant::now() + patience(Duration::from_secs(3));
+    let edit = move || {
+        std::fs::write(&path, &text).expect("rewrite the config");
+        Instant::now() < until
+    };
+    // The file changed just now when the SIGHUP comes, and goes on changing.
+    edit();
+    signal(daemon.pid(), libc::SIGHUP).expect("SIGHUP");
+    let editor = Repeat::start(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        edit()
+    });
+    let waiting = hogs_stopped_at_their_limit(&daemon, &exe);
+    editor.stop();
+    let validating = hogs_stopped_at_their_limit(&daemon, &exe);
+    assert_prompt("while the reload waits for the file", &waiting);
+    assert_prompt("while the reload validates it", &validating);
+    poll(Duration::from_secs(60), Duration::from_millis(100), || {
+        reload_done(&daemon).then_some(())
+    })
+    .expect("the reload ends");
+    let status = daemon.status().expect("status");
+    assert_eq!(status["limits"], 101, "the slow config is in force");
+}
+
+/// A small deterministic generator (xorshift64*): the same "random" pauses
+/// in every run.
+struct Dice(u64);
+
+impl Dice {
+    /// A number below `n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) % n
+    }
+
+    fn millis(&mut self, most: u64) -> Duration {
+        Duration::from_micros(self.below(most * 1000))
+    }
+}
+
+/// The numbers N of the "reloaded: N limits" lines in the log.
+fn reloaded_counts(daemon: &Daemon) -> Vec<u64> {
+    daemon
+        .log()
+        .iter()
+        .filter_map(|line| {
+            let message = line["message"].as_str()?;
+            let (_, rest) = message.split_once(" reloaded: ")?;
+            rest.strip_suffix(" limits")?.parse().ok()
+        })
+        .collect()
+}
+
+/// A tool rewrites the config in place (truncate, then small chunks with
+/// short pauses, then a pause of up to 400 ms) while SIGHUPs come every
+/// 2 ms: no reload ever puts a truncated file in force. The file ends in
+/// `max_memory = 104857600` (100 MiB) on a 5 MB test program: cut short in
+/// that number it would read as a limit of a few bytes and stop it.
+#[test]
+fn a_config_rewritten_in_place_during_a_sighup_storm_is_never_read_half_written() {
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    let name = "tp-halfwritten";
+    let (_scratch, exe) = Scratch::with_testprog(name);
+    let config = (0..10)
+        .fold(config("ebpf"), |config, i| {
+            config.limit(Limit::name(&format!("tp-half-filler-{i}"), "1GiB").action("alert"))
+        })
+        .limit(Limit::name_in_bytes(name, 100 * MIB).action("kill"));
+    let text = config.to_string();
+    assert!(text.ends_with("\nmax_memory = 104857600\n"), "{text}");
+    let daemon = Daemon::with_config(&text).expect("daemon starts");
+    let mut victim = TestProg::start_as(&exe, &[]).expect("test program starts");
+    victim.grow(4).expect("about 5 MB");
+    daemon.wait_covered(victim.pid()).expect("covered");
+
+    let pid = daemon.pid();
+    let storm = Repeat::start(move || {
+        let _ = signal(pid, libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(2));
+        true
+    });
+    let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+    let rounds = if in_guest() { 10 } else { 40 };
+    for _ in 0..rounds {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(daemon.config_path())
+            .expect("open the config in place");
+        let mut rest = text.as_bytes();
+        let mut at = 0;
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at((1 + dice.below(48) as usize).min(rest.len()));
+            file.write_all_at(chunk, at).expect("write a chunk");
+            at += chunk.len() as u64;
+            rest = after;
+            std::thread::sleep(dice.millis(3));
+        }
+        drop(file);
+        std::thread::sleep(dice.millis(400));
+    }
+    storm.stop();
+    // The last reload asked for sees the whole file, settled.
+    let full = 11;
+    poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        (daemon.status().ok()?["limits"] == full).then_some(())
+    })
+    .expect("the whole config in force at the end");
+    let counts = reloaded_counts(&daemon);
+    assert!(
+        counts.len() >= 5,
+        "only {} reloads went through: {counts:?}",
+        counts.len()
+    );
+    let cut: Vec<&u64> = counts.iter().filter(|&&n| n != full).collect();
+    assert!(
+        cut.is_empty(),
+        "{} of {} reloads put a truncated file in force: {counts:?}",
+        cut.len(),
+        counts.len()
+    );
+    assert!(victim.alive(), "the 5 MB victim was signalled");
+    assert!(daemon.events_for("action", victim.pid()).is_empty());
+}
+
+/// A reload asked for over the control socket; the reply.
+fn reload_over_the_socket(daemon: &Daemon) -> Value {
+    daemon
+        .ask(b"{\"command\":\"reload\"}\n".to_vec())
+        .expect("the daemon replies")
+}
+
+/// While `flip` swaps the user's config (one limit) and a root-owned one
+/// (two) behind the daemon's config path, the daemon is asked to reload
+/// `times` times: no reload puts the user's config in force, every one is
+/// refused for `reason`, and the config the daemon started with stays.
+fn refused_throughout(daemon: &Daemon, flip: Repeat, times: usize, reason: &str) {
+    let limits = daemon.status().expect("status")["limits"].clone();
+    let replies: Vec<Value> = (0..times).map(|_| reload_over_the_socket(daemon)).collect();
+    flip.stop();
+    let says = |reply: &Value, key: &str, text: &str| {
+        reply[key].as_str().is_some_and(|m| m.contains(text))
+    };
+    let theirs = replies
+        .iter()
+        .filter(|r| says(&r["reply"], "message", " reloaded: 1 limits"))
+        .count();
+    assert_eq!(
+        theirs, 0,
+        "{theirs} of {times} reloads put the user's config in force"
+    );
+    let other: Vec<&Value> = replies
+        .iter()
+        .filter(|r| {
+            !(r["ok"] == false && says(r, "error", "reload refused") && says(r, "error", reason))
+        })
+        .collect();
+    assert!(
+        other.is_empty(),
+        "{} of {times} reloads were not refused for {reason:?}: {:#?}",
+        other.len(),
+        &other[..other.len().min(3)]
+    );
+    assert_eq!(daemon.status().expect("status")["limits"], limits);
+}
+
+/// Replaces `path` by a symlink to `target` owned by `owner`, atomically
+/// (made aside, then renamed into place).
+fn relink(target: &Path, path: &Path, owner: u32) {
+    let new = path.with_extension("relink");
+    let _ = std::fs::remove_file(&new);
+    symlink(target, &new).expect("symlink");
+    std::os::unix::fs::lchown(&new, Some(owner), Some(owner)).expect("lchown");
+    std::fs::rename(&new, path).expect("rename the symlink into place");
+}
+
+/// Keeps pointing the symlink `link` (owned by `owner`) at `a`, then `b`,
+/// then `a`…
+fn flipping(link: PathBuf, a: PathBuf, b: PathBuf, owner: u32) -> Repeat {
+    let mut at_a = false;
+    Repeat::start(move || {
+        at_a = !at_a;
+        relink(if at_a { &a } else { &b }, &link, owner);
+        true
+    })
+}
+
+/// Writes `text` as `path`, owned by `uid`, mode 0644.
+fn owned_file(path: &Path, text: &str, uid: u32) {
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).expect("chown");
+}
+
+/// The TOCTOU swap: the daemon's config becomes (by an atomic rename, as
+/// root) a symlink through a place user 65534 controls, where a root-owned
+/// config and the user's (a 1 MiB `kill` limit on a victim) take turns
+/// while the daemon is asked to reload 1,500 times. First a directory the
+/// user owns; then the user's own symlink in a sticky directory. The
+/// user's config never takes effect: every reload is refused, the victim
+/// lives.
+#[test]
+fn a_config_a_user_can_swap_is_never_put_in_force() {
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    const NOBODY: u32 = 65534;
+    let name = "tp-toctou-victim";
+    let (scratch, exe) = Scratch::with_testprog(name);
+    let good = config("ebpf")
+        .limit(Limit::name("tp-toctou-a", "1GiB").action("alert"))
+        .limit(Limit::name("tp-toctou-b", "1GiB").action("alert"))
+        .to_string();
+    let users = config("ebpf")
+        .limit(Limit::name(name, "1MiB").action("kill"))
+        .to_string();
+    let daemon = Daemon::with_config(&good).expect("daemon starts");
+    let mut victim = TestProg::start_as(&exe, &[]).expect("the victim starts");
+    let times = if in_guest() { 200 } else { 1500 };
+
+    // A directory the user owns, holding a root-owned config and theirs.
+    let theirs = scratch.path().join("nobody");
+    std::fs::create_dir(&theirs).expect("mkdir");
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).expect("chown");
+    owned_file(&theirs.join("good.toml"), &good, 0);
+    owned_file(&theirs.join("evil.toml"), &users, NOBODY);
+    let current = theirs.join("current.toml");
+    relink(&theirs.join("good.toml"), &current, NOBODY);
+    relink(&current, daemon.config_path(), 0);
+    let flip = flipping(
+        current,
+        theirs.join("good.toml"),
+        theirs.join("evil.toml"),
+        NOBODY,
+    );
+    refused_throughout(&daemon, flip, times, "owned by uid 65534");
+
+    // The user's own symlink in a sticky directory anyone may write to.
+    let sticky = scratch.path().join("sticky");
+    std::fs::create_dir(&sticky).expect("mkdir");
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let root_good = scratch.path().join("good.toml");
+    owned_file(&root_good, &good, 0);
+    let link = sticky.join("procespy.toml");
+    relink(&root_good, &link, NOBODY);
+    relink(&link, daemon.config_path(), 0);
+    let flip = flipping(link, root_good, theirs.join("evil.toml"), NOBODY);
+    refused_throughout(&daemon, flip, times, "which is not root's");
+
+    assert!(victim.alive(), "the user's 1 MiB limit took effect");
+    assert!(daemon.events_for("action", victim.pid()).is_empty());
+}
+
+/// A root client sends 100 MB with no end of line: the daemon replies with
+/// an error once the request passes its 4 KiB cap, and its RSS stays under
+/// 32 MiB throughout.
+#[test]
+fn a_100_mb_control_request_is_refused_at_the_cap() {
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    let daemon = Daemon::with_config(config("ebpf")).expect("daemon starts");
+    reset_vm_hwm(daemon.pid()).expect("reset the daemon's VmHWM");
+    let reply = daemon
+        .ask(vec![b'x'; 100_000_000])
+        .expect("the daemon replies");
+    assert_eq!(reply["ok"], false, "{reply}");
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("request too large") && error.contains("4096"),
+        "{reply}"
+    );
+    let peak = vm_hwm(daemon.pid()).expect("VmHWM");
+    assert!(
+        peak < 32 * MIB,
+        "the daemon's RSS reached {:.1} MiB",
+        peak as f64 / MIB as f64
+    );
+    daemon.status().expect("the daemon still answers");
+}
+
+/// A process whose memory another one (the test, root) fills through
+/// `/proc/PID/mem` is killed at its `kill-now` limit: the kernel sees the
+/// pages come in the writer's context, counts them for the owner, and the
+/// daemon sends SIGKILL.
+#[test]
+fn memory_filled_in_from_another_process_is_stopped_at_a_kill_now_limit() {
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    let name = "tp-filled";
+    let (_scratch, exe) = Scratch::with_testprog(name);
+    let daemon =
+        Daemon::with_config(config("ebpf").limit(Limit::name(name, "64MiB").action("kill-now")))
+            .expect("daemon starts");
+    let mut prog = TestProg::start_as(&exe, &[]).expect("test program starts");
+    let pid = prog.pid();
+    daemon.wait_covered(pid).expect("covered");
+    prog.grow(1).expect("a first MiB of its own");
+    let reserved = 512 * MIB;
+    let address: u64 = prog
+        .command(&format!("reserve {}", reserved / MIB))
+        .expect("reserve")
+        .parse()
+        .expect("an address");
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .expect("open /proc/PID/mem");
+    let mut filled = 0;
+    while filled < reserved && mem.write_at(&[1], address + filled).is_ok() {
+        filled += 4096;
+    }
+    assert_eq!(
+        prog.wait_signal(Duration::from_secs(10)).expect("dies"),
+        Some(SIGKILL)
+    );
+    println!(
+        "filled {:.1} MiB from outside before the write failed",
+        filled as f64 / MIB as f64
+    );
+    let action = daemon
+        .wait_event("action", pid, Duration::from_secs(5))
+        .expect("logged");
+    assert_eq!(action["action"], "SIGKILL", "{action}");
+    assert_eq!(action["result"], "sent", "{action}");
+    let rss = action["rss"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        rss > 64 * MIB && rss <= 64 * MIB + MIB,
+        "not stopped at its limit: {action}"
+    );
+}
