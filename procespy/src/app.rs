@@ -87,6 +87,21 @@ fn run(command: Option<Command>, default_run: crate::cli::RunArgs) -> anyhow::Re
             name: args.name,
             config: args.config,
         }),
+        Command::History(args) => crate::history::show::run(&crate::history::show::Options {
+            name: args.name,
+            pid: args.pid,
+            limit: args.limit,
+            since: args.since,
+            format: if args.json {
+                crate::history::show::Format::Json
+            } else if args.csv {
+                crate::history::show::Format::Csv
+            } else {
+                crate::history::show::Format::Table
+            },
+            plot: args.plot,
+            config: args.config,
+        }),
         Command::CheckConfig(args) => crate::config::check_config(args.path.as_deref()),
         Command::Status(args) => crate::control::status_command(&args.socket.socket, args.json),
         Command::Reload(args) => crate::control::reload_command(&args.socket),
@@ -120,6 +135,7 @@ mod tests {
             "man/procespy.1",
             "man/procespy-run.1",
             "man/procespy-ps.1",
+            "man/procespy-history.1",
             "man/procespy-check-config.1",
             "man/procespy-status.1",
             "man/procespy-reload.1",

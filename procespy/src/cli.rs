@@ -1,4 +1,4 @@
-//! The command line: `procespy [run] | ps | check-config | status | reload`.
+//! The command line: `procespy [run] | ps | history | check-config | status | reload`.
 
 use std::path::PathBuf;
 
@@ -28,6 +28,8 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Print a table of processes, largest memory first.
     Ps(PsArgs),
+    /// Show what the history holds: a process's memory over time, or a limit's total.
+    History(HistoryArgs),
     /// Validate a configuration file.
     CheckConfig(CheckConfigArgs),
     /// Ask the running daemon what it is doing.
@@ -87,6 +89,38 @@ pub(crate) struct PsArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) name: Option<String>,
     /// Configuration whose limits are shown beside the processes they cover.
+    #[arg(short, long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+/// Options of `procespy history`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["name", "pid", "limit"])))]
+pub(crate) struct HistoryArgs {
+    /// The processes with this name.
+    #[arg(value_name = "NAME")]
+    pub(crate) name: Option<String>,
+    /// The process with this PID (the latest, if the PID was reused).
+    #[arg(long, value_name = "PID")]
+    pub(crate) pid: Option<u32>,
+    /// The total of a limit: its name or pattern, or its position among the
+    /// `[[limit]]` tables (from 0).
+    #[arg(long, value_name = "LIMIT")]
+    pub(crate) limit: Option<String>,
+    /// How far back, e.g. `10m`, `6h`, `7d`.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub(crate) since: String,
+    /// Print JSON.
+    #[arg(long, conflicts_with = "csv")]
+    pub(crate) json: bool,
+    /// Print CSV.
+    #[arg(long)]
+    pub(crate) csv: bool,
+    /// Also draw the RSS over time, with the limit and the actions, into
+    /// FILE (`.png` or `.svg`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) plot: Option<PathBuf>,
+    /// Configuration whose `[history]` says where the history is.
     #[arg(short, long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
 }

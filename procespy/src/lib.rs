@@ -16,6 +16,7 @@
 mod action;
 mod alerts;
 mod app;
+mod chart;
 mod cli;
 mod config;
 mod control;

@@ -20,7 +20,7 @@ mod diagnostic;
 mod limits;
 mod raw;
 mod security;
-mod units;
+pub(crate) mod units;
 mod validate;
 
 #[cfg(test)]

@@ -25,10 +25,11 @@ const DURATION_UNITS: &[(&str, u128)] = &[
     ("s", 1_000_000_000),
     ("m", 60_000_000_000),
     ("h", 3_600_000_000_000),
+    ("d", 86_400_000_000_000),
 ];
 
 const SIZE_UNIT_LIST: &str = "B, KiB, MiB, GiB, TiB, KB, MB, GB, TB or %";
-const DURATION_UNIT_LIST: &str = "ms, s, m or h";
+const DURATION_UNIT_LIST: &str = "ms, s, m, h or d";
 
 /// A non-negative decimal number `mantissa / 10^scale`.
 #[derive(Debug, Clone, Copy)]
@@ -175,8 +176,8 @@ pub(crate) fn size_from_integer(value: i64) -> Result<u64, String> {
     }
 }
 
-/// Parses a duration: a number with one of the units `ms`, `s`, `m`, `h`
-/// (`"250ms"`, `"5s"`, `"1.5m"`, `"1h"`). A space before the unit is allowed.
+/// Parses a duration: a number with one of the units `ms`, `s`, `m`, `h`, `d`
+/// (`"250ms"`, `"5s"`, `"1.5m"`, `"1h"`, `"7d"`). A space before the unit is allowed.
 /// Zero is accepted here (callers that need a positive duration check it);
 /// negative durations, missing or unknown units and durations beyond
 /// `u64::MAX` nanoseconds are errors.
@@ -304,6 +305,7 @@ mod tests {
             ("1.5s", Duration::from_millis(1500)),
             ("2m", Duration::from_secs(120)),
             ("1.5m", Duration::from_secs(90)),
+            ("7d", Duration::from_secs(7 * 86_400)),
             ("1h", Duration::from_secs(3600)),
             ("0.25h", Duration::from_secs(900)),
             ("60s", Duration::from_secs(60)),
@@ -317,10 +319,11 @@ mod tests {
             ("s", "does not start with a number"),
             ("-1s", "negative"),
             ("5sec", "unknown unit \"sec\""),
-            ("1d", "unknown unit"),
+            ("1w", "unknown unit"),
             ("5S", "unknown unit"),
             ("1m30s", "unknown unit"),
             ("9999999999h", "too long"),
+            ("999999999d", "too long"),
         ];
         for &(text, fragment) in bad {
             let err = parse_duration(text).expect_err(text);

@@ -12,6 +12,7 @@
 //! same state for `status` and `/metrics`.
 
 mod backend;
+mod recording;
 
 use std::{
     path::{Path, PathBuf},
@@ -41,6 +42,7 @@ use crate::{
     table::{Change, Table},
 };
 use backend::Backend;
+use recording::Recording;
 
 /// How long stopping may wait for the alert queue to reach the spool.
 const ALERTS_FLUSH: Duration = Duration::from_secs(5);
@@ -140,6 +142,7 @@ struct Daemon {
     action_counts: ActionCounts,
     reloading: Reloading,
     recent: Recent,
+    recording: Recording,
     loaded_tx: mpsc::UnboundedSender<Result<Config, ConfigError>>,
     loaded_rx: mpsc::UnboundedReceiver<Result<Config, ConfigError>>,
 }
@@ -180,6 +183,7 @@ impl Daemon {
         let (reads_tx, reads_rx) = mpsc::unbounded_channel();
         let (loaded_tx, loaded_rx) = mpsc::unbounded_channel();
         let alerts = Alerts::start(&config.notify);
+        let recording = Recording::start(&config.history);
         Ok(Self {
             guard: Guard::new(Real::new(done), config, options.dry_run),
             completions,
@@ -198,6 +202,7 @@ impl Daemon {
             action_counts: ActionCounts::default(),
             reloading: Reloading::default(),
             recent: Recent::default(),
+            recording,
             loaded_tx,
             loaded_rx,
         })
@@ -266,7 +271,9 @@ impl Daemon {
             }
         }
         systemd::stopping();
+        self.after_actions();
         self.alerts.shutdown(ALERTS_FLUSH).await;
+        self.recording.stop().await;
         match self.backend.mode() {
             Mode::Ebpf => tracing::info!("stopping: detaching the eBPF programs"),
             _ => tracing::info!("stopping"),
@@ -361,7 +368,9 @@ impl Daemon {
             }
             Change::Removed(pid) => {
                 tracing::debug!(event = "exit", pid, name = %name, "exit");
-                self.recent.gone(pid, crate::sys::epoch_secs());
+                let now = crate::sys::epoch_secs();
+                self.recent.gone(pid, now);
+                self.recording.exited(pid, now);
                 self.guard.exited(pid, self.backend.watch());
             }
             Change::None => {}
@@ -414,6 +423,7 @@ impl Daemon {
         self.guard
             .after_examination(&self.table, &exam.resident, self.backend.watch_ref());
         self.after_actions();
+        self.recording.examined(exam, crate::sys::epoch_secs());
         tracing::trace!(
             processes = self.table.len(),
             added = merge.added.len(),
@@ -427,7 +437,7 @@ impl Daemon {
     fn sample(&mut self) {
         let now = crate::sys::epoch_secs();
         let watched = self.guard.watched(&self.table, self.backend.watch_ref());
-        self.recent.record(
+        let kept = self.recent.record(
             now,
             watched.iter().map(|p| Reading {
                 pid: p.pid,
@@ -437,6 +447,8 @@ impl Daemon {
                 rss: p.rss_bytes,
             }),
         );
+        self.recording.sample(now, &watched, &kept, &self.table);
+        self.recording.flush();
     }
 
     /// Hands the actions just recorded on to the alerts and the metrics.
@@ -445,6 +457,8 @@ impl Daemon {
         for action in &actions {
             self.action_counts.count(action);
         }
+        self.recording
+            .actions(&actions, &mut self.recent, &self.table);
         if !actions.is_empty() {
             self.alerts.submit(actions);
         }
@@ -521,6 +535,7 @@ impl Daemon {
                 );
                 tracing::info!("{message}");
                 self.alerts.reconfigure(&config.notify);
+                self.recording.reconfigure(&config.history);
                 self.guard
                     .replace_config(config, &self.table, self.backend.watch());
                 self.after_actions();
@@ -578,6 +593,7 @@ impl Daemon {
                 .kernel()
                 .map(Kernel::program_stats)
                 .unwrap_or_default(),
+            history: self.recording.figures(),
         }
     }
 }

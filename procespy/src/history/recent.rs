@@ -90,6 +90,27 @@ impl Recent {
         kept
     }
 
+    /// Adds the point an action was decided on (the RSS at the crossing) at
+    /// `t`, in time order; a process acted on before its first sample gets
+    /// its series here.
+    pub(crate) fn mark(&mut self, t: f64, reading: Reading<'_>) {
+        let series = self.series.entry(reading.pid).or_insert_with(|| Series {
+            name: reading.name.to_owned(),
+            rule: reading.rule.to_owned(),
+            limit_bytes: reading.limit_bytes,
+            points: VecDeque::new(),
+            gone_at: None,
+        });
+        let at = series.points.partition_point(|p| p.t <= t);
+        series.points.insert(
+            at,
+            Point {
+                t,
+                rss: reading.rss,
+            },
+        );
+    }
+
     /// `pid` exited at `now`: its series stays for [`WINDOW`], for the story.
     pub(crate) fn gone(&mut self, pid: u32, now: f64) {
         if let Some(series) = self.series.get_mut(&pid) {

@@ -23,6 +23,8 @@
 //! | `alerts_total` | counter | `channel` (`popup`, `email`), `result` (`sent`, `failed`) |
 //! | `alerts_queued` | gauge | |
 //! | `spool_messages`, `spool_bytes` | gauge | (with email enabled) |
+//! | `history_records_total`, `history_dropped_total` | counter | (with `[history]` enabled) |
+//! | `history_database_bytes` | gauge | (its size at the last prune) |
 //! | `lost_events_total` | counter | (eBPF mode) |
 //! | `examinations_total` | counter | |
 //! | `examination_duration_seconds` | gauge | (the last one) |
@@ -59,6 +61,19 @@ pub(crate) struct Snapshot {
     pub(crate) spool: Option<SpoolUsage>,
     /// The kernel's statistics of each eBPF program, while they are on.
     pub(crate) programs: Vec<ProgramStats>,
+    /// The history's figures, when it is on.
+    pub(crate) history: Option<HistoryFigures>,
+}
+
+/// What the history wrote and dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HistoryFigures {
+    /// Records written.
+    pub(crate) written: u64,
+    /// Records dropped (a slow or full disk).
+    pub(crate) dropped: u64,
+    /// The database's size at the last prune, in bytes.
+    pub(crate) size: u64,
 }
 
 /// Counts of actions by rule, action and result class; the daemon keeps one
@@ -210,6 +225,26 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             "spool_bytes",
             "Size of the emails waiting in the spool, in bytes",
             single(spool.bytes as f64),
+        );
+    }
+    if let Some(history) = snapshot.history {
+        counters(
+            &mut registry,
+            "history_records",
+            "Records written to the history",
+            [(Labels::new(), history.written)],
+        );
+        counters(
+            &mut registry,
+            "history_dropped",
+            "Records the history dropped because its disk was too slow or full (enforcement is not affected)",
+            [(Labels::new(), history.dropped)],
+        );
+        gauges(
+            &mut registry,
+            "history_database_bytes",
+            "Size of the history database at its last prune, in bytes",
+            single(history.size as f64),
         );
     }
     if let Some(lost) = report.lost_events {
@@ -446,6 +481,11 @@ mod tests {
                 run_count: 10,
                 run_time_ns: 780,
             }],
+            history: Some(HistoryFigures {
+                written: 12,
+                dropped: 1,
+                size: 4096,
+            }),
         }
     }
 
@@ -468,6 +508,9 @@ mod tests {
             "procespy_alerts_total{channel=\"popup\",result=\"failed\"} 1",
             "procespy_alerts_total{channel=\"email\",result=\"sent\"} 2",
             "procespy_alerts_queued 4.0",
+            "procespy_history_records_total 12",
+            "procespy_history_dropped_total 1",
+            "procespy_history_database_bytes 4096.0",
             "procespy_spool_messages 1.0",
             "procespy_spool_bytes 2048.0",
             "procespy_lost_events_total 7",
