@@ -18,14 +18,14 @@ use std::{
 
 use anyhow::Result;
 use procespy_tests::{
-    Config, Daemon, DaemonOptions, Limit, Machine, Scratch, TestProg, kill_one, monotonic_ns,
-    patience,
+    Config, Daemon, DaemonOptions, Limit, LogTo, Machine, Scratch, TestProg, kill_one,
+    monotonic_ns, patience,
     peers::{
         desktop::{DesktopSession, TEST_USER, have_desktop_peers},
         free_port,
         smtp::{SilentServer, SmtpOptions, SmtpServer, TestCa, have_aiosmtpd, json_files},
     },
-    poll, progress, require_root, require_root_alone, target_dir,
+    poll, progress, require_root, require_root_alone, status_process, target_dir,
 };
 use serde_json::Value;
 
@@ -45,10 +45,13 @@ fn notify_cooldown(cooldown: &str) -> String {
 fn popup_config(name: &str, cooldown: &str) -> Config {
     config(name)
         .table(&notify_cooldown(cooldown))
-        .table(&format!(
-            "[notify.desktop]\nenabled = true\nusers = [\"{TEST_USER}\"]\nurgency = \"critical\"\n"
-        ))
+        .table(&test_user_popups())
         .table("[notify.email]\nenabled = false\n")
+}
+
+/// `[notify.desktop]`: critical popups on the test user's bus only.
+fn test_user_popups() -> String {
+    format!("[notify.desktop]\nenabled = true\nusers = [\"{TEST_USER}\"]\nurgency = \"critical\"\n")
 }
 
 /// `[notify.email]`: to two addresses through 127.0.0.1:`port`, spooled in
@@ -211,6 +214,49 @@ fn assert_kill_mail(message: &Value, name: &str, pid: u32) {
     assert_eq!(rows, 5, "five processes in:\n{table}");
 }
 
+/// A field of a notification in dunst's history.
+fn popup_field(notification: &Value, key: &str) -> String {
+    notification[key]["data"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The popups procespy showed about `pids` (in that order), from dunst's
+/// history, which lists only closed notifications: they are closed first.
+fn popups_of(session: &DesktopSession, pids: &[u32]) -> Vec<Value> {
+    let mut found = Vec::new();
+    wait_until(
+        "the popups are in dunst's history",
+        Duration::from_secs(15),
+        || {
+            let _ = session.dunstctl(&["close-all"]);
+            let history: Value = session
+                .dunstctl(&["history"])
+                .ok()
+                .and_then(|out| serde_json::from_str(&out).ok())
+                .unwrap_or_default();
+            let ours: Vec<&Value> = history["data"][0]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| popup_field(n, "appname") == "procespy")
+                .collect();
+            found = pids
+                .iter()
+                .filter_map(|pid| {
+                    let about = format!("PID {pid},");
+                    ours.iter()
+                        .find(|n| popup_field(n, "body").contains(&about))
+                        .map(|&n| n.clone())
+                })
+                .collect();
+            found.len() == pids.len()
+        },
+    );
+    found
+}
+
 #[test]
 fn popup_reaches_the_users_session_bus_and_dunst_shows_it() {
     let name = "tp-popup";
@@ -231,41 +277,9 @@ fn popup_reaches_the_users_session_bus_and_dunst_shows_it() {
         Ok(()) => eprintln!("screenshot of the popup: {}", shot.display()),
         Err(err) => eprintln!("no screenshot: {err:#}"),
     }
-    // dunst lists only closed notifications in its history.
-    popups.session.dunstctl(&["close-all"]).expect("close-all");
-    let mut found = None;
-    wait_until(
-        "the popup is in dunst's history",
-        Duration::from_secs(5),
-        || {
-            let history: Value = popups
-                .session
-                .dunstctl(&["history"])
-                .ok()
-                .and_then(|out| serde_json::from_str(&out).ok())
-                .unwrap_or_default();
-            let field =
-                |n: &Value, key: &str| n[key]["data"].as_str().unwrap_or_default().to_owned();
-            found = history["data"][0]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|n| {
-                    field(n, "appname") == "procespy"
-                        && field(n, "body").contains(&format!("PID {pid},"))
-                })
-                .cloned();
-            found.is_some()
-        },
-    );
-    let notification = found.unwrap();
+    let notification = popups_of(&popups.session, &[pid]).remove(0);
     eprintln!("in dunst's history: {notification}");
-    let field = |key: &str| {
-        notification[key]["data"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let field = |key: &str| popup_field(&notification, key);
     let (summary, body) = (field("summary"), field("body"));
     assert_eq!(summary, format!("procespy stopped {name}"));
     assert!(
@@ -678,4 +692,219 @@ fn a_smtp_server_that_never_answers_does_not_delay_kills() {
         difference < Duration::from_millis(1),
         "a silent SMTP server delayed kills by {difference:?} (median)"
     );
+}
+
+/// Names a process may give itself, each with what a terminal, a log
+/// reader, a mail client or a notification server would act on, and a
+/// part of it that must show, escaped or not, beside its PID.
+const HOSTILE_NAMES: &[(&[u8], &str)] = &[
+    (b"\r\nBcc: x@y", "Bcc: x@y"),
+    (b"\x1b]0;T\x07", "]0;T"),
+    (b"\x1b[31mR", "[31mR"),
+    (b"<b>x</b>", "<b>x</b>"),
+    (b"\x9b31m\xff\xfeX", "31m"),
+];
+
+/// Fails unless `text`, which `what` is, has no control character but line
+/// feeds, and has a line with both `pid` and `marker` (the name was not
+/// dropped, nor split over lines).
+fn assert_shown_safely(what: &str, text: &str, pid: u32, marker: &str) {
+    let raw: Vec<char> = text
+        .chars()
+        .filter(|&c| c.is_control() && c != '\n')
+        .collect();
+    assert!(raw.is_empty(), "{what} carries {raw:?} raw:\n{text:?}");
+    assert!(
+        text.lines()
+            .any(|line| line.contains(&pid.to_string()) && line.contains(marker)),
+        "{what} has no line with {pid} and {marker:?}:\n{text}"
+    );
+}
+
+/// `procespy status`, as text: what root sees in a terminal.
+fn status_text(daemon: &Daemon) -> String {
+    let output = daemon.client("status").output().expect("status runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).expect("status prints UTF-8")
+}
+
+/// Test programs named with bytes a terminal, a mail client or a
+/// notification server act on (CR LF and a header, OSC and CSI escapes,
+/// markup, bytes that are not UTF-8 with a C1 CSI among them), each over
+/// its limit and stopped: `procespy status`, the text log, the email (its
+/// subject and body, as the SMTP server received it) and the popup (its
+/// summary and body, as dunst shows it) carry none of those characters
+/// raw, and the popup body (markup) no unescaped tag of the rule's.
+#[test]
+fn hostile_process_names_reach_no_output_raw() {
+    let Some(_machine) = require_root().filter(|_| have_desktop_peers() && have_aiosmtpd()) else {
+        return;
+    };
+    let name = "tp-hostile";
+    let session = DesktopSession::start().expect("the desktop session starts");
+    let (scratch, exe) = Scratch::with_testprog(name);
+    let server = SmtpServer::start(
+        free_port(),
+        &scratch.path().join("inbox"),
+        &SmtpOptions::default(),
+    )
+    .expect("aiosmtpd starts");
+    // A pattern in markup: the popup body names the rule.
+    let rule = "/tp-hostile$|<b>rule</b>";
+    let config = Config::new("ebpf")
+        .limit(Limit::pattern(rule, "64MiB").action("kill"))
+        .table(&notify_cooldown("0s"))
+        .table(&test_user_popups())
+        .table(&email(
+            server.port,
+            "none",
+            &scratch.path().join("outbox"),
+            "",
+        ));
+    let daemon = Daemon::start(DaemonOptions {
+        config: &config.to_string(),
+        log: LogTo::Text,
+        ..Default::default()
+    })
+    .expect("daemon starts");
+    let mut progs: Vec<(TestProg, String, &str)> = HOSTILE_NAMES
+        .iter()
+        .map(|&(bytes, marker)| {
+            let mut prog = TestProg::start_as(&exe, &[]).expect("test program starts");
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            prog.command(&format!("rename-hex {hex}")).expect("renamed");
+            (prog, String::from_utf8_lossy(bytes).into_owned(), marker)
+        })
+        .collect();
+    daemon
+        .wait_status(Duration::from_secs(10), |s| {
+            progs.iter().all(|(prog, lossy, _)| {
+                status_process(s, prog.pid()).is_some_and(|p| p["name"] == lossy.as_str())
+            })
+        })
+        .expect("covered under their new names");
+    let watched = status_text(&daemon);
+    for (prog, _, marker) in &progs {
+        assert_shown_safely("status (watched)", &watched, prog.pid(), marker);
+    }
+    for (prog, _, _) in &mut progs {
+        assert_eq!(prog.ended_by("grow 96").expect("dies"), Some(SIGTERM));
+    }
+    let pids: Vec<u32> = progs.iter().map(|(prog, _, _)| prog.pid()).collect();
+    daemon
+        .wait_status(Duration::from_secs(5), |s| {
+            s["actions"]
+                .as_array()
+                .is_some_and(|a| a.len() >= pids.len())
+        })
+        .expect("the actions show");
+    let acted = status_text(&daemon);
+    let messages = server
+        .wait_messages(pids.len(), Duration::from_secs(20))
+        .expect("the emails arrive");
+    let popups = popups_of(&session, &pids);
+    let log = daemon.log_text();
+    for ((prog, _, marker), popup) in progs.iter().zip(&popups) {
+        let pid = prog.pid();
+        assert_shown_safely("status (last actions)", &acted, pid, marker);
+        assert_shown_safely("the text log", &log, pid, marker);
+        let mail = messages
+            .iter()
+            .find(|m| text(m, "subject").contains(&format!("(PID {pid},")))
+            .unwrap_or_else(|| panic!("no email about {pid}: {messages:#?}"));
+        assert_shown_safely("the email subject", text(mail, "subject"), pid, marker);
+        // The body's lines end in CR LF, as SMTP has them.
+        let body = text(mail, "body").replace("\r\n", "\n");
+        assert_shown_safely("the email body", &body, pid, marker);
+        assert_eq!(
+            mail["rcpt_tos"],
+            serde_json::json!(["ops@example.com", "oncall@example.com"]),
+            "{mail:#}"
+        );
+        let (summary, body) = (popup_field(popup, "summary"), popup_field(popup, "body"));
+        assert_shown_safely(
+            "the popup summary",
+            &format!("{summary} {pid}"),
+            pid,
+            marker,
+        );
+        assert_shown_safely("the popup body", &body, pid, "PID");
+        assert!(
+            !body.contains("<b>") && body.contains("&lt;b&gt;rule&lt;/b&gt;"),
+            "markup in the popup body: {body:?}"
+        );
+    }
+    assert!(
+        !log.lines()
+            .any(|line| line.trim_start().starts_with("Bcc:")),
+        "a forged log line:\n{log}"
+    );
+}
+
+/// The server refuses for good (554) every email about one limit's kills:
+/// that message backs off alone. Emails about another limit's kills, made
+/// while it waits for its third attempt and after it was set aside, go out
+/// at once.
+#[test]
+fn a_refused_email_delays_no_other() {
+    let Some(_machine) = require_root().filter(|_| have_aiosmtpd()) else {
+        return;
+    };
+    let (refused, other) = ("tp-mail-refused", "tp-mail-other");
+    let scratch = Scratch::new("mail-refused");
+    let server = SmtpServer::start(
+        free_port(),
+        &scratch.path().join("inbox"),
+        &SmtpOptions {
+            refuse: Some(refused.to_owned()),
+            ..Default::default()
+        },
+    )
+    .expect("aiosmtpd starts");
+    let spool = scratch.path().join("outbox");
+    let daemon = start_daemon(
+        &Config::new("ebpf")
+            .limit(Limit::kill_past_64mib(refused))
+            .limit(Limit::kill_past_64mib(other))
+            .table(&notify_cooldown("0s"))
+            .no_popups()
+            .table(&email(server.port, "none", &spool, "")),
+        &[],
+    );
+    kill_one(&daemon, &scratch.testprog_named(refused)).expect("killed");
+    let other_exe = scratch.testprog_named(other);
+    let mut delays = Vec::new();
+    for refusals in [2, 3, 3] {
+        wait_until("the server refuses", Duration::from_secs(15), || {
+            server.refusals() >= refusals
+        });
+        let pid = kill_one(&daemon, &other_exe).expect("killed");
+        let killed = Instant::now();
+        let messages = server
+            .wait_messages(delays.len() + 1, Duration::from_secs(20))
+            .expect("the other email arrives");
+        delays.push(killed.elapsed());
+        assert!(
+            text(messages.last().expect("one"), "subject").contains(&format!("(PID {pid},")),
+            "{messages:#?}"
+        );
+    }
+    eprintln!("the other emails arrived {delays:?} after their kills");
+    for delay in &delays {
+        assert!(
+            *delay < patience(Duration::from_millis(1500)),
+            "an email waited {delay:?} behind a refused one: {delays:?}"
+        );
+    }
+    assert_eq!(server.refusals(), 3, "refused three times, then set aside");
+    assert!(
+        server
+            .messages()
+            .iter()
+            .all(|m| !text(m, "subject").contains(refused)),
+        "the refused email was accepted"
+    );
+    wait_until("it is set aside", Duration::from_secs(5), || {
+        !json_files(&spool.join("rejected")).is_empty()
+    });
 }

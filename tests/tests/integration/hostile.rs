@@ -8,6 +8,8 @@
 //! daemons of tests running side by side never cover each other's children.
 
 use std::{
+    io::Write,
+    net::{SocketAddr, TcpStream},
     os::unix::fs::{FileExt, PermissionsExt, symlink},
     path::{Path, PathBuf},
     sync::{
@@ -19,8 +21,8 @@ use std::{
 };
 
 use procespy_tests::{
-    Config, Daemon, Limit, Scratch, TestProg, in_guest, patience, poll, require_root,
-    require_root_alone, reset_vm_hwm, signal, status_process, vm_hwm, vm_rss,
+    Config, Daemon, DaemonOptions, Limit, Scratch, TestProg, in_guest, patience, peers::http_get,
+    poll, require_root, require_root_alone, reset_vm_hwm, signal, status_process, vm_hwm, vm_rss,
 };
 use serde_json::Value;
 
@@ -37,6 +39,14 @@ const SCAN_AND_GRACE: Duration = Duration::from_secs(2);
 /// `mode`, a 1 s scan interval, no popups.
 fn config(mode: &str) -> Config {
     Config::new(mode).scan_interval(SCAN).no_popups()
+}
+
+/// [`config`] with its `[history]` in `scratch`, for a test that writes the
+/// daemon's config file itself: what it writes keeps the history where the
+/// daemon started with it.
+fn config_kept_in(mode: &str, scratch: &Scratch) -> Config {
+    let path = scratch.path().join("history.sqlite");
+    config(mode).table(&format!("[history]\npath = \"{}\"\n", path.display()))
 }
 
 /// A thread that runs `step` again and again until it returns `false` or
@@ -274,8 +284,8 @@ fn a_reload_waiting_for_a_changing_config_or_validating_it_delays_no_kill() {
         return;
     };
     let name = "tp-reload-stall";
-    let (_scratch, exe) = Scratch::with_testprog(name);
-    let config = config("ebpf").limit(Limit::kill_past_64mib(name));
+    let (scratch, exe) = Scratch::with_testprog(name);
+    let config = config_kept_in("ebpf", &scratch).limit(Limit::kill_past_64mib(name));
     let slow = (0..100).fold(config.clone(), |slow, i| {
         slow.limit(Limit::pattern(&format!(r"\w{{20}}tp-stall-{i}"), "1GiB"))
     });
@@ -349,9 +359,9 @@ fn a_config_rewritten_in_place_during_a_sighup_storm_is_never_read_half_written(
         return;
     };
     let name = "tp-halfwritten";
-    let (_scratch, exe) = Scratch::with_testprog(name);
+    let (scratch, exe) = Scratch::with_testprog(name);
     let config = (0..10)
-        .fold(config("ebpf"), |config, i| {
+        .fold(config_kept_in("ebpf", &scratch), |config, i| {
             config.limit(Limit::name(&format!("tp-half-filler-{i}"), "1GiB").action("alert"))
         })
         .limit(Limit::name_in_bytes(name, 100 * MIB).action("kill"));
@@ -618,4 +628,350 @@ fn memory_filled_in_from_another_process_is_stopped_at_a_kill_now_limit() {
         rss > 64 * MIB && rss <= 64 * MIB + MIB,
         "not stopped at its limit: {action}"
     );
+}
+
+/// Moves the calling thread into the network namespace of `pid`: the
+/// sockets it makes from then on live there.
+fn enter_netns_of(pid: u32) {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).expect("the namespace");
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+}
+
+/// Runs `f` on a thread of its own in the network namespace of `pid`.
+fn in_netns_of<T: Send + 'static>(pid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        enter_netns_of(pid);
+        f()
+    })
+    .join()
+    .expect("the thread in the namespace")
+}
+
+/// Bytes the kernel holds unsent (or unacknowledged) on the server's side
+/// of the connection from `client` to `server`, in the network namespace
+/// of `pid`; `None` when that connection is gone.
+fn unsent_bytes(pid: u32, server: SocketAddr, client: SocketAddr) -> Option<u64> {
+    let hex = |address: SocketAddr| match address.ip() {
+        std::net::IpAddr::V4(ip) => {
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(ip.octets()),
+                address.port()
+            )
+        }
+        std::net::IpAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(server), hex(client));
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str())
+            && fields.get(2) == Some(&remote.as_str())
+            && fields.get(3) == Some(&"01"))
+        .then(|| {
+            let tx = fields.get(4)?.split(':').next()?;
+            u64::from_str_radix(tx, 16).ok()
+        })
+        .flatten()
+    })
+}
+
+/// A client, in the network namespace of `pid`, that sends one byte of a
+/// request every 0.5 s, and connects again when it is cut.
+fn trickler(pid: u32, address: SocketAddr) -> Repeat {
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n").into_bytes();
+    let mut entered = false;
+    let mut stream: Option<TcpStream> = None;
+    let mut sent = 0;
+    Repeat::start(move || {
+        if !std::mem::replace(&mut entered, true) {
+            enter_netns_of(pid);
+        }
+        if stream.is_none() {
+            stream = TcpStream::connect(address).ok();
+            sent = 0;
+        }
+        if let Some(open) = &mut stream {
+            if open.write_all(&[request[sent % request.len()]]).is_ok() {
+                sent += 1;
+            } else {
+                stream = None;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        true
+    })
+}
+
+/// `/metrics` keeps answering a well-behaved scraper, each scrape within a
+/// second, while 8 clients trickle a byte every 0.5 s and 8 others sent a
+/// whole request and never read the answer. The daemon runs in a network
+/// namespace of its own whose sockets buffer at most 64 KiB for sending,
+/// so its answers (over 500 KiB: 2,000 limits) to those 8 stay stuck.
+#[test]
+fn metrics_answer_a_scraper_while_slow_and_deaf_clients_hold_connections() {
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    let address: SocketAddr = "127.0.0.1:9613".parse().expect("an address");
+    let config = (0..2000).fold(
+        config("ebpf").table(&format!("[metrics]\nlisten = \"{address}\"\n")),
+        |config, i| {
+            config.limit(Limit::name(&format!("tp-metrics-{i:04}"), "1GiB").action("alert"))
+        },
+    );
+    let daemon = Daemon::start(DaemonOptions {
+        config: &config.to_string(),
+        wrapper: &[
+            "unshare",
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && sysctl -q -w net.ipv4.tcp_wmem='4096 16384 65536' && exec \"$@\"",
+            "sh",
+        ],
+        ..Default::default()
+    })
+    .expect("daemon starts in a network namespace of its own");
+    let pid = daemon.pid();
+    let scrape = move || {
+        in_netns_of(pid, move || {
+            let start = Instant::now();
+            let (status, _, body) = http_get(address, "/metrics").expect("a scrape");
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            (body.len(), start.elapsed())
+        })
+    };
+    let (size, took) = scrape();
+    println!("a scrape: {:.0} KiB in {took:?}", size as f64 / 1024.0);
+    assert!(size > 512 * 1024, "{size} bytes");
+    let tricklers: Vec<Repeat> = (0..8).map(|_| trickler(pid, address)).collect();
+    let deaf: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            in_netns_of(pid, move || {
+                let mut stream = TcpStream::connect(address).expect("connect");
+                write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("send");
+                stream
+            })
+        })
+        .collect();
+    let stuck = |stream: &TcpStream| {
+        let client = stream.local_addr().expect("an address");
+        unsent_bytes(pid, address, client).is_some_and(|bytes| bytes > 0)
+    };
+    poll(Duration::from_secs(10), Duration::from_millis(50), || {
+        deaf.iter().all(stuck).then_some(())
+    })
+    .expect("the daemon's answers to the deaf clients are stuck in its sockets");
+    for _ in 0..5 {
+        let (_, took) = scrape();
+        assert!(
+            took < patience(Duration::from_secs(1)),
+            "a scrape took {took:?} with slow and deaf clients around"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        deaf.iter().all(stuck),
+        "the deaf clients were let go early: the test proves nothing"
+    );
+    drop(tricklers);
+}
+
+/// 10,000 `pattern` limits (distinct, none matching), and an exec storm of
+/// short processes (32 at a time, as fast as they go): hogs under another
+/// limit are each stopped promptly after their breach, none escapes.
+#[test]
+fn with_10000_patterns_an_exec_storm_lets_no_hog_escape() {
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    let name = "tp-storm-hog";
+    let (_scratch, exe) = Scratch::with_testprog(name);
+    let config = (0..10_000).fold(
+        config("ebpf").limit(Limit::kill_past_64mib(name)),
+        |config, i| {
+            config.limit(Limit::pattern(
+                &format!("^/nonexistent/tp-storm-{i:05} --never$"),
+                "1GiB",
+            ))
+        },
+    );
+    let daemon = Daemon::with_config(&config).expect("daemon starts");
+    let spawned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&spawned);
+    let storm = Repeat::start(move || {
+        let children: Vec<std::process::Child> = (0..32)
+            .filter_map(|_| {
+                std::process::Command::new("/bin/true")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .collect();
+        count.fetch_add(children.len(), Ordering::Relaxed);
+        for mut child in children {
+            let _ = child.wait();
+        }
+        true
+    });
+    let started = Instant::now();
+    let mut reactions = Vec::new();
+    for _ in 0..3 {
+        let mut hog = TestProg::start_as(&exe, &[]).expect("the hog starts");
+        let pid = hog.pid();
+        daemon.wait_covered(pid).expect("covered during the storm");
+        hog.send("rate 256 1024").expect("grow");
+        let last = hog.last_progress().expect("its output ends");
+        assert_eq!(
+            hog.wait_signal(Duration::from_secs(10)).expect("stopped"),
+            Some(SIGTERM)
+        );
+        reactions.push((breach_to_signal_us(&daemon, pid), last / MIB));
+    }
+    let rate = spawned.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    storm.stop();
+    println!("{rate:.0} execs/s; (breach to SIGTERM µs, MiB reported): {reactions:?}");
+    assert!(rate > 100.0, "no storm: {rate:.0} execs/s");
+    for (micros, mib) in reactions {
+        assert!(
+            micros < 100_000 && mib < 128,
+            "a hog went on to {mib} MiB, SIGTERM {micros} µs after its breach"
+        );
+    }
+}
+
+/// Children killed and reaped on drop.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The processes `pid` holds a pidfd for (the `Pid:` lines of its
+/// descriptors' fdinfo).
+fn pidfds_of(pid: u32) -> std::collections::HashSet<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+                .filter_map(|info| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix("Pid:")?.trim().parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// With 1,024 open files at most and no CAP_SYS_RESOURCE to raise that,
+/// 3,000 covered sleepers: each is either followed (the daemon holds a
+/// pidfd for it) or counted in `status` as unfollowed and logged as an
+/// error naming its limit; and a grower that is followed gets its SIGTERM.
+#[test]
+fn with_too_few_file_descriptors_every_covered_process_is_followed_or_counted() {
+    let Some(_machine) = require_root() else {
+        return;
+    };
+    const SLEEPERS: usize = 3000;
+    let (name, grower_name) = ("tp-fd-sleeper", "tp-fd-grower");
+    let scratch = Scratch::new("fds");
+    let sleeper = scratch.program_named(Path::new("/bin/sleep"), name);
+    let grower_exe = scratch.testprog_named(grower_name);
+    let config = config("ebpf")
+        .limit(Limit::name(name, "1GiB").action("alert"))
+        .limit(Limit::kill_past_64mib(grower_name));
+    let daemon = Daemon::start(DaemonOptions {
+        config: &config.to_string(),
+        wrapper: &[
+            "prlimit",
+            "--nofile=1024:1024",
+            "setpriv",
+            "--inh-caps=-sys_resource",
+            "--bounding-set=-sys_resource",
+        ],
+        ..Default::default()
+    })
+    .expect("daemon starts with 1,024 open files");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).expect("limits");
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.split_whitespace().nth(3) == Some("1024")),
+        "{limits}"
+    );
+    let mut grower = TestProg::start_as(&grower_exe, &[]).expect("the grower starts");
+    daemon.wait_covered(grower.pid()).expect("covered");
+
+    let children = Children(
+        (0..SLEEPERS)
+            .map(|_| {
+                std::process::Command::new(&sleeper)
+                    .arg("600")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("a sleeper starts")
+            })
+            .collect(),
+    );
+    let pids: Vec<u32> = children.0.iter().map(std::process::Child::id).collect();
+    let logged = || -> std::collections::HashSet<u32> {
+        daemon
+            .log()
+            .iter()
+            .filter(|l| l["event"] == "unfollowed" && l["level"] == "ERROR" && l["rule"] == name)
+            .filter_map(|l| Some(l["pid"].as_u64()? as u32))
+            .collect()
+    };
+    let mut last = (0, 0, 0);
+    let settled = poll(Duration::from_secs(60), Duration::from_millis(500), || {
+        let status = daemon.status().ok()?;
+        let (held, errors) = (pidfds_of(daemon.pid()), logged());
+        let followed = pids.iter().filter(|p| held.contains(p)).count();
+        let unfollowed = pids
+            .iter()
+            .filter(|p| !held.contains(p) && errors.contains(p))
+            .count();
+        let counted = status["unfollowed"].as_u64().unwrap_or(0) as usize;
+        last = (followed, unfollowed, counted);
+        (followed + unfollowed == SLEEPERS && counted == unfollowed).then_some(status)
+    });
+    let (followed, unfollowed, counted) = last;
+    println!("{followed} followed, {unfollowed} unfollowed (status counts {counted})");
+    let status = settled.unwrap_or_else(|| {
+        panic!(
+            "of {SLEEPERS}: {followed} followed, {unfollowed} logged as unfollowed, \
+             {counted} counted in status"
+        )
+    });
+    assert!(unfollowed > 0, "all were followed: the limit was not felt");
+    for pid in &pids {
+        assert!(
+            status_process(&status, *pid).is_some(),
+            "{pid} is not listed as covered"
+        );
+    }
+    let line = daemon
+        .log()
+        .into_iter()
+        .find(|l| l["event"] == "unfollowed")
+        .expect("an unfollowed line");
+    assert!(
+        line["message"].as_str().is_some_and(|m| m.contains(name)),
+        "the error names the limit: {line}"
+    );
+    assert_eq!(grower.ended_by("grow 96").expect("stopped"), Some(SIGTERM));
+    drop(children);
 }
