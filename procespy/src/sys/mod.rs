@@ -1,4 +1,4 @@
-//! What the operating system answers: page size, clocks, memory figures,
+//! What the operating system answers: page size, clocks, memory and CPU figures,
 //! the host name, process handles and systemd's notification socket.
 //!
 //! Everything here is a thin, safe wrapper (rustix, sd-notify, std); the
@@ -64,9 +64,7 @@ pub(crate) struct MemInfo {
 impl MemInfo {
     /// Reads `/proc/meminfo`; zeros where it cannot be read.
     pub(crate) fn read() -> MemInfo {
-        std::fs::read_to_string("/proc/meminfo")
-            .map(|text| MemInfo::parse(&text))
-            .unwrap_or_default()
+        parse_file("/proc/meminfo", MemInfo::parse)
     }
 
     /// Parses the text of `/proc/meminfo`.
@@ -83,6 +81,49 @@ impl MemInfo {
             available: kib("MemAvailable"),
         }
     }
+}
+
+/// The machine's CPU time since boot, all CPUs together, from the first
+/// line of `/proc/stat`, in clock ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CpuTimes {
+    /// Time in every state (user, nice, system, idle, iowait, irq, softirq,
+    /// steal; guest time is already in user and nice).
+    pub(crate) total: u64,
+    /// The part of it neither idle nor waiting for I/O.
+    pub(crate) busy: u64,
+}
+
+impl CpuTimes {
+    /// Reads `/proc/stat`; zeros where it cannot be read.
+    pub(crate) fn read() -> CpuTimes {
+        parse_file("/proc/stat", CpuTimes::parse)
+    }
+
+    /// Parses the text of `/proc/stat`: its `cpu` line.
+    pub(crate) fn parse(text: &str) -> CpuTimes {
+        let Some(fields) = text.lines().find_map(|line| line.strip_prefix("cpu ")) else {
+            return CpuTimes::default();
+        };
+        let ticks: Vec<u64> = fields
+            .split_ascii_whitespace()
+            .take(8)
+            .map_while(|field| field.parse().ok())
+            .collect();
+        let total = ticks.iter().sum();
+        let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+        CpuTimes {
+            total,
+            busy: total - idle,
+        }
+    }
+}
+
+/// `parse` of the text of `path`; the default where it cannot be read.
+fn parse_file<T: Default>(path: &str, parse: fn(&str) -> T) -> T {
+    std::fs::read_to_string(path)
+        .map(|text| parse(&text))
+        .unwrap_or_default()
 }
 
 /// Resident bytes of `pid` from `/proc/PID/statm`: the precise figure a
@@ -148,6 +189,21 @@ mod tests {
         );
         assert_eq!(MemInfo::parse("garbage"), MemInfo::default());
         assert!(MemInfo::read().total > 0);
+    }
+
+    #[test]
+    fn cpu_times_count_idle_and_iowait_as_not_busy() {
+        let text = "cpu  100 5 50 800 40 3 2 0 7 0\ncpu0 50 2 25 400 20 1 1 0 3 0\nintr 1\n";
+        assert_eq!(
+            CpuTimes::parse(text),
+            CpuTimes {
+                total: 1000,
+                busy: 160
+            }
+        );
+        assert_eq!(CpuTimes::parse("garbage"), CpuTimes::default());
+        let now = CpuTimes::read();
+        assert!(now.total > 0 && now.busy <= now.total);
     }
 
     #[test]
