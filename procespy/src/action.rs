@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{rules::Protection, sys::Signal};
+use crate::{rules::Protection, sys::Signal, text::escape};
 
 /// What happened to a process over its limit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +181,19 @@ impl From<RecordWire> for ActionRecord {
 }
 
 impl ActionRecord {
+    /// One line for a terminal, names escaped: `SIGTERM grower (pid 77,
+    /// user alice): sent`.
+    pub(crate) fn summary(&self) -> String {
+        format!(
+            "{} {} (pid {}, user {}): {}",
+            self.outcome.action(),
+            escape(&self.name),
+            self.pid,
+            escape(&self.user),
+            escape(&self.outcome.to_string()),
+        )
+    }
+
     /// Logs the record: a warning for a signal sent, info otherwise.
     pub(crate) fn log(&self) {
         let Self {

@@ -1,6 +1,6 @@
-//! The command line: `procespy [run] | ps | history | check-config | status | reload`.
+//! The command line: `procespy [run] | ps | top | history | check-config | status | reload`.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -30,6 +30,8 @@ pub(crate) enum Command {
     Ps(PsArgs),
     /// Show what the history holds: a process's memory over time, or a limit's total.
     History(HistoryArgs),
+    /// Watch processes live: memory, CPU, limits and the daemon's actions.
+    Top(TopArgs),
     /// Validate a configuration file.
     CheckConfig(CheckConfigArgs),
     /// Ask the running daemon what it is doing.
@@ -123,6 +125,36 @@ pub(crate) struct HistoryArgs {
     /// Configuration whose `[history]` says where the history is.
     #[arg(short, long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
+}
+
+/// Options of `procespy top`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TopArgs {
+    /// Time between two refreshes (at least 100ms).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = refresh_interval)]
+    pub(crate) interval: Duration,
+    /// Show at most N processes.
+    #[arg(short = 'n', value_name = "N")]
+    pub(crate) top: Option<usize>,
+    /// Configuration whose limits are shown when no daemon answers.
+    #[arg(short, long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+    /// The daemon's control socket, asked for limits, history and actions.
+    #[command(flatten)]
+    pub(crate) socket: SocketArgs,
+}
+
+/// A refresh interval: a duration (`500ms`, `2s`) of at least
+/// [`crate::top::MIN_INTERVAL`].
+fn refresh_interval(text: &str) -> Result<Duration, String> {
+    let interval = crate::config::parse_duration(text)?;
+    if interval < crate::top::MIN_INTERVAL {
+        return Err(format!(
+            "{text} is too short: the least is {:?}",
+            crate::top::MIN_INTERVAL
+        ));
+    }
+    Ok(interval)
 }
 
 /// Options of `procespy check-config`.

@@ -1,6 +1,6 @@
-//! The control socket: `procespy status` and `procespy reload` talk to the
-//! running daemon over a root-only Unix socket, one JSON request and one JSON
-//! reply per connection.
+//! The control socket: `procespy status`, `procespy reload` and
+//! `procespy top` talk to the running daemon over a root-only Unix socket,
+//! one JSON request and one JSON reply per connection.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -207,6 +207,12 @@ fn reply_line(reply: Result<Reply, String>) -> String {
 /// What the daemon at `socket` is doing.
 pub(crate) fn ask_status(socket: &Path) -> Result<StatusReport> {
     ask(socket, Request::Status)
+}
+
+/// The covered processes' RSS over the last `seconds`, from the daemon at
+/// `socket`.
+pub(crate) fn ask_recent(socket: &Path, seconds: u32) -> Result<RecentReport> {
+    ask(socket, Request::Recent { seconds })
 }
 
 /// Sends `request` to the daemon at `socket` and returns its reply.

@@ -6,7 +6,8 @@
 //! and decides, acting through its system boundary; [`action`] records go
 //! to the [`alerts`] and [`metrics`]; the [`daemon`] ties them together and
 //! answers the [`control`] socket with a [`report`]. `procespy ps` ([`ps`])
-//! reads `/proc` once and prints. [`app`] alone knows the command line
+//! reads `/proc` once and prints; `procespy top` ([`top`]) reads it at
+//! every refresh and draws, with what the daemon adds. [`app`] alone knows the command line
 //! ([`cli`]) and the exit codes.
 //!
 //! The crate's public face is [`main`] and the [`report`] types (which the
@@ -36,6 +37,7 @@ mod scan;
 mod sys;
 mod table;
 mod text;
+mod top;
 mod users;
 
 pub use app::main;

@@ -134,7 +134,7 @@ pub(crate) fn row(proc: &ProcInfo, ctx: &Context<'_>, limit: Option<u64>) -> Row
 
 /// `part` as a percentage of `whole`, rounded to hundredths; 0 when `whole`
 /// is 0.
-fn percent(part: u64, whole: u64) -> f64 {
+pub(crate) fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         return 0.0;
     }
@@ -167,7 +167,8 @@ pub(crate) fn render_json(rows: &[Row]) -> String {
     json
 }
 
-const COLUMNS: [(&str, Align); 8] = [
+/// The table's columns: title and alignment.
+pub(crate) const COLUMNS: [(&str, Align); 8] = [
     ("PID", Align::Right),
     ("USER", Align::Left),
     ("NAME", Align::Left),
@@ -180,23 +181,23 @@ const COLUMNS: [(&str, Align); 8] = [
 
 /// The rows as an aligned text table with a header line.
 pub(crate) fn render_table(rows: &[Row]) -> String {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            vec![
-                row.pid.to_string(),
-                escape(&row.user),
-                escape(&row.name),
-                human_size(row.rss_bytes),
-                format!("{:.1}", row.mem_percent),
-                format!("{:.1}", row.cpu_percent),
-                row.limit_bytes.map_or_else(|| "-".to_owned(), human_size),
-                row.limit_percent
-                    .map_or_else(|| "-".to_owned(), |p| format!("{p:.1}")),
-            ]
-        })
-        .collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(cells).collect();
     table(&COLUMNS, &cells)
+}
+
+/// The cells of one row under [`COLUMNS`], names escaped for a terminal.
+pub(crate) fn cells(row: &Row) -> Vec<String> {
+    vec![
+        row.pid.to_string(),
+        escape(&row.user),
+        escape(&row.name),
+        human_size(row.rss_bytes),
+        format!("{:.1}", row.mem_percent),
+        format!("{:.1}", row.cpu_percent),
+        row.limit_bytes.map_or_else(|| "-".to_owned(), human_size),
+        row.limit_percent
+            .map_or_else(|| "-".to_owned(), |p| format!("{p:.1}")),
+    ]
 }
 
 /// `procespy ps`: examines `/proc` once and prints the table (or JSON) on
@@ -219,18 +220,21 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
         uptime_ticks,
         user_name: &user_name,
     };
-    let limit_for = |proc: &ProcInfo| {
-        rules::limit_for(&limits, &Subject::from_info(proc)).map(|limit| limit.max_memory)
-    };
+    let limit_for = |proc: &ProcInfo| covering_limit(&limits, proc);
     let text = render(&exam.procs, opts, &ctx, &limit_for);
     print_stdout(&text).context("cannot write to stdout")?;
     Ok(())
 }
 
+/// The `max_memory` of the first of `limits` that covers `proc`, in bytes.
+pub(crate) fn covering_limit(limits: &Limits, proc: &ProcInfo) -> Option<u64> {
+    rules::limit_for(limits, &Subject::from_info(proc)).map(|limit| limit.max_memory)
+}
+
 /// The limits of `--config`, or of the default config when it exists. A
 /// default config that cannot be used is reported and left out: `ps` still
 /// shows the processes.
-fn load_limits(path: Option<&Path>) -> anyhow::Result<Limits> {
+pub(crate) fn load_limits(path: Option<&Path>) -> anyhow::Result<Limits> {
     match path {
         Some(path) => Ok(Config::load(path)?.limits),
         None => {

@@ -197,14 +197,7 @@ impl StatusReport {
         if !self.actions.is_empty() {
             out.push_str("last actions:\n");
             for action in &self.actions {
-                out.push_str(&format!(
-                    "  {} {} (pid {}, user {}): {}\n",
-                    action.outcome.action(),
-                    escape(&action.name),
-                    action.pid,
-                    escape(&action.user),
-                    escape(&action.outcome.to_string()),
-                ));
+                out.push_str(&format!("  {}\n", action.summary()));
             }
         }
         out

@@ -1,7 +1,8 @@
 //! Shared pieces of procespy's integration tests (the `integration` test
 //! binary, `tests/tests/integration/`): what a test needs before it starts,
 //! scratch directories, configurations, a running daemon, test programs to
-//! drive, and the real peers alerts go to.
+//! drive, a terminal to drive programs that draw, and the real peers alerts
+//! go to.
 //!
 //! Tests that need root and eBPF call [`require_root`]: under `CI=true` a
 //! missing capability fails the test; elsewhere the test is skipped with a
@@ -18,6 +19,7 @@ mod process;
 mod run;
 mod scratch;
 mod testprog;
+mod tmux;
 
 pub use config::{Config, Limit};
 pub use daemon::{Daemon, DaemonOptions, LogTo, status_process};
@@ -28,3 +30,4 @@ pub use process::{monotonic_ns, reset_vm_hwm, run, signal, vm_hwm, vm_rss};
 pub use run::{in_ci, in_guest, patience, poll};
 pub use scratch::Scratch;
 pub use testprog::{TestProg, kill_one, progress};
+pub use tmux::Tmux;

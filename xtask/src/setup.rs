@@ -32,7 +32,7 @@ const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libclang-22
 
 /// Debian packages the tests run against: bpftool, a session bus
 /// (`dbus-daemon --session`), dunst under Xvfb, notify-send, an SMTP
-/// server, ImageMagick and monit.
+/// server, ImageMagick, monit and tmux.
 const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "dbus-daemon",
@@ -47,6 +47,8 @@ const TEST_PACKAGES: &[&str] = &[
     // real Prometheus exposition-format parser for the /metrics scrape.
     "systemd",
     "python3-prometheus-client",
+    // tests/tests/integration/top.rs: `procespy top` driven in a terminal.
+    "tmux",
 ];
 
 /// Debian packages the kernel matrix (`cargo xtask vm`, `test-kernels`)

@@ -39,6 +39,7 @@ pub(crate) use check::check_config;
 pub(crate) use diagnostic::{ConfigError, Diagnostic};
 pub(crate) use limits::{Limits, PATTERN_SIZE_LIMIT};
 pub(crate) use security::read_trusted;
+pub(crate) use units::parse_duration;
 
 /// The largest configuration file read.
 pub(crate) const MAX_CONFIG_BYTES: usize = 1 << 20;

@@ -64,9 +64,7 @@ pub(crate) struct MemInfo {
 impl MemInfo {
     /// Reads `/proc/meminfo`; zeros where it cannot be read.
     pub(crate) fn read() -> MemInfo {
-        std::fs::read_to_string("/proc/meminfo")
-            .map(|text| MemInfo::parse(&text))
-            .unwrap_or_default()
+        parse_file("/proc/meminfo", MemInfo::parse)
     }
 
     /// Parses the text of `/proc/meminfo`.
@@ -99,9 +97,7 @@ pub(crate) struct CpuTimes {
 impl CpuTimes {
     /// Reads `/proc/stat`; zeros where it cannot be read.
     pub(crate) fn read() -> CpuTimes {
-        std::fs::read_to_string("/proc/stat")
-            .map(|text| CpuTimes::parse(&text))
-            .unwrap_or_default()
+        parse_file("/proc/stat", CpuTimes::parse)
     }
 
     /// Parses the text of `/proc/stat`: its `cpu` line.
@@ -121,6 +117,13 @@ impl CpuTimes {
             busy: total - idle,
         }
     }
+}
+
+/// `parse` of the text of `path`; the default where it cannot be read.
+fn parse_file<T: Default>(path: &str, parse: fn(&str) -> T) -> T {
+    std::fs::read_to_string(path)
+        .map(|text| parse(&text))
+        .unwrap_or_default()
 }
 
 /// Resident bytes of `pid` from `/proc/PID/statm`: the precise figure a

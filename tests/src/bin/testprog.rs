@@ -15,6 +15,7 @@
 //! - `reserve MIB`: maps MIB MiB of anonymous memory without touching it
 //!   (for another process to fill through `/proc/PID/mem`); answers
 //!   `ok ADDRESS` (decimal).
+//! - `spin SECONDS`: keeps one CPU busy for SECONDS; answers `ok`.
 //! - `rss`: answers `ok VMRSS_BYTES`.
 //! - `exit`: exits 0.
 //!
@@ -117,6 +118,17 @@ fn main() {
                 }
                 Err(_) => "error bad size".to_owned(),
             },
+            (Some("spin"), Some(seconds)) => match seconds
+                .parse()
+                .ok()
+                .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+            {
+                Some(time) => {
+                    spin(time);
+                    "ok".to_owned()
+                }
+                None => "error bad duration".to_owned(),
+            },
             (Some("rss"), None) => format!("ok {}", vm_rss()),
             (Some("exit"), None) => std::process::exit(0),
             _ => format!("error unknown command {line:?}"),
@@ -172,6 +184,14 @@ fn grow_in_threads(threads: usize, total: usize) {
             });
         }
     });
+}
+
+/// Keeps this thread on the CPU for `time`.
+fn spin(time: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < time {
+        std::hint::spin_loop();
+    }
 }
 
 /// SIGTERM handler: writes `term NANOS\n` with write(2) and exits.

@@ -10,4 +10,5 @@ mod modes;
 mod object;
 mod ps;
 mod service;
+mod top;
 mod tracking;
