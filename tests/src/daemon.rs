@@ -30,7 +30,7 @@ pub struct Daemon {
     log: Log,
     /// The thread reading the log pipe, which ends at the pipe's end.
     reader: Option<JoinHandle<()>>,
-    _scratch: Scratch,
+    scratch: Scratch,
 }
 
 /// How to start a [`Daemon`].
@@ -111,7 +111,10 @@ impl Daemon {
     /// Starts the daemon without waiting for it.
     pub fn spawn(options: DaemonOptions<'_>) -> Result<Self> {
         let scratch = Scratch::new("daemon");
-        let config = scratch.write("procespy.toml", options.config);
+        let config = scratch.write(
+            "procespy.toml",
+            &with_history(options.config, scratch.path()),
+        );
         let socket = scratch.path().join("procespy.sock");
         if let Some((uid, gid)) = options.user {
             nix::unistd::chown(scratch.path(), Some(uid.into()), Some(gid.into()))?;
@@ -177,7 +180,7 @@ impl Daemon {
             config,
             log,
             reader,
-            _scratch: scratch,
+            scratch,
         })
     }
 
@@ -206,7 +209,8 @@ impl Daemon {
     /// Writes `config` over the configuration file and runs `procespy
     /// reload`; returns what it printed and how it exited.
     pub fn reload(&self, config: impl fmt::Display) -> Output {
-        std::fs::write(&self.config, config.to_string()).expect("rewrite the configuration");
+        let text = with_history(&config.to_string(), self.scratch.path());
+        std::fs::write(&self.config, text).expect("rewrite the configuration");
         self.client("reload")
             .output()
             .expect("procespy reload runs")
@@ -339,4 +343,17 @@ pub fn status_process(status: &Value, pid: u32) -> Option<&Value> {
         .as_array()?
         .iter()
         .find(|p| p["pid"].as_u64() == Some(u64::from(pid)))
+}
+
+/// `config` with its history in `dir` (the daemon's own), unless it says
+/// where: daemons side by side never share one, nor write the host's.
+fn with_history(config: &str, dir: &Path) -> String {
+    if config
+        .lines()
+        .any(|line| line.trim_start().starts_with("[history]"))
+    {
+        return config.to_owned();
+    }
+    let path = dir.join("history.sqlite");
+    format!("{config}\n[history]\npath = \"{}\"\n", path.display())
 }

@@ -219,8 +219,14 @@ impl Daemon {
         let mut loss_check = tokio::time::interval(LOSS_CHECK);
         let mut lost_seen = 0;
         let mut batch = Vec::with_capacity(256);
-        let mut sample_timer = tokio::time::interval(SAMPLE_EVERY);
-        sample_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Samples fall mid-second (the history's finest buckets are whole
+        // seconds), on a schedule that does not drift.
+        let to_mid_second = (1.5 - crate::sys::epoch_secs().fract()) % 1.0;
+        let mut sample_timer = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs_f64(to_mid_second),
+            SAMPLE_EVERY,
+        );
+        sample_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         systemd::ready(&format!("following processes ({})", self.backend.mode()));
         loop {
             tokio::select! {

@@ -31,7 +31,13 @@ struct Told {
     limit_bytes: u64,
     /// Its last reading's parts, for the point an action adds.
     rss: Rss,
+    /// When it exited: kept a while for the actions that complete after
+    /// the exit (a SIGTERM's record comes back after the process died).
+    exited: Option<f64>,
 }
+
+/// How long what was told about an exited process is kept, in seconds.
+const KEEP_EXITED: f64 = 60.0;
 
 /// The daemon's side of the history.
 pub(super) struct Recording {
@@ -81,6 +87,8 @@ impl Recording {
         if !self.recorder.enabled() {
             return;
         }
+        self.told
+            .retain(|_, told| told.exited.is_none_or(|t| now - t < KEEP_EXITED));
         let by_pid: HashMap<u32, &WatchedProcess> = watched.iter().map(|p| (p.pid, p)).collect();
         for &(pid, point) in kept {
             let Some(process) = by_pid.get(&pid) else {
@@ -98,6 +106,7 @@ impl Recording {
                 rule: process.rule.clone(),
                 limit_bytes: process.limit_bytes,
                 rss: process.rss,
+                exited: None,
             };
             let known = self.told.get(&pid);
             if known.is_none_or(|t| {
@@ -178,6 +187,7 @@ impl Recording {
                     rule: action.rule.clone(),
                     limit_bytes: action.limit,
                     rss: entry.map(|e| e.rss).unwrap_or_default(),
+                    exited: None,
                 };
                 self.told.insert(action.pid, told);
             }
@@ -204,7 +214,8 @@ impl Recording {
 
     /// `pid` exited at `now`.
     pub(super) fn exited(&mut self, pid: u32, now: f64) {
-        if let Some(told) = self.told.remove(&pid) {
+        if let Some(told) = self.told.get_mut(&pid).filter(|t| t.exited.is_none()) {
+            told.exited = Some(now);
             self.pending.push(Record::Exited {
                 key: told.key,
                 t: now,

@@ -125,14 +125,14 @@ struct Mailed {
     _scratch: Scratch,
 }
 
+/// aiosmtpd on a free port, as `options` say, its messages in `scratch`.
+fn smtp_server(scratch: &Scratch, options: &SmtpOptions) -> SmtpServer {
+    SmtpServer::start(free_port(), &scratch.path().join("inbox"), options).expect("aiosmtpd starts")
+}
+
 fn mailed(name: &str, cooldown: &str) -> Mailed {
     let (scratch, exe) = Scratch::with_testprog(name);
-    let server = SmtpServer::start(
-        free_port(),
-        &scratch.path().join("inbox"),
-        &SmtpOptions::default(),
-    )
-    .expect("aiosmtpd starts");
+    let server = smtp_server(&scratch, &SmtpOptions::default());
     let spool = scratch.path().join("outbox");
     let daemon = start_daemon(
         &email_config(name, cooldown, server.port, "none", &spool, ""),
@@ -399,17 +399,15 @@ fn email_over_tls(security: &'static str, name: &str) {
     };
     let scratch = Scratch::new(name);
     let ca = TestCa::make(&scratch.path().join("ca")).expect("a test CA");
-    let server = SmtpServer::start(
-        free_port(),
-        &scratch.path().join("inbox"),
+    let server = smtp_server(
+        &scratch,
         &SmtpOptions {
             security: Some(security),
             cert: Some((ca.cert.clone(), ca.key.clone())),
             auth: Some("procespy:s3cret word".into()),
             ..Default::default()
         },
-    )
-    .expect("aiosmtpd starts");
+    );
     let password = scratch.path().join("smtp-password");
     std::fs::write(&password, "s3cret word\n").unwrap();
     std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -743,12 +741,7 @@ fn hostile_process_names_reach_no_output_raw() {
     let name = "tp-hostile";
     let session = DesktopSession::start().expect("the desktop session starts");
     let (scratch, exe) = Scratch::with_testprog(name);
-    let server = SmtpServer::start(
-        free_port(),
-        &scratch.path().join("inbox"),
-        &SmtpOptions::default(),
-    )
-    .expect("aiosmtpd starts");
+    let server = smtp_server(&scratch, &SmtpOptions::default());
     // A pattern in markup: the popup body names the rule.
     let rule = "/tp-hostile$|<b>rule</b>";
     let config = Config::new("ebpf")
@@ -852,15 +845,13 @@ fn a_refused_email_delays_no_other() {
     };
     let (refused, other) = ("tp-mail-refused", "tp-mail-other");
     let scratch = Scratch::new("mail-refused");
-    let server = SmtpServer::start(
-        free_port(),
-        &scratch.path().join("inbox"),
+    let server = smtp_server(
+        &scratch,
         &SmtpOptions {
             refuse: Some(refused.to_owned()),
             ..Default::default()
         },
-    )
-    .expect("aiosmtpd starts");
+    );
     let spool = scratch.path().join("outbox");
     let daemon = start_daemon(
         &Config::new("ebpf")

@@ -21,8 +21,9 @@ use std::{
 };
 
 use procespy_tests::{
-    Config, Daemon, DaemonOptions, Limit, Scratch, TestProg, in_guest, patience, peers::http_get,
-    poll, require_root, require_root_alone, reset_vm_hwm, signal, status_process, vm_hwm, vm_rss,
+    Config, Daemon, DaemonOptions, Limit, Machine, Scratch, TestProg, in_guest, patience,
+    peers::http_get, poll, require_root, require_root_alone, reset_vm_hwm, signal, status_process,
+    vm_hwm, vm_rss,
 };
 use serde_json::Value;
 
@@ -47,6 +48,14 @@ fn config(mode: &str) -> Config {
 fn config_kept_in(mode: &str, scratch: &Scratch) -> Config {
     let path = scratch.path().join("history.sqlite");
     config(mode).table(&format!("[history]\npath = \"{}\"\n", path.display()))
+}
+
+/// Leave to run as root (see [`require_root`]), and the test program
+/// copied as `name`; `None` when the test cannot run here.
+fn as_root_with(name: &str) -> Option<(Machine, Scratch, PathBuf)> {
+    let machine = require_root()?;
+    let (scratch, exe) = Scratch::with_testprog(name);
+    Some((machine, scratch, exe))
 }
 
 /// A thread that runs `step` again and again until it returns `false` or
@@ -355,11 +364,10 @@ fn reloaded_counts(daemon: &Daemon) -> Vec<u64> {
 /// that number it would read as a limit of a few bytes and stop it.
 #[test]
 fn a_config_rewritten_in_place_during_a_sighup_storm_is_never_read_half_written() {
-    let Some(_machine) = require_root() else {
+    let name = "tp-halfwritten";
+    let Some((_machine, scratch, exe)) = as_root_with(name) else {
         return;
     };
-    let name = "tp-halfwritten";
-    let (scratch, exe) = Scratch::with_testprog(name);
     let config = (0..10)
         .fold(config_kept_in("ebpf", &scratch), |config, i| {
             config.limit(Limit::name(&format!("tp-half-filler-{i}"), "1GiB").action("alert"))
@@ -500,12 +508,11 @@ fn owned_file(path: &Path, text: &str, uid: u32) {
 /// lives.
 #[test]
 fn a_config_a_user_can_swap_is_never_put_in_force() {
-    let Some(_machine) = require_root() else {
-        return;
-    };
     const NOBODY: u32 = 65534;
     let name = "tp-toctou-victim";
-    let (scratch, exe) = Scratch::with_testprog(name);
+    let Some((_machine, scratch, exe)) = as_root_with(name) else {
+        return;
+    };
     let good = config("ebpf")
         .limit(Limit::name("tp-toctou-a", "1GiB").action("alert"))
         .limit(Limit::name("tp-toctou-b", "1GiB").action("alert"))
@@ -584,11 +591,10 @@ fn a_100_mb_control_request_is_refused_at_the_cap() {
 /// daemon sends SIGKILL.
 #[test]
 fn memory_filled_in_from_another_process_is_stopped_at_a_kill_now_limit() {
-    let Some(_machine) = require_root() else {
+    let name = "tp-filled";
+    let Some((_machine, _scratch, exe)) = as_root_with(name) else {
         return;
     };
-    let name = "tp-filled";
-    let (_scratch, exe) = Scratch::with_testprog(name);
     let daemon =
         Daemon::with_config(config("ebpf").limit(Limit::name(name, "64MiB").action("kill-now")))
             .expect("daemon starts");
@@ -738,7 +744,8 @@ fn metrics_answer_a_scraper_while_slow_and_deaf_clients_hold_connections() {
     let scrape = move || {
         in_netns_of(pid, move || {
             let start = Instant::now();
-            let (status, _, body) = http_get(address, "/metrics").expect("a scrape");
+            let (status, _, body) = http_get(address, "/metrics")
+                .unwrap_or_else(|err| panic!("a scrape failed after {:?}: {err}", start.elapsed()));
             assert_eq!(status, "HTTP/1.1 200 OK");
             (body.len(), start.elapsed())
         })
@@ -751,7 +758,9 @@ fn metrics_answer_a_scraper_while_slow_and_deaf_clients_hold_connections() {
         .map(|_| {
             in_netns_of(pid, move || {
                 let mut stream = TcpStream::connect(address).expect("connect");
-                write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("send");
+                // Cut at once (by a daemon that turns clients away), it
+                // is not stuck: the end of the test says so.
+                let _ = write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n");
                 stream
             })
         })
@@ -760,10 +769,10 @@ fn metrics_answer_a_scraper_while_slow_and_deaf_clients_hold_connections() {
         let client = stream.local_addr().expect("an address");
         unsent_bytes(pid, address, client).is_some_and(|bytes| bytes > 0)
     };
-    poll(Duration::from_secs(10), Duration::from_millis(50), || {
+    // The daemon's answers to the deaf clients get stuck in its sockets.
+    let were_stuck = poll(Duration::from_secs(10), Duration::from_millis(50), || {
         deaf.iter().all(stuck).then_some(())
-    })
-    .expect("the daemon's answers to the deaf clients are stuck in its sockets");
+    });
     for _ in 0..5 {
         let (_, took) = scrape();
         assert!(
@@ -773,8 +782,9 @@ fn metrics_answer_a_scraper_while_slow_and_deaf_clients_hold_connections() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(
-        deaf.iter().all(stuck),
-        "the deaf clients were let go early: the test proves nothing"
+        were_stuck.is_some() && deaf.iter().all(stuck),
+        "the daemon's answers to the deaf clients were not stuck throughout: \
+         the test proves nothing"
     );
     drop(tricklers);
 }
@@ -784,11 +794,10 @@ fn metrics_answer_a_scraper_while_slow_and_deaf_clients_hold_connections() {
 /// limit are each stopped promptly after their breach, none escapes.
 #[test]
 fn with_10000_patterns_an_exec_storm_lets_no_hog_escape() {
-    let Some(_machine) = require_root() else {
+    let name = "tp-storm-hog";
+    let Some((_machine, _scratch, exe)) = as_root_with(name) else {
         return;
     };
-    let name = "tp-storm-hog";
-    let (_scratch, exe) = Scratch::with_testprog(name);
     let config = (0..10_000).fold(
         config("ebpf").limit(Limit::kill_past_64mib(name)),
         |config, i| {

@@ -5,6 +5,7 @@
 mod alerts;
 mod control;
 mod enforce;
+mod history;
 mod hostile;
 mod modes;
 mod object;
