@@ -372,7 +372,9 @@ impl Validator<'_> {
             if let Some(finer) = tiers.last().copied() {
                 let finer: Tier = finer;
                 if every <= finer.every
-                    || !every.as_millis().is_multiple_of(finer.every.as_millis().max(1))
+                    || !every
+                        .as_millis()
+                        .is_multiple_of(finer.every.as_millis().max(1))
                     || keep <= finer.keep
                 {
                     self.error(
