@@ -142,7 +142,8 @@ impl Event {
 pub struct Watched {
     /// The `rss_stat` counters of the process's mm, in pages, by `MM_*` index.
     pub pages: [i64; NR_MM_COUNTERS],
-    /// Limit in bytes (file + anon + shmem); 0 means no limit, only follow.
+    /// Limit in bytes (file + anon + shmem, and swap with
+    /// [`WATCH_COUNT_SWAP`]); 0 means no limit, only follow.
     pub limit_bytes: u64,
     /// `WATCH_*` flags.
     pub flags: u32,
@@ -165,6 +166,9 @@ pub const WATCH_OVER: u32 = 4;
 /// Report every change of the RSS to another MiB ([`EventKind::Usage`]):
 /// for limits on the sum over several processes, which userspace adds up.
 pub const WATCH_REPORT_USAGE: u32 = 8;
+/// Count the process's pages in swap (`MM_SWAPENTS`) with its resident
+/// ones, against the limit and in [`EventKind::Usage`] events.
+pub const WATCH_COUNT_SWAP: u32 = 16;
 
 impl Watched {
     /// Resident bytes (file + anon + shmem) given the page size.
@@ -176,6 +180,21 @@ impl Watched {
             0
         } else {
             pages as u64 * page_size
+        }
+    }
+
+    /// The bytes the limit counts: [`Watched::rss_bytes`], plus the pages
+    /// in swap with [`WATCH_COUNT_SWAP`].
+    pub fn counted_bytes(&self, page_size: u64) -> u64 {
+        let rss = self.rss_bytes(page_size);
+        if self.flags & WATCH_COUNT_SWAP == 0 {
+            return rss;
+        }
+        let swap = self.pages[MM_SWAPENTS as usize];
+        if swap <= 0 {
+            rss
+        } else {
+            rss.saturating_add(swap as u64 * page_size)
         }
     }
 }

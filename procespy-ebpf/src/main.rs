@@ -6,7 +6,8 @@
 //!   lifecycle events to userspace through the `EVENTS` ring buffer;
 //! - `procespy_rss` runs on every RSS counter change. For a process that
 //!   userspace watches it keeps the counters current and reports (or, for
-//!   kill-now, kills) at the page that crosses the limit. For any other
+//!   kill-now, kills) at the page that crosses the limit; for a limit on
+//!   `rss+swap`, the swap counter counts too. For any other
 //!   process it costs a few instructions: the slot table (`SLOTS`, indexed
 //!   by tgid, whose lookups the verifier inlines) says 0, and the mm filter
 //!   says nobody watches the mm.
@@ -47,8 +48,8 @@ use procespy_common::{
     BPF_F_MMAPABLE, BREACH_RING_BYTES, COMM_LEN, EVENT_FLAG_FOREIGN, EVENT_FLAG_KILLED, Event,
     EventKind, KernelConfig, MAX_FORKED, MAX_SLOT_CHUNKS, MAX_WATCHED, MM_ANONPAGES, MM_FILEPAGES,
     MM_FILTER_BYTES, MM_SHMEMPAGES, MM_SWAPENTS, NR_MM_COUNTERS, RING_BYTES, SLOT_CHUNK,
-    SLOT_FORKED, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_OVER, WATCH_REPORT_USAGE, Watched,
-    mm_filter_slot,
+    SLOT_FORKED, WATCH_COUNT_SWAP, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_OVER,
+    WATCH_REPORT_USAGE, Watched, mm_filter_slot,
 };
 
 /// Offsets and settings, written by userspace before load.
@@ -258,7 +259,8 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
         let inherited = Watched {
             pages: [0; NR_MM_COUNTERS],
             limit_bytes: parent.limit_bytes,
-            flags: WATCH_NEEDS_FULL_READ | (parent.flags & (WATCH_KILL_NOW | WATCH_REPORT_USAGE)),
+            flags: WATCH_NEEDS_FULL_READ
+                | (parent.flags & (WATCH_KILL_NOW | WATCH_REPORT_USAGE | WATCH_COUNT_SWAP)),
             breaches: 0,
             reported_mib: 0,
             mm: 0,
@@ -402,7 +404,8 @@ unsafe fn read_counter(mm: *const u8, member: u32, reader: Reader) -> Option<i64
     })
 }
 
-/// Reads the file, anon and shmem counters of `mm` into `state`.
+/// Reads the file, anon and shmem counters of `mm` into `state`, and the
+/// swap counter when the limit counts it.
 ///
 /// # Safety
 /// As for [`read_counter`].
@@ -417,6 +420,14 @@ unsafe fn read_all_counters(state: &mut Watched, mm: *const u8, reader: Reader) 
             ) {
                 *slot = value;
             }
+        }
+        if state.flags & WATCH_COUNT_SWAP != 0
+            && let (Some(value), Some(slot)) = (
+                read_counter(mm, MM_SWAPENTS, reader),
+                state.pages.get_mut(MM_SWAPENTS as usize),
+            )
+        {
+            *slot = value;
         }
     }
 }
@@ -561,7 +572,9 @@ fn on_rss(ctx: &BtfTracePointContext, reader: Reader) -> i32 {
         }
     }
     let page_size = config!(page_size) as u64;
-    let rss = state.rss_bytes(page_size);
+    // The swap counter is kept by every event that changes it; it counts
+    // only where the limit says so.
+    let rss = state.counted_bytes(page_size);
     if state.flags & WATCH_REPORT_USAGE != 0 && rss >> 20 != state.reported_mib {
         state.reported_mib = rss >> 20;
         send(
@@ -588,7 +601,7 @@ fn on_rss(ctx: &BtfTracePointContext, reader: Reader) -> i32 {
     // process (reclaim by kswapd): confirm with all of them.
     // SAFETY: `mm` is the tracepoint's argument.
     unsafe { read_all_counters(state, mm, reader) };
-    let confirmed = state.rss_bytes(page_size);
+    let confirmed = state.counted_bytes(page_size);
     if confirmed <= state.limit_bytes {
         debug!(
             ctx,

@@ -50,6 +50,129 @@ pub enum Outcome {
         /// The error, as the OS put it.
         error: String,
     },
+    /// The signal went to the process's group or cgroup (`kill = "group"`
+    /// or `"cgroup"`): every process it reached, or spared, is listed.
+    Reached {
+        /// The signal (`cgroup.kill` sends SIGKILL).
+        signal: Signal,
+        /// How the processes were reached.
+        reach: Reach,
+        /// The processes, the one over its limit first.
+        members: Vec<Member>,
+    },
+}
+
+/// How a signal for one process reached others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reach {
+    /// Its process group, member by member through pidfds.
+    Group {
+        /// The process group.
+        pgid: u32,
+    },
+    /// Its cgroup, emptied at once by the kernel (`cgroup.kill`).
+    Cgroup {
+        /// The cgroup's path in its hierarchy.
+        cgroup: String,
+    },
+    /// Its cgroup's processes, one by one through pidfds.
+    CgroupMembers {
+        /// The cgroup's path in its hierarchy.
+        cgroup: String,
+        /// Why not through `cgroup.kill`.
+        why: NoCgroupKill,
+    },
+    /// The process alone: its cgroup may not be killed.
+    ProcessAlone {
+        /// Why.
+        why: CgroupRefusal,
+    },
+}
+
+/// Why a cgroup is emptied process by process instead of by `cgroup.kill`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoCgroupKill {
+    /// The process's cgroup is in a cgroup v1 hierarchy (no cgroup v2 is
+    /// mounted).
+    V1,
+    /// The kernel has no `cgroup.kill` (it came in Linux 5.14).
+    NoKillFile,
+}
+
+/// Why a process's cgroup is not killed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CgroupRefusal {
+    /// The cgroup could not be found (no cgroup hierarchy is mounted, or
+    /// the process left it).
+    Unknown {
+        /// What went wrong.
+        reason: String,
+    },
+    /// It is the root cgroup: every process of the machine.
+    Root,
+    /// It is a systemd slice, which groups whole services or sessions.
+    Slice {
+        /// The cgroup's path.
+        cgroup: String,
+    },
+    /// It holds a process that is never signalled.
+    Protected {
+        /// The cgroup's path.
+        cgroup: String,
+        /// That process.
+        pid: u32,
+        /// Its name.
+        name: String,
+        /// Why it is never signalled.
+        protection: Protection,
+    },
+}
+
+/// One process a group's or cgroup's signal concerned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The process.
+    pub pid: u32,
+    /// Its name.
+    pub name: String,
+    /// What became of it.
+    pub result: MemberResult,
+}
+
+impl MemberResult {
+    /// What the list of members calls it: `signalled`, `spared`, `gone`,
+    /// `failed`.
+    fn label(&self) -> &'static str {
+        match self {
+            MemberResult::Sent => "signalled",
+            MemberResult::Spared { .. } => "spared",
+            MemberResult::Gone => "gone",
+            MemberResult::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// What became of one [`Member`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MemberResult {
+    /// Signalled.
+    Sent,
+    /// It had exited already.
+    Gone,
+    /// Never signalled.
+    Spared {
+        /// Why.
+        protection: Protection,
+    },
+    /// The signal could not be sent.
+    Failed {
+        /// The error, as the OS put it.
+        error: String,
+    },
 }
 
 impl Outcome {
@@ -61,6 +184,11 @@ impl Outcome {
             | Outcome::Gone { signal }
             | Outcome::DryRun { signal }
             | Outcome::Failed { signal, .. } => signal.name(),
+            Outcome::Reached {
+                reach: Reach::Cgroup { .. },
+                ..
+            } => "SIGKILL (cgroup.kill)",
+            Outcome::Reached { signal, .. } => signal.name(),
             Outcome::KilledByKernel => "SIGKILL (kernel)",
             Outcome::Alerted => "alert",
             Outcome::Refused { .. }
@@ -80,12 +208,32 @@ impl Outcome {
             Outcome::DryRun { .. } => "dry-run",
             Outcome::UnderOnConfirmation { .. } | Outcome::BackUnderAfterGrace => "under-limit",
             Outcome::Failed { .. } => "failed",
+            Outcome::Reached { members, .. } => {
+                let any =
+                    |wanted: fn(&MemberResult) -> bool| members.iter().any(|m| wanted(&m.result));
+                if any(|r| *r == MemberResult::Sent) {
+                    "sent"
+                } else if any(|r| matches!(r, MemberResult::Failed { .. })) {
+                    "failed"
+                } else if any(|r| *r == MemberResult::Gone) {
+                    "gone"
+                } else {
+                    "refused"
+                }
+            }
         }
     }
 
-    /// Whether a signal reached the process (from userspace or the kernel).
+    /// Whether a signal reached the process (from userspace or the kernel),
+    /// or, for a group or cgroup, any of its processes.
     pub fn signalled(&self) -> bool {
-        matches!(self, Outcome::Sent { .. } | Outcome::KilledByKernel)
+        match self {
+            Outcome::Sent { .. } | Outcome::KilledByKernel => true,
+            Outcome::Reached { members, .. } => {
+                members.iter().any(|m| m.result == MemberResult::Sent)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -103,8 +251,105 @@ impl fmt::Display for Outcome {
             }
             Outcome::BackUnderAfterGrace => f.write_str("back under the limit after grace"),
             Outcome::Failed { error, .. } => write!(f, "failed: {error}"),
+            Outcome::Reached {
+                signal: Signal::Term,
+                reach: Reach::Cgroup { cgroup },
+                members,
+            } => {
+                write!(
+                    f,
+                    "sent to each process of cgroup {} (cgroup.kill after the grace): ",
+                    escape(cgroup)
+                )?;
+                write_members(f, members)
+            }
+            Outcome::Reached { reach, members, .. } => {
+                write!(f, "{reach}: ")?;
+                write_members(f, members)
+            }
         }
     }
+}
+
+impl fmt::Display for Reach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reach::Group { pgid } => write!(f, "sent to process group {pgid}"),
+            Reach::Cgroup { cgroup } => write!(f, "cgroup.kill of {}", escape(cgroup)),
+            Reach::CgroupMembers { cgroup, why } => write!(
+                f,
+                "sent to each process of cgroup {} ({why})",
+                escape(cgroup)
+            ),
+            Reach::ProcessAlone { why } => write!(f, "sent to the process alone ({why})"),
+        }
+    }
+}
+
+impl fmt::Display for NoCgroupKill {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NoCgroupKill::V1 => "no cgroup v2 is mounted: cgroup v1 has no cgroup.kill",
+            NoCgroupKill::NoKillFile => "this kernel has no cgroup.kill",
+        })
+    }
+}
+
+impl fmt::Display for CgroupRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CgroupRefusal::Unknown { reason } => write!(f, "its cgroup is unknown: {reason}"),
+            CgroupRefusal::Root => f.write_str("it is in the root cgroup, which is never killed"),
+            CgroupRefusal::Slice { cgroup } => {
+                write!(f, "its cgroup {} is a slice, never killed", escape(cgroup))
+            }
+            CgroupRefusal::Protected {
+                cgroup,
+                pid,
+                name,
+                protection,
+            } => write!(
+                f,
+                "its cgroup {} holds {pid} {}, which is protected: {protection}",
+                escape(cgroup),
+                escape(name)
+            ),
+        }
+    }
+}
+
+/// "signalled 10 a, 11 b; spared 12 c (…); gone 13 d; failed 14 e (…)".
+fn write_members(f: &mut fmt::Formatter<'_>, members: &[Member]) -> fmt::Result {
+    let mut first = true;
+    for label in ["signalled", "spared", "gone", "failed"] {
+        let chosen: Vec<&Member> = members
+            .iter()
+            .filter(|m| m.result.label() == label)
+            .collect();
+        if chosen.is_empty() {
+            continue;
+        }
+        if !first {
+            f.write_str("; ")?;
+        }
+        first = false;
+        write!(f, "{label} ")?;
+        for (i, member) in chosen.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{} {}", member.pid, escape(&member.name))?;
+            match &member.result {
+                MemberResult::Spared { protection } => write!(f, " ({protection})")?,
+                MemberResult::Failed { error } => write!(f, " ({error})")?,
+                _ => {}
+            }
+        }
+    }
+    if first {
+        f.write_str("no process")?;
+    }
+    Ok(())
 }
 
 /// One thing procespy did (or decided not to do) about a process.
@@ -340,5 +585,55 @@ mod tests {
         );
         assert_eq!(all[4].to_string(), "gone: the process exited first");
         assert!(all[0].signalled() && all[1].signalled() && !all[5].signalled());
+    }
+
+    #[test]
+    fn a_reached_group_lists_every_process_and_travels_as_json() {
+        let member = |pid, name: &str, result| Member {
+            pid,
+            name: name.into(),
+            result,
+        };
+        let reached = Outcome::Reached {
+            signal: Signal::Kill,
+            reach: Reach::CgroupMembers {
+                cgroup: "/svc\n".into(),
+                why: NoCgroupKill::V1,
+            },
+            members: vec![
+                member(10, "a\nb", MemberResult::Gone),
+                member(
+                    11,
+                    "c",
+                    MemberResult::Failed {
+                        error: "EPERM".into(),
+                    },
+                ),
+            ],
+        };
+        assert_eq!(
+            reached.to_string(),
+            "sent to each process of cgroup /svc\\n (no cgroup v2 is mounted: cgroup v1 \
+             has no cgroup.kill): gone 10 a\\nb; failed 11 c (EPERM)"
+        );
+        assert_eq!((reached.class(), reached.signalled()), ("failed", false));
+        let record = record(reached);
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["outcome"]["reach"]["kind"], "cgroup_members");
+        let back: ActionRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, record);
+        let refused = Outcome::Reached {
+            signal: Signal::Term,
+            reach: Reach::ProcessAlone {
+                why: CgroupRefusal::Root,
+            },
+            members: vec![member(10, "a", MemberResult::Sent)],
+        };
+        assert_eq!(
+            refused.to_string(),
+            "sent to the process alone (it is in the root cgroup, which is never killed): \
+             signalled 10 a"
+        );
+        assert_eq!((refused.class(), refused.action()), ("sent", "SIGTERM"));
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct ProcInfo {
     pub(crate) pid: u32,
     /// Parent process id.
     pub(crate) ppid: u32,
+    /// Process group id.
+    pub(crate) pgrp: u32,
     /// `comm`: the name the kernel keeps, at most 15 bytes.
     pub(crate) comm: Vec<u8>,
     /// The executable's path (`/proc/PID/exe`), when readable.
@@ -52,6 +54,8 @@ pub(crate) struct ProcInfo {
     pub(crate) start_ticks: u64,
     /// Resident memory.
     pub(crate) rss: Rss,
+    /// Bytes in swap (`VmSwap`).
+    pub(crate) swap: u64,
     /// User + system CPU time in clock ticks.
     pub(crate) cpu_ticks: u64,
     /// Single-letter state from `/proc/PID/stat` (`R`, `S`, `Z`, …).

@@ -33,6 +33,7 @@ use nix::fcntl::{OFlag, openat, readlinkat};
 use nix::sys::stat::Mode;
 
 use crate::{
+    config::Memory,
     process::{ProcInfo, Rss},
     sys::Pidfd,
 };
@@ -86,17 +87,26 @@ pub(crate) struct Examination {
     /// For a partial examination ([`Scanner::examine_unknown`]): every PID
     /// listed in `/proc`, read or not. `None`: `procs` is every process.
     pub(crate) listed: Option<Vec<u32>>,
-    /// Resident bytes (statm) of the processes asked for with
-    /// [`Examination::with_resident`]: the covered ones.
+    /// Resident bytes (statm, with swap for `rss+swap` limits) of the
+    /// processes asked for with [`Examination::with_resident`]: the covered
+    /// ones.
     pub(crate) resident: HashMap<u32, u64>,
 }
 
 impl Examination {
-    /// Adds fresh reads of the resident memory of `pids`.
-    pub(crate) fn with_resident(mut self, pids: &[u32]) -> Self {
+    /// Adds fresh reads of the memory of `pids`, each as its limit counts
+    /// it (a PSS limit's trigger is the RSS: its PSS is read only past it).
+    pub(crate) fn with_resident(mut self, pids: &[(u32, Memory)]) -> Self {
         self.resident = pids
             .iter()
-            .filter_map(|&pid| Some((pid, crate::sys::statm_rss(pid)?)))
+            .filter_map(|&(pid, memory)| {
+                let memory = if memory == Memory::Pss {
+                    Memory::Rss
+                } else {
+                    memory
+                };
+                Some((pid, read_memory(pid, memory)?))
+            })
             .collect();
         self
     }
@@ -113,6 +123,8 @@ pub(crate) struct Stat<'a> {
     pub(crate) state: u8,
     /// Field 4: the parent's pid.
     pub(crate) ppid: u32,
+    /// Field 5: the process group.
+    pub(crate) pgrp: u32,
     /// Field 9: the kernel's `PF_*` flags.
     pub(crate) flags: u32,
     /// Fields 14 + 15: user + system time, in clock ticks.
@@ -164,7 +176,9 @@ pub(crate) fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, StatError> {
     let num = |field: &[u8], what: &'static str| parse_u64(field).ok_or(StatError::Malformed(what));
     let ppid = u32::try_from(num(next("no ppid")?, "bad ppid")?)
         .map_err(|_| StatError::Malformed("bad ppid"))?;
-    for what in ["no pgrp", "no session", "no tty", "no tpgid"] {
+    let pgrp = u32::try_from(num(next("no pgrp")?, "bad pgrp")?)
+        .map_err(|_| StatError::Malformed("bad pgrp"))?;
+    for what in ["no session", "no tty", "no tpgid"] {
         next(what)?;
     }
     let flags = u32::try_from(num(next("no flags")?, "bad flags")?)
@@ -190,6 +204,7 @@ pub(crate) fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, StatError> {
         comm,
         state,
         ppid,
+        pgrp,
         flags,
         cpu_ticks: utime.saturating_add(stime),
         start_ticks,
@@ -204,6 +219,8 @@ pub(crate) struct Status {
     /// `RssAnon`, `RssFile`, `RssShmem` in bytes; zero when absent (kernel
     /// threads, zombies).
     pub(crate) rss: Rss,
+    /// `VmSwap` in bytes; zero when absent.
+    pub(crate) swap: u64,
 }
 
 /// Parses the contents of `/proc/PID/status`.
@@ -224,9 +241,10 @@ pub(crate) fn parse_status(buf: &[u8]) -> Status {
             b"Uid" => status.uid = first_number().and_then(|n| u32::try_from(n).ok()),
             b"RssAnon" => status.rss.anon = first_number().unwrap_or(0).saturating_mul(1024),
             b"RssFile" => status.rss.file = first_number().unwrap_or(0).saturating_mul(1024),
-            b"RssShmem" => {
-                status.rss.shmem = first_number().unwrap_or(0).saturating_mul(1024);
-                // The last line we need: Uid comes earlier.
+            b"RssShmem" => status.rss.shmem = first_number().unwrap_or(0).saturating_mul(1024),
+            b"VmSwap" => {
+                status.swap = first_number().unwrap_or(0).saturating_mul(1024);
+                // The last line we need: the others come earlier.
                 break;
             }
             _ => {}
@@ -433,6 +451,7 @@ fn read_one(proc_dir: &OwnedFd, buf: &mut Vec<u8>, pid: u32) -> Result<ProcInfo,
     let mut info = ProcInfo {
         pid,
         ppid: stat.ppid,
+        pgrp: stat.pgrp,
         comm: stat.comm.to_vec(),
         state: stat.state,
         kernel_thread: stat.flags & PF_KTHREAD != 0,
@@ -452,10 +471,12 @@ fn read_one(proc_dir: &OwnedFd, buf: &mut Vec<u8>, pid: u32) -> Result<ProcInfo,
         what: "no Uid line",
     })?;
     info.rss = status.rss;
+    info.swap = status.swap;
     if info.kernel_thread {
         // Kernel threads have no memory of their own, no command line
         // and no executable.
         info.rss = Rss::default();
+        info.swap = 0;
         return Ok(info);
     }
     if info.state == b'Z' {
@@ -519,6 +540,70 @@ pub(crate) fn read_start_ticks(pid: u32) -> Result<u64, ReadError> {
             what,
         }),
     }
+}
+
+/// What `memory` counts of `pid`, read afresh: the resident pages of
+/// `statm` (the precise figure a breach is confirmed with), plus `VmSwap`
+/// for `rss+swap`, or the PSS of `smaps_rollup`.
+pub(crate) fn read_memory(pid: u32, memory: Memory) -> Option<u64> {
+    match memory {
+        Memory::Rss => crate::sys::statm_rss(pid),
+        Memory::RssSwap => crate::sys::statm_rss(pid)?.checked_add(read_swap(pid)?),
+        Memory::Pss => read_pss(pid),
+    }
+}
+
+/// The processes of process group `pgid` now, but `except`: every entry
+/// of `/proc` whose `stat` names that group.
+pub(crate) fn group_members(pgid: u32, except: u32) -> Vec<u32> {
+    let Ok(pids) = list_pids() else {
+        return Vec::new();
+    };
+    let Ok(scanner) = Scanner::new() else {
+        return Vec::new();
+    };
+    let mut buf = Vec::new();
+    let mut name = PidName::default();
+    pids.into_iter()
+        .filter(|&pid| pid != except)
+        .filter(|&pid| {
+            let Ok(dir) = openat(
+                &scanner.proc_dir,
+                name.format(pid),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) else {
+                return false;
+            };
+            read_file(&dir, c"stat", &mut buf)
+                .ok()
+                .and_then(|len| parse_stat(&buf[..len]).ok().map(|stat| stat.pgrp))
+                == Some(pgid)
+        })
+        .collect()
+}
+
+/// The bytes of `pid` in swap (`VmSwap` of `/proc/PID/status`).
+pub(crate) fn read_swap(pid: u32) -> Option<u64> {
+    let text = std::fs::read(format!("/proc/{pid}/status")).ok()?;
+    Some(parse_status(&text).swap)
+}
+
+/// The proportional set size of `pid` (`Pss` of `/proc/PID/smaps_rollup`),
+/// in bytes. The kernel walks the process's page tables to make it: a read
+/// costs about a millisecond per GiB mapped.
+pub(crate) fn read_pss(pid: u32) -> Option<u64> {
+    let text = std::fs::read(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    parse_pss(&text)
+}
+
+/// The `Pss:` line of `smaps_rollup`, in bytes.
+pub(crate) fn parse_pss(buf: &[u8]) -> Option<u64> {
+    buf.split(|&b| b == b'\n').find_map(|line| {
+        let value = line.strip_prefix(b"Pss:")?.trim_ascii();
+        let kib = parse_u64(value.strip_suffix(b"kB")?.trim_ascii())?;
+        kib.checked_mul(1024)
+    })
 }
 
 /// Reads every numeric entry of `/proc` once.
@@ -736,6 +821,7 @@ mod tests {
                 comm: b"bash",
                 state: b'S',
                 ppid: 1,
+                pgrp: 1234,
                 flags: 4194560,
                 cpu_ticks: 42,
                 start_ticks: 98765,
@@ -814,9 +900,45 @@ mod tests {
                 shmem: 1000 * 1024
             }
         );
+        assert_eq!(parsed.swap, 0, "no VmSwap line");
+        let swapped =
+            parse_status(b"Uid:\t0\t0\t0\t0\nRssShmem:\t 0 kB\nVmPTE:\t 8 kB\nVmSwap:\t 300 kB\n");
+        assert_eq!(swapped.swap, 300 * 1024);
         let kthread = parse_status(b"Name:\tkthreadd\nUid:\t0\t0\t0\t0\nThreads:\t1\n");
         assert_eq!(kthread.uid, Some(0));
         assert_eq!(kthread.rss, Rss::default());
+    }
+
+    #[test]
+    fn our_own_group_lists_its_members() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        let own = read_process(me).unwrap().pgrp;
+        assert!(group_members(own, me).iter().all(|&pid| pid != me));
+        assert!(!group_members(own, me).contains(&child.id()));
+        assert_eq!(group_members(child.id(), 0), [child.id()]);
+        assert_eq!(group_members(child.id(), child.id()), Vec::<u32>::new());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn pss_comes_from_its_own_line() {
+        let rollup = b"00400000-7ffc0000 ---p 00000000 00:00 0    [rollup]\n\
+            Rss:               9000 kB\nPss:               1500 kB\nPss_Anon:  1000 kB\n\
+            SwapPss:              0 kB\n";
+        assert_eq!(parse_pss(rollup), Some(1500 * 1024));
+        assert_eq!(parse_pss(b"Rss: 5 kB\n"), None);
+        assert_eq!(parse_pss(b"Pss: x kB\n"), None);
+        let own = read_pss(std::process::id()).expect("our own smaps_rollup");
+        assert!(own > 0 && own <= crate::sys::statm_rss(std::process::id()).unwrap() * 2);
+        assert_eq!(read_swap(std::process::id()).map(|_| ()), Some(()));
+        assert_eq!(read_pss(u32::MAX), None);
     }
 
     #[test]

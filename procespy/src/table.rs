@@ -42,6 +42,8 @@ pub(crate) struct Entry {
     pub(crate) start_ticks: Option<u64>,
     /// Resident memory as last read from `/proc`.
     pub(crate) rss: Rss,
+    /// Bytes in swap as last read from `/proc`.
+    pub(crate) swap: u64,
     /// User + system CPU time in clock ticks, as last read.
     pub(crate) cpu_ticks: u64,
     /// Whether `/proc` was read for this process since its last exec.
@@ -67,6 +69,7 @@ impl Entry {
             uid: None,
             start_ticks: None,
             rss: Rss::default(),
+            swap: 0,
             cpu_ticks: 0,
             detailed: false,
             added: now,
@@ -81,6 +84,7 @@ impl Entry {
         self.uid = Some(info.uid);
         self.start_ticks = Some(info.start_ticks);
         self.rss = info.rss;
+        self.swap = info.swap;
         self.cpu_ticks = info.cpu_ticks;
         self.detailed = true;
     }

@@ -35,6 +35,7 @@ impl Kind {
             Outcome::DryRun { .. } => Some(Kind::DryRun),
             Outcome::Refused { .. } => Some(Kind::Refusal),
             Outcome::Failed { .. } => Some(Kind::FailedKill),
+            Outcome::Reached { .. } => record.outcome.signalled().then_some(Kind::Kill),
             Outcome::Gone { .. }
             | Outcome::UnderOnConfirmation { .. }
             | Outcome::BackUnderAfterGrace => None,

@@ -427,7 +427,7 @@ impl Daemon {
                 .rematch(info.pid, &self.table, self.backend.watch(), false, None);
         }
         self.guard
-            .after_examination(&self.table, &exam.resident, self.backend.watch_ref());
+            .after_examination(&self.table, &exam.resident, self.backend.watch());
         self.after_actions();
         self.recording.examined(exam, crate::sys::epoch_secs());
         tracing::trace!(

@@ -17,8 +17,8 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
 };
 use procespy_common::{
-    MAX_WATCHED, SLOT_FORKED, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_REPORT_USAGE, Watched,
-    slot_chunks,
+    MAX_WATCHED, SLOT_FORKED, WATCH_COUNT_SWAP, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ,
+    WATCH_REPORT_USAGE, Watched, slot_chunks,
 };
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +91,8 @@ pub(crate) struct WatchSpec {
     pub(crate) kill_now: bool,
     /// Report every move of the RSS to another MiB (total-scope limits).
     pub(crate) report_usage: bool,
+    /// Count the pages in swap with the resident ones (`rss+swap` limits).
+    pub(crate) count_swap: bool,
 }
 
 /// What the kernel's map holds for one process.
@@ -98,6 +100,8 @@ pub(crate) struct WatchSpec {
 pub(crate) struct KernelRss {
     /// The counters, in bytes.
     pub(crate) rss: Rss,
+    /// Pages in swap, in bytes; 0 unless the limit counts them.
+    pub(crate) swap: u64,
     /// Number of upward crossings of the limit so far.
     pub(crate) breaches: u32,
 }
@@ -344,7 +348,12 @@ impl KernelWatch<Pidfd> for Kernel {
             })?,
         };
         let (mut state, fresh) = match known {
-            Some(state) => (state, state.flags & WATCH_NEEDS_FULL_READ != 0),
+            // Swap counted from now on: its counter is read afresh too.
+            Some(state) => (
+                state,
+                state.flags & WATCH_NEEDS_FULL_READ != 0
+                    || (spec.count_swap && state.flags & WATCH_COUNT_SWAP == 0),
+            ),
             None => (Watched::default(), true),
         };
         state.limit_bytes = spec.limit_bytes;
@@ -355,7 +364,8 @@ impl KernelWatch<Pidfd> for Kernel {
                 WATCH_REPORT_USAGE
             } else {
                 0
-            };
+            }
+            | if spec.count_swap { WATCH_COUNT_SWAP } else { 0 };
         if !self.state.set(slot, state) {
             self.free.push(slot);
             return Err(anyhow!(
@@ -396,6 +406,14 @@ impl KernelWatch<Pidfd> for Kernel {
         }
     }
 
+    fn rearm(&mut self, pid: u32, limit_bytes: u64) {
+        // A child still waiting for its slot is matched, and given its
+        // limit, anew when it gets one.
+        if let Some(&slot) = self.slot_of.get(&pid) {
+            self.state.set_limit(slot, limit_bytes);
+        }
+    }
+
     /// The kernel's figures for `pid`, if it is watched and has faulted since.
     fn rss(&self, pid: u32) -> Option<KernelRss> {
         let state = self.state_of(pid)?;
@@ -408,6 +426,11 @@ impl KernelWatch<Pidfd> for Kernel {
                 file: bytes(state.pages[procespy_common::MM_FILEPAGES as usize]),
                 anon: bytes(state.pages[procespy_common::MM_ANONPAGES as usize]),
                 shmem: bytes(state.pages[procespy_common::MM_SHMEMPAGES as usize]),
+            },
+            swap: if state.flags & WATCH_COUNT_SWAP != 0 {
+                bytes(state.pages[procespy_common::MM_SWAPENTS as usize])
+            } else {
+                0
             },
             breaches: state.breaches,
         })

@@ -12,11 +12,11 @@
 use std::{
     os::fd::AsFd,
     ptr::NonNull,
-    sync::atomic::{AtomicU16, Ordering},
+    sync::atomic::{AtomicU16, AtomicU32, Ordering},
 };
 
 use anyhow::{Context, Result};
-use procespy_common::{SLOT_CHUNK, Watched};
+use procespy_common::{SLOT_CHUNK, WATCH_OVER, Watched};
 use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
 
 /// A shared mapping of an mmapable array map, unmapped on drop.
@@ -129,6 +129,24 @@ impl StateTable {
         // SAFETY: a valid, aligned pointer into the mapping.
         self.at(slot)
             .map(|at| unsafe { std::ptr::read_volatile(at) })
+    }
+
+    /// Sets the limit in `slot` and clears its over-the-limit flag, in
+    /// place beside the programs' own writes, so the next crossing of the
+    /// new limit is reported. A program storing the flags in the same
+    /// instant may set the flag again: then the crossing is found by the
+    /// next examination.
+    pub(crate) fn set_limit(&self, slot: u16, limit_bytes: u64) -> bool {
+        let Some(at) = self.at(slot) else {
+            return false;
+        };
+        // SAFETY: valid, aligned pointers into the mapping; the flags are
+        // an aligned u32, changed here only atomically.
+        unsafe {
+            std::ptr::write_volatile(&raw mut (*at).limit_bytes, limit_bytes);
+            AtomicU32::from_ptr(&raw mut (*at).flags).fetch_and(!WATCH_OVER, Ordering::AcqRel);
+        }
+        true
     }
 
     /// Writes the state in `slot`, before the slot is given to a tgid.

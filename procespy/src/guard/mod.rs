@@ -8,10 +8,18 @@
 //! into signals and [`ActionRecord`]s.
 //!
 //! The guard decides; its [`System`] acts. Every effect (opening a handle,
-//! confirming and sending a signal, a timer) is asked of the system and
-//! comes back as a [`Completion`], so the guard is plain state, unit-tested
-//! with a fake system and a fake kernel.
+//! confirming and sending a signal, reading PSS, finding a process's group
+//! or cgroup, a timer) is asked of the system and comes back as a
+//! [`Completion`], so the guard is plain state, unit-tested with a fake
+//! system and a fake kernel.
+//!
+//! What a limit counts: RSS; RSS and swap (`rss+swap`, which the kernel
+//! counts too); or PSS, read only once the RSS passed the limit
+//! ([`pss`]). What a signal reaches: the process; its process group; or
+//! its cgroup ([`reach`]).
 
+mod pss;
+mod reach;
 mod system;
 #[cfg(test)]
 mod tests;
@@ -19,11 +27,13 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 
 pub(crate) use system::{Completion, NoHandle, Real};
-use system::{Enforced, Enforcement, Purpose, System, Timer};
+use system::{
+    Confirm, Enforced, Enforcement, Found, Measure, PssOf, Purpose, Reaching, System, Timer,
+};
 
 use crate::{
-    action::{ActionRecord, Outcome},
-    config::{Action, Config, Limit, Scope},
+    action::{ActionRecord, MemberResult, Outcome},
+    config::{Action, Config, KillTarget, Limit, Memory, Scope},
     ebpf::{KernelRss, WatchSpec},
     process::{Rss, Source},
     report::WatchedProcess,
@@ -46,6 +56,9 @@ pub(crate) trait KernelWatch<H> {
     fn exited(&mut self, pid: u32);
     /// The kernel's figures for `pid`, if it follows it and has read them.
     fn rss(&self, pid: u32) -> Option<KernelRss>;
+    /// Reports `pid`'s next crossing of `limit_bytes` instead of its
+    /// limit's (a PSS limit's next read); its counters stay as they are.
+    fn rearm(&mut self, pid: u32, limit_bytes: u64);
 }
 
 /// One covered process.
@@ -63,11 +76,14 @@ struct Guarded<H> {
     /// if it cannot: counted in status and metrics, retried at every
     /// examination.
     unfollowed: Option<String>,
-    /// Last RSS the guard heard of (usage events, examinations).
+    /// What its limit counts, as last heard of (usage events,
+    /// examinations): RSS, with swap for `rss+swap`.
     rss: u64,
     /// This crossing of a per-process limit was decided on already; cleared
     /// when the process is seen back under, or its limit changes.
     over: bool,
+    /// Its PSS reads (a per-process PSS limit).
+    pss: pss::Gate,
     /// A signal was sent or is on its way: no second verdict until it ends.
     acting: bool,
     /// A breach that came before the handle: (RSS, when the kernel saw it).
@@ -83,6 +99,8 @@ pub(crate) struct Guard<S: System> {
     guarded: HashMap<u32, Guarded<S::Handle>>,
     /// Total-scope limits (by index) that are over their sum.
     groups_over: HashMap<usize, bool>,
+    /// The PSS reads of total-scope PSS limits (by index).
+    groups_pss: HashMap<usize, pss::Gate>,
     actions: VecDeque<ActionRecord>,
     new_actions: Vec<ActionRecord>,
 }
@@ -98,6 +116,7 @@ impl<S: System> Guard<S> {
             own_pid: std::process::id(),
             guarded: HashMap::new(),
             groups_over: HashMap::new(),
+            groups_pss: HashMap::new(),
             actions: VecDeque::new(),
             new_actions: Vec::new(),
         }
@@ -122,6 +141,7 @@ impl<S: System> Guard<S> {
     ) {
         self.config = config;
         self.groups_over.clear();
+        self.groups_pss.clear();
         let pids: Vec<u32> = table.entries().map(|e| e.pid).collect();
         for pid in pids {
             self.rematch(pid, table, kernel.as_deref_mut(), true, None);
@@ -162,6 +182,10 @@ impl<S: System> Guard<S> {
                     // rename out of `protect`): decided anew.
                     guarded.over = false;
                 }
+                if changed || force {
+                    // The kernel is told the limit itself again.
+                    guarded.pss = pss::Gate::default();
+                }
                 guarded.limit = index;
                 guarded.spec = spec;
                 if guarded.handle.is_none() {
@@ -183,6 +207,7 @@ impl<S: System> Guard<S> {
                         unfollowed: None,
                         rss: entry.rss.total(),
                         over: false,
+                        pss: pss::Gate::default(),
                         acting: false,
                         pending: None,
                     },
@@ -214,10 +239,10 @@ impl<S: System> Guard<S> {
         let Some(limit) = self.config.limits.get(guarded.limit) else {
             return;
         };
-        let rss = rss_of(pid, entry, kernel).0.total();
+        let rss = counted(pid, entry, kernel, limit.memory);
         if limit.scope == Scope::Process && rss > limit.max_memory && !guarded.over {
             let index = limit.index;
-            self.act(pid, index, rss, false, None, table);
+            self.breach(pid, index, rss, None, table);
         }
     }
 
@@ -278,17 +303,26 @@ impl<S: System> Guard<S> {
         rules::protection(&subject(entry), &self.config.enforce.protect, self.own_pid).is_some()
     }
 
+    /// What the kernel is told about a process `limit` covers. The kernel
+    /// kills at the faulting page only the process alone: a group or
+    /// cgroup is signalled from here, all at once.
     fn watch_spec(&self, limit: &Limit, protected: bool) -> WatchSpec {
+        let count_swap = limit.memory == Memory::RssSwap;
         match limit.scope {
             Scope::Process => WatchSpec {
                 limit_bytes: limit.max_memory,
-                kill_now: limit.action == Action::KillNow && !self.dry_run() && !protected,
+                kill_now: limit.action == Action::KillNow
+                    && limit.kill == KillTarget::Process
+                    && !self.dry_run()
+                    && !protected,
                 report_usage: false,
+                count_swap,
             },
             Scope::Total => WatchSpec {
                 limit_bytes: 0,
                 kill_now: false,
                 report_usage: true,
+                count_swap,
             },
         }
     }
@@ -299,11 +333,31 @@ impl<S: System> Guard<S> {
         pid: u32,
         kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
     ) {
-        self.guarded.remove(&pid);
+        self.left(pid);
         // Also when the guard never knew it: a child may have inherited its
         // parent's entry in the kernel.
         if let Some(kernel) = kernel {
             kernel.unwatch(pid);
+        }
+    }
+
+    /// `pid` is no longer covered. A total-scope PSS limit it counted in
+    /// is decided anew at the next change: its sum, and the others' share
+    /// of the pages it shared, changed.
+    fn left(&mut self, pid: u32) {
+        let Some(guarded) = self.guarded.remove(&pid) else {
+            return;
+        };
+        let pss_total = self
+            .config
+            .limits
+            .get(guarded.limit)
+            .is_some_and(|l| l.scope == Scope::Total && l.memory == Memory::Pss);
+        if pss_total {
+            self.groups_over.remove(&guarded.limit);
+            if let Some(gate) = self.groups_pss.get_mut(&guarded.limit) {
+                gate.next_at = 0;
+            }
         }
     }
 
@@ -313,7 +367,7 @@ impl<S: System> Guard<S> {
         pid: u32,
         kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
     ) {
-        self.guarded.remove(&pid);
+        self.left(pid);
         if let Some(kernel) = kernel {
             kernel.exited(pid);
         }
@@ -333,6 +387,8 @@ impl<S: System> Guard<S> {
                 result,
                 sent_ns,
             } => self.enforced(*request, result, sent_ns),
+            Completion::Found { request, found } => self.found(*request, found),
+            Completion::Measured { request, pss } => self.measured(request, &pss, table, kernel),
             Completion::Timer(Timer::GraceOver { pid, handle }) => {
                 self.grace_over(pid, handle, table)
             }
@@ -371,7 +427,7 @@ impl<S: System> Guard<S> {
         let limit = guarded.limit;
         self.tell_kernel(pid, kernel);
         if let Some((rss, seen_ns)) = pending {
-            self.act(pid, limit, rss, false, seen_ns, table);
+            self.breach(pid, limit, rss, seen_ns, table);
         }
     }
 
@@ -392,7 +448,161 @@ impl<S: System> Guard<S> {
             return;
         };
         let limit = guarded.limit;
-        self.act(pid, limit, rss, killed, Some(seen_ns), table);
+        if killed {
+            self.act(pid, limit, rss, Decided::by_kernel(seen_ns), table);
+        } else {
+            self.breach(pid, limit, rss, Some(seen_ns), table);
+        }
+    }
+
+    /// `pid` is over limit `index` by what the kernel or an examination
+    /// counts (`rss`): acted on, or, for a PSS limit, its PSS read first.
+    fn breach(&mut self, pid: u32, index: usize, rss: u64, seen_ns: Option<u64>, table: &Table) {
+        let Some(limit) = self.config.limits.get(index) else {
+            return;
+        };
+        if limit.memory == Memory::Pss {
+            self.read_pss(pid, rss, seen_ns, true);
+        } else {
+            self.act(pid, index, rss, Decided::on(seen_ns), table);
+        }
+    }
+
+    /// Reads the PSS of `pid`, a process under a per-process PSS limit over
+    /// it by RSS, when its gate says so (`interval`: the examination asks).
+    fn read_pss(&mut self, pid: u32, rss: u64, seen_ns: Option<u64>, interval: bool) {
+        let Some(guarded) = self.guarded.get_mut(&pid) else {
+            return;
+        };
+        if guarded.acting || !guarded.pss.due(rss, interval) {
+            return;
+        }
+        let Some(handle) = guarded.handle.clone() else {
+            guarded.pending = Some((rss, seen_ns));
+            return; // read when the handle comes
+        };
+        guarded.pss.reading = true;
+        self.sys.measure(Measure {
+            of: PssOf::Process(pid),
+            pids: vec![(pid, handle)],
+            rss,
+            seen_ns,
+        });
+    }
+
+    /// PSS was read: decided on, or the next read armed.
+    fn measured(
+        &mut self,
+        request: Measure<S::Handle>,
+        pss: &[(u32, Option<u64>)],
+        table: &Table,
+        kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
+    ) {
+        match request.of {
+            PssOf::Process(pid) => self.measured_process(pid, &request, pss, table, kernel),
+            PssOf::Total(index) => self.measured_total(index, &request, pss, table),
+        }
+    }
+
+    fn measured_process(
+        &mut self,
+        pid: u32,
+        request: &Measure<S::Handle>,
+        pss: &[(u32, Option<u64>)],
+        table: &Table,
+        kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
+    ) {
+        let Some(guarded) = self.guarded.get_mut(&pid) else {
+            return;
+        };
+        let ours = request.pids.first().zip(guarded.handle.as_ref());
+        if !ours.is_some_and(|((_, asked), have)| S::same(asked, have)) {
+            return; // a read of a process the PID no longer means
+        }
+        guarded.pss.reading = false;
+        let Some(limit) = self.config.limits.get(guarded.limit) else {
+            return;
+        };
+        if limit.memory != Memory::Pss || limit.scope != Scope::Process {
+            return; // reloaded meanwhile
+        }
+        let Some(value) = pss.iter().find(|p| p.0 == pid).and_then(|p| p.1) else {
+            return; // it exited first
+        };
+        let (index, max) = (limit.index, limit.max_memory);
+        tracing::debug!(
+            event = "pss",
+            pid,
+            rss = request.rss,
+            pss = value,
+            limit = max,
+            "process {pid}: RSS {} over the limit, PSS {value}",
+            request.rss
+        );
+        if value > max {
+            self.act(pid, index, value, Decided::on_read(request.seen_ns), table);
+            return;
+        }
+        let next = pss::next_read_at(request.rss, value, max);
+        guarded.pss.next_at = next;
+        let Some(kernel) = kernel else {
+            return; // proc mode: the examinations read again
+        };
+        kernel.rearm(pid, next);
+        // Grown past it during the read: the crossing is behind already.
+        if let Some(now) = kernel.rss(pid).map(|k| k.rss.total())
+            && now >= next
+        {
+            self.read_pss(pid, now, None, false);
+        }
+    }
+
+    fn measured_total(
+        &mut self,
+        index: usize,
+        request: &Measure<S::Handle>,
+        pss: &[(u32, Option<u64>)],
+        table: &Table,
+    ) {
+        self.groups_pss.entry(index).or_default().reading = false;
+        let Some(limit) = self.config.limits.get(index) else {
+            return;
+        };
+        if limit.memory != Memory::Pss || limit.scope != Scope::Total {
+            return;
+        }
+        let max = limit.max_memory;
+        // Those read that are still covered by it; a newcomer counts at the next read.
+        let members: Vec<(u32, u64, bool)> = pss
+            .iter()
+            .filter_map(|&(pid, value)| {
+                let guarded = self.guarded.get(&pid).filter(|g| g.limit == index)?;
+                let protected = table.get(pid).is_none_or(|entry| self.is_protected(entry));
+                Some((pid, value?, protected || guarded.acting))
+            })
+            .collect();
+        let sum: u64 = members.iter().map(|m| m.1).sum();
+        tracing::debug!(
+            event = "pss",
+            rule = %crate::text::escape(&limit.label),
+            rss = request.rss,
+            pss = sum,
+            limit = max,
+            "the RSS sum {} is over the limit, the PSS sum over {} processes is {sum}",
+            request.rss,
+            members.len()
+        );
+        if sum <= max {
+            self.groups_pss.entry(index).or_default().next_at =
+                pss::next_read_at(request.rss, sum, max);
+            return;
+        }
+        self.groups_over.insert(index, true);
+        tracing::info!(rule = %crate::text::escape(&limit.label), sum, limit = max, "the PSS sum over {} processes crossed the limit", members.len());
+        for pid in rules::total_victims(&members, max) {
+            let value = members.iter().find(|m| m.0 == pid).map_or(0, |m| m.1);
+            self.act(pid, index, value, Decided::on_read(None), table);
+        }
     }
 
     /// A process of a total-scope limit moved to another MiB.
@@ -402,7 +612,7 @@ impl<S: System> Guard<S> {
         };
         guarded.rss = rss;
         let limit = guarded.limit;
-        self.check_group(limit, table);
+        self.check_group(limit, table, false);
     }
 
     /// After an examination: updates RSS figures and finds what is over
@@ -412,11 +622,14 @@ impl<S: System> Guard<S> {
     /// table's. This is the safety net under the kernel's crossings: a
     /// process over its limit is acted on within one scan interval, however
     /// it got there.
+    ///
+    /// A PSS limit's processes still over it by RSS have their PSS read
+    /// again: the minimum interval of those reads.
     pub(crate) fn after_examination(
         &mut self,
         table: &Table,
         resident: &HashMap<u32, u64>,
-        kernel: Option<&(dyn KernelWatch<S::Handle> + 'static)>,
+        mut kernel: Option<&mut (dyn KernelWatch<S::Handle> + 'static)>,
     ) {
         let pids: Vec<u32> = self.guarded.keys().copied().collect();
         let mut groups = Vec::new();
@@ -433,7 +646,7 @@ impl<S: System> Guard<S> {
             let rss = resident
                 .get(&pid)
                 .copied()
-                .unwrap_or_else(|| rss_of(pid, entry, kernel).0.total());
+                .unwrap_or_else(|| counted(pid, entry, kernel.as_deref(), limit.memory));
             if kernel.is_none() || limit.scope == Scope::Total || resident.contains_key(&pid) {
                 guarded.rss = rss;
             }
@@ -444,10 +657,22 @@ impl<S: System> Guard<S> {
                     let crossed = over && !guarded.over;
                     if !over {
                         guarded.over = false;
+                        if guarded.pss.next_at != 0 {
+                            // Back under: the next crossing of the limit
+                            // itself is the next read.
+                            guarded.pss.next_at = 0;
+                            if let Some(kernel) = kernel.as_deref_mut() {
+                                kernel.rearm(pid, limit.max_memory);
+                            }
+                        }
                     }
                     if crossed {
                         let (index, rss) = (limit.index, guarded.rss);
-                        self.act(pid, index, rss, false, None, table);
+                        if limit.memory == Memory::Pss {
+                            self.read_pss(pid, rss, None, true);
+                        } else {
+                            self.act(pid, index, rss, Decided::on(None), table);
+                        }
                     }
                 }
             }
@@ -455,7 +680,7 @@ impl<S: System> Guard<S> {
         groups.sort_unstable();
         groups.dedup();
         for index in groups {
-            self.check_group(index, table);
+            self.check_group(index, table, true);
         }
         self.retry_unfollowed(table);
     }
@@ -473,12 +698,25 @@ impl<S: System> Guard<S> {
         }
     }
 
-    /// The covered processes, for the examination's fresh reads.
-    pub(crate) fn covered_pids(&self) -> Vec<u32> {
-        self.guarded.keys().copied().collect()
+    /// The covered processes, for the examination's fresh reads, each with
+    /// what its limit counts.
+    pub(crate) fn covered_pids(&self) -> Vec<(u32, Memory)> {
+        self.guarded
+            .iter()
+            .map(|(&pid, g)| {
+                let memory = self
+                    .config
+                    .limits
+                    .get(g.limit)
+                    .map_or(Memory::Rss, |l| l.memory);
+                (pid, memory)
+            })
+            .collect()
     }
 
-    fn check_group(&mut self, index: usize, table: &Table) {
+    /// Compares a total-scope limit's sum with it; `interval`: the
+    /// examination asks (a PSS limit over it by RSS is read again).
+    fn check_group(&mut self, index: usize, table: &Table, interval: bool) {
         let Some(limit) = self.config.limits.get(index) else {
             return;
         };
@@ -494,14 +732,39 @@ impl<S: System> Guard<S> {
             .collect();
         let sum: u64 = members.iter().map(|m| m.1).sum();
         let was_over = self.groups_over.get(&index).copied().unwrap_or(false);
+        if limit.memory == Memory::Pss {
+            let gate = self.groups_pss.entry(index).or_default();
+            if sum <= max {
+                self.groups_over.remove(&index);
+                gate.next_at = 0;
+                return;
+            }
+            if was_over || !gate.due(sum, interval) {
+                return;
+            }
+            let pids: Vec<(u32, S::Handle)> = self
+                .guarded
+                .iter()
+                .filter(|(_, g)| g.limit == index)
+                .filter_map(|(&pid, g)| Some((pid, g.handle.clone()?)))
+                .collect();
+            gate.reading = true;
+            self.sys.measure(Measure {
+                of: PssOf::Total(index),
+                pids,
+                rss: sum,
+                seen_ns: None,
+            });
+            return;
+        }
         self.groups_over.insert(index, sum > max);
         if sum <= max || was_over {
             return;
         }
-        tracing::info!(rule = %limit.label, sum, limit = max, "the sum over {} processes crossed the limit", members.len());
+        tracing::info!(rule = %crate::text::escape(&limit.label), sum, limit = max, "the sum over {} processes crossed the limit", members.len());
         for pid in rules::total_victims(&members, max) {
             let rss = self.guarded.get(&pid).map_or(0, |g| g.rss);
-            self.act(pid, index, rss, false, None, table);
+            self.act(pid, index, rss, Decided::on(None), table);
         }
     }
 
@@ -525,17 +788,14 @@ impl<S: System> Guard<S> {
         }
     }
 
-    /// Decides about `pid`, over limit `index` with `rss`, and acts.
-    /// `seen_ns`: when the kernel saw the breach (CLOCK_MONOTONIC), if it did.
-    fn act(
-        &mut self,
-        pid: u32,
-        index: usize,
-        rss: u64,
-        kernel_killed: bool,
-        seen_ns: Option<u64>,
-        table: &Table,
-    ) {
+    /// Decides about `pid`, over limit `index` with `rss` (what the limit
+    /// counts), and acts.
+    fn act(&mut self, pid: u32, index: usize, rss: u64, how: Decided, table: &Table) {
+        let Decided {
+            kernel_killed,
+            seen_ns,
+            fresh,
+        } = how;
         let Some(limit) = self.config.limits.get(index) else {
             return;
         };
@@ -588,8 +848,12 @@ impl<S: System> Guard<S> {
             return;
         };
         // From userspace, confirm with /proc before acting: the process may
-        // have shrunk since the event.
-        let confirm_over = (limit.scope == Scope::Process).then_some(limit.max_memory);
+        // have shrunk since the event (a figure just read needs no second read).
+        let confirm = (limit.scope == Scope::Process && !fresh).then_some(Confirm {
+            over: limit.max_memory,
+            memory: limit.memory,
+        });
+        let reaching = reaching(limit);
         let label = limit.label.clone();
         let Some(guarded) = self.guarded.get_mut(&pid) else {
             return;
@@ -599,15 +863,38 @@ impl<S: System> Guard<S> {
             return; // acted on when the handle comes
         };
         guarded.acting = true;
-        tracing::info!(event = "decision", pid, action = signal.name(), rule = %label, "decided to send {signal} to {pid}");
+        tracing::info!(event = "decision", pid, action = signal.name(), rule = %crate::text::escape(&label), "decided to send {signal} to {pid}");
         self.sys.enforce(Enforcement {
             pid,
             handle,
             signal,
-            confirm_over,
+            confirm,
             purpose: Purpose::Breach,
+            reaching,
             seen_ns,
             record,
+        });
+    }
+
+    /// The other processes of a group or cgroup were found: the rules
+    /// choose whom the signal reaches.
+    fn found(&mut self, request: Enforcement<S::Handle>, found: Found<S::Handle>) {
+        let trigger = reach::Trigger {
+            pid: request.pid,
+            name: request.record.name.clone(),
+            handle: request.handle.clone(),
+        };
+        let plan = reach::plan(
+            trigger,
+            request.signal,
+            found,
+            &self.config.enforce.protect,
+            self.own_pid,
+        );
+        self.sys.enforce(Enforcement {
+            confirm: None,
+            reaching: Reaching::Chosen(plan),
+            ..request
         });
     }
 
@@ -623,11 +910,23 @@ impl<S: System> Guard<S> {
             handle,
             signal,
             purpose,
+            reaching,
             seen_ns,
             mut record,
             ..
         } = request;
         record.outcome = match result {
+            Enforced::Reached(mut members) => {
+                let Reaching::Chosen(plan) = reaching else {
+                    return; // only a plan is reached
+                };
+                members.extend(plan.left);
+                Outcome::Reached {
+                    signal,
+                    reach: plan.reach,
+                    members,
+                }
+            }
             Enforced::Delivered(Delivery::Sent) => Outcome::Sent { signal },
             Enforced::Delivered(Delivery::Gone) => Outcome::Gone { signal },
             Enforced::Under(rss) => match purpose {
@@ -650,26 +949,32 @@ impl<S: System> Guard<S> {
             .guarded
             .get_mut(&pid)
             .filter(|g| g.handle.as_ref().is_some_and(|h| S::same(h, &handle)));
-        match (&record.outcome, ours) {
-            (
-                Outcome::Sent {
-                    signal: Signal::Term,
-                },
-                _,
-            ) => {
-                self.sys
-                    .start_timer(self.config.enforce.grace, Timer::GraceOver { pid, handle });
+        let outcome = &record.outcome;
+        let term_sent = match outcome {
+            Outcome::Sent { signal } => *signal == Signal::Term,
+            Outcome::Reached {
+                signal, members, ..
+            } => {
+                *signal == Signal::Term
+                    && members
+                        .first()
+                        .is_some_and(|m| m.pid == pid && m.result == MemberResult::Sent)
             }
-            (
-                Outcome::UnderOnConfirmation { .. }
-                | Outcome::BackUnderAfterGrace
-                | Outcome::Failed { .. },
-                Some(guarded),
-            ) => {
-                // Nothing is on its way: the next crossing is decided anew.
-                guarded.acting = false;
-            }
-            _ => {}
+            _ => false,
+        };
+        let nothing_on_its_way = match outcome {
+            Outcome::UnderOnConfirmation { .. }
+            | Outcome::BackUnderAfterGrace
+            | Outcome::Failed { .. } => true,
+            Outcome::Reached { .. } => !outcome.signalled(),
+            _ => false,
+        };
+        if term_sent {
+            self.sys
+                .start_timer(self.config.enforce.grace, Timer::GraceOver { pid, handle });
+        } else if let (true, Some(guarded)) = (nothing_on_its_way, ours) {
+            // Nothing is on its way: the next crossing is decided anew.
+            guarded.acting = false;
         }
         self.record(record);
     }
@@ -685,17 +990,22 @@ impl<S: System> Guard<S> {
             .get(&pid)
             .filter(|g| g.handle.as_ref().is_some_and(|h| S::same(h, &handle)))
             .and_then(|g| self.config.limits.get(g.limit));
-        let confirm_over = limit
+        let confirm = limit
             .filter(|l| l.scope == Scope::Process)
-            .map(|l| l.max_memory);
+            .map(|l| Confirm {
+                over: l.max_memory,
+                memory: l.memory,
+            });
+        let reaching = limit.map_or(Reaching::Process, reaching);
         let rss = self.guarded.get(&pid).map_or(0, |g| g.rss);
         let record = self.record_for(pid, table.get(pid), limit, rss);
         self.sys.enforce(Enforcement {
             pid,
             handle,
             signal: Signal::Kill,
-            confirm_over,
+            confirm,
             purpose: Purpose::GraceOver,
+            reaching,
             seen_ns: None,
             record,
         });
@@ -737,6 +1047,7 @@ impl<S: System> Guard<S> {
                 let entry = table.get(pid)?;
                 let limit = self.config.limits.get(g.limit)?;
                 let (rss, source) = rss_of(pid, entry, kernel);
+                let counted = counted(pid, entry, kernel, limit.memory);
                 Some(WatchedProcess {
                     pid,
                     name: entry.name_lossy(),
@@ -746,7 +1057,7 @@ impl<S: System> Guard<S> {
                     rss_source: source,
                     limit_index: limit.index,
                     limit_bytes: limit.max_memory,
-                    limit_percent: rss.total() as f64 * 100.0 / limit.max_memory.max(1) as f64,
+                    limit_percent: counted as f64 * 100.0 / limit.max_memory.max(1) as f64,
                     rule: limit.label.clone(),
                     scope: limit.scope,
                     action: limit.action,
@@ -774,6 +1085,64 @@ fn rss_of<H>(
     match kernel.and_then(|k| k.rss(pid)) {
         Some(k) => (k.rss, Source::Ebpf),
         None => (entry.rss, Source::Proc),
+    }
+}
+
+/// What the kernel-side trigger of `memory` counts of a covered process:
+/// its RSS, with its swap for `rss+swap` (a PSS limit's trigger is the RSS).
+fn counted<H>(
+    pid: u32,
+    entry: &Entry,
+    kernel: Option<&(dyn KernelWatch<H> + 'static)>,
+    memory: Memory,
+) -> u64 {
+    let swap = memory == Memory::RssSwap;
+    match kernel.and_then(|k| k.rss(pid)) {
+        Some(k) => k.rss.total() + if swap { k.swap } else { 0 },
+        None => entry.rss.total() + if swap { entry.swap } else { 0 },
+    }
+}
+
+/// What a signal for a breach of `limit` reaches.
+fn reaching<H>(limit: &Limit) -> Reaching<H> {
+    match limit.kill {
+        KillTarget::Process => Reaching::Process,
+        kill => Reaching::Find(kill),
+    }
+}
+
+/// How a decision about a breach came about.
+#[derive(Clone, Copy, Debug)]
+struct Decided {
+    /// The kernel sent SIGKILL already.
+    kernel_killed: bool,
+    /// When the kernel saw the breach (`CLOCK_MONOTONIC` ns), if it did.
+    seen_ns: Option<u64>,
+    /// The figure was just read from `/proc` (PSS): no confirming read.
+    fresh: bool,
+}
+
+impl Decided {
+    fn on(seen_ns: Option<u64>) -> Decided {
+        Decided {
+            kernel_killed: false,
+            seen_ns,
+            fresh: false,
+        }
+    }
+
+    fn on_read(seen_ns: Option<u64>) -> Decided {
+        Decided {
+            fresh: true,
+            ..Decided::on(seen_ns)
+        }
+    }
+
+    fn by_kernel(seen_ns: u64) -> Decided {
+        Decided {
+            kernel_killed: true,
+            ..Decided::on(Some(seen_ns))
+        }
     }
 }
 

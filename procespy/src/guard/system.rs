@@ -1,19 +1,26 @@
 //! The guard's side effects, behind one small trait: process handles,
-//! signals (with the confirming read before them), clocks and timers.
-//! [`Real`] does them; the unit tests use a fake that records them.
+//! signals (with the confirming read before them), reads of PSS, finding a
+//! process's group or cgroup, `cgroup.kill`, clocks and timers. [`Real`]
+//! does them; the unit tests use a fake that records them.
 //!
 //! Anything that reads `/proc` or may block runs on tokio's blocking pool
 //! and comes back to the daemon's loop as a [`Completion`], which the
 //! daemon hands to [`super::Guard::complete`]. The loop itself only makes
 //! syscalls that cannot block.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use tokio::sync::mpsc;
 
 use crate::{
-    action::ActionRecord,
-    sys::{self, Delivery, Pidfd, Signal},
+    action::{ActionRecord, Member, MemberResult, Reach},
+    config::{KillTarget, Memory},
+    process::ProcInfo,
+    scan,
+    sys::{
+        self, Delivery, Pidfd, Signal,
+        cgroup::{self, Cgroup},
+    },
     users::UserNames,
 };
 
@@ -29,9 +36,14 @@ pub(crate) trait System {
     fn request_handle(&mut self, pid: u32, start_ticks: Option<u64>);
 
     /// Sends `request.signal`, after confirming that the process is still
-    /// over `request.confirm_over` bytes when that is set; the result comes
-    /// back as [`Completion::Enforced`].
+    /// over `request.confirm` when that is set; the result comes back as
+    /// [`Completion::Enforced`]. For a [`Reaching::Find`], nothing is sent:
+    /// the processes found come back as [`Completion::Found`].
     fn enforce(&mut self, request: Enforcement<Self::Handle>);
+
+    /// Reads the PSS of `request.pids`; it comes back as
+    /// [`Completion::Measured`].
+    fn measure(&mut self, request: Measure<Self::Handle>);
 
     /// Whether the process behind `handle` has exited.
     fn exited(&self, handle: &Self::Handle) -> bool;
@@ -67,14 +79,91 @@ pub(crate) struct Enforcement<H> {
     pub(crate) handle: H,
     /// The signal.
     pub(crate) signal: Signal,
-    /// Send only if the process is still above this many bytes.
-    pub(crate) confirm_over: Option<u64>,
+    /// Send only if the process is still above this.
+    pub(crate) confirm: Option<Confirm>,
     /// Why.
     pub(crate) purpose: Purpose,
+    /// What the signal reaches.
+    pub(crate) reaching: Reaching<H>,
     /// When the kernel saw the breach (`CLOCK_MONOTONIC` ns), if it did.
     pub(crate) seen_ns: Option<u64>,
     /// The record to complete and log.
     pub(crate) record: ActionRecord,
+}
+
+/// The read that confirms a breach before a signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Confirm {
+    /// The limit, in bytes.
+    pub(crate) over: u64,
+    /// What it counts.
+    pub(crate) memory: Memory,
+}
+
+/// What a signal reaches.
+#[derive(Clone, Debug)]
+pub(crate) enum Reaching<H> {
+    /// The process alone.
+    Process,
+    /// Its process group or cgroup: the system finds its processes
+    /// ([`Completion::Found`]) and the guard chooses among them.
+    Find(KillTarget),
+    /// The processes the guard chose.
+    Chosen(Plan<H>),
+}
+
+/// The other processes of a group or cgroup, as the system found them.
+#[derive(Clone, Debug)]
+pub(crate) struct Found<H> {
+    /// What holds them.
+    pub(crate) whole: Whole,
+    /// Each (but the process over its limit) as read with its handle, or
+    /// with why no handle could be opened.
+    pub(crate) members: Vec<(ProcInfo, Result<H, String>)>,
+}
+
+/// What holds the processes a signal is to reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Whole {
+    /// A process group.
+    Group {
+        /// Its id.
+        pgid: u32,
+    },
+    /// A cgroup.
+    Cgroup {
+        /// Where it is.
+        cgroup: Cgroup,
+        /// It has `cgroup.kill`.
+        kill_file: bool,
+    },
+    /// The process's cgroup could not be found: why.
+    NoCgroup(String),
+}
+
+/// One process the guard chose to signal.
+#[derive(Clone, Debug)]
+pub(crate) struct Chosen<H> {
+    /// The process.
+    pub(crate) pid: u32,
+    /// Its name, for the record.
+    pub(crate) name: String,
+    /// Its handle; `None` only where `cgroup.kill` reaches it.
+    pub(crate) handle: Option<H>,
+}
+
+/// How the guard chose to signal a group or cgroup.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan<H> {
+    /// How they are reached, for the record.
+    pub(crate) reach: Reach,
+    /// Who is signalled, the process over its limit first.
+    pub(crate) chosen: Vec<Chosen<H>>,
+    /// Empty this cgroup at once with `cgroup.kill` instead of signalling
+    /// each (SIGKILL only).
+    pub(crate) cgroup_kill: Option<PathBuf>,
+    /// Who is not signalled, and why.
+    pub(crate) left: Vec<Member>,
 }
 
 /// How an [`Enforcement`] went.
@@ -86,6 +175,30 @@ pub(crate) enum Enforced {
     Under(u64),
     /// The signal could not be sent.
     Failed(String),
+    /// A [`Plan`] was carried out: what became of each one chosen.
+    Reached(Vec<Member>),
+}
+
+/// Whose PSS is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PssOf {
+    /// A process under a per-process limit.
+    Process(u32),
+    /// The processes of a total-scope limit (by index).
+    Total(usize),
+}
+
+/// PSS to read.
+#[derive(Clone, Debug)]
+pub(crate) struct Measure<H> {
+    /// For what.
+    pub(crate) of: PssOf,
+    /// The processes, with their handles.
+    pub(crate) pids: Vec<(u32, H)>,
+    /// The RSS (or the sum) that made the read needed.
+    pub(crate) rss: u64,
+    /// When the kernel saw the crossing (`CLOCK_MONOTONIC` ns), if it did.
+    pub(crate) seen_ns: Option<u64>,
 }
 
 /// A timer the guard started.
@@ -129,6 +242,21 @@ pub(crate) enum Completion<H> {
         /// `CLOCK_MONOTONIC` ns when the signal left, when it did.
         sent_ns: Option<u64>,
     },
+    /// The processes of a group or cgroup were found
+    /// ([`Reaching::Find`]); nothing was sent yet.
+    Found {
+        /// What was asked.
+        request: Box<Enforcement<H>>,
+        /// What was found.
+        found: Found<H>,
+    },
+    /// PSS was read.
+    Measured {
+        /// What was asked.
+        request: Measure<H>,
+        /// Each process's PSS in bytes; `None` when it exited first.
+        pss: Vec<(u32, Option<u64>)>,
+    },
     /// A timer fired.
     Timer(Timer<H>),
 }
@@ -163,12 +291,34 @@ impl System for Real {
     fn enforce(&mut self, request: Enforcement<Pidfd>) {
         let done = self.done.clone();
         tokio::task::spawn_blocking(move || {
-            let (result, sent_ns) = carry_out(&request);
-            let _ = done.send(Completion::Enforced {
-                request: Box::new(request),
-                result,
-                sent_ns,
-            });
+            let completion = match carry_out(&request) {
+                Step::Done(result, sent_ns) => Completion::Enforced {
+                    request: Box::new(request),
+                    result,
+                    sent_ns,
+                },
+                Step::Found(found) => Completion::Found {
+                    request: Box::new(request),
+                    found,
+                },
+            };
+            let _ = done.send(completion);
+        });
+    }
+
+    fn measure(&mut self, request: Measure<Pidfd>) {
+        let done = self.done.clone();
+        tokio::task::spawn_blocking(move || {
+            let pss = request
+                .pids
+                .iter()
+                .map(|(pid, handle)| {
+                    // Read first, then check the pidfd, as for a confirmation.
+                    let pss = scan::read_pss(*pid);
+                    (*pid, pss.filter(|_| !handle.exited()))
+                })
+                .collect();
+            let _ = done.send(Completion::Measured { request, pss });
         });
     }
 
@@ -216,21 +366,137 @@ fn open_verified(pid: u32, start_ticks: Option<u64>) -> Result<Pidfd, NoHandle> 
     Ok(pidfd)
 }
 
-/// Confirms (when asked) and sends; runs on the blocking pool.
-fn carry_out(request: &Enforcement<Pidfd>) -> (Enforced, Option<u64>) {
-    if let Some(limit) = request.confirm_over {
+/// Where carrying out an [`Enforcement`] ended.
+enum Step {
+    /// Done: how it went, and when the signal left.
+    Done(Enforced, Option<u64>),
+    /// The processes to reach were found; the guard chooses.
+    Found(Found<Pidfd>),
+}
+
+/// Confirms (when asked), then sends, finds the processes to reach, or
+/// carries out the guard's plan; runs on the blocking pool.
+fn carry_out(request: &Enforcement<Pidfd>) -> Step {
+    if let Some(confirm) = request.confirm {
         // Read first, then check the pidfd: a live pidfd after the read
         // means the read was of its process, not of a newcomer at the PID.
-        let rss = sys::statm_rss(request.pid);
+        let now = scan::read_memory(request.pid, confirm.memory);
         if request.handle.exited() {
-            return (Enforced::Delivered(Delivery::Gone), None);
+            return Step::Done(Enforced::Delivered(Delivery::Gone), None);
         }
-        if let Some(rss) = rss.filter(|&rss| rss <= limit) {
-            return (Enforced::Under(rss), None);
+        if let Some(now) = now.filter(|&now| now <= confirm.over) {
+            return Step::Done(Enforced::Under(now), None);
         }
     }
-    match request.handle.send(request.signal) {
-        Ok(delivery) => (Enforced::Delivered(delivery), Some(sys::monotonic_ns())),
-        Err(err) => (Enforced::Failed(err.to_string()), None),
+    match &request.reaching {
+        Reaching::Process => match request.handle.send(request.signal) {
+            Ok(delivery) => Step::Done(Enforced::Delivered(delivery), Some(sys::monotonic_ns())),
+            Err(err) => Step::Done(Enforced::Failed(err.to_string()), None),
+        },
+        Reaching::Find(kill) => match find(*kill, request.pid, &request.handle) {
+            Some(found) => Step::Found(found),
+            None => Step::Done(Enforced::Delivered(Delivery::Gone), None),
+        },
+        Reaching::Chosen(plan) => {
+            let members = reach(plan, request.signal);
+            let sent = members.iter().any(|m| m.result == MemberResult::Sent);
+            Step::Done(Enforced::Reached(members), sent.then(sys::monotonic_ns))
+        }
     }
+}
+
+/// The other processes of `pid`'s group or cgroup, each read with a
+/// handle opened before the read; `None` when `pid` is gone.
+fn find(kill: KillTarget, pid: u32, handle: &Pidfd) -> Option<Found<Pidfd>> {
+    let (whole, others) = match kill {
+        KillTarget::Group | KillTarget::Process => {
+            let pgid = scan::read_process(pid).ok()?.pgrp;
+            (Whole::Group { pgid }, scan::group_members(pgid, pid))
+        }
+        KillTarget::Cgroup => match cgroup::of(pid) {
+            Ok(found) => {
+                let others = cgroup::processes(&found.dir)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|&other| other != pid)
+                    .collect();
+                let kill_file = found.has_kill();
+                (
+                    Whole::Cgroup {
+                        cgroup: found,
+                        kill_file,
+                    },
+                    others,
+                )
+            }
+            Err(reason) => (Whole::NoCgroup(reason), Vec::new()),
+        },
+    };
+    // Read before this check: the group or cgroup was the live process's.
+    if handle.exited() {
+        return None;
+    }
+    let members = others
+        .into_iter()
+        .filter_map(|other| {
+            let (info, handle) = scan::read_with_handle(other).ok()?;
+            // It may have moved to another group since it was listed.
+            if let Whole::Group { pgid } = whole
+                && info.pgrp != pgid
+            {
+                return None;
+            }
+            let handle = handle.ok_or_else(|| "no pidfd could be opened".to_owned());
+            Some((info, handle))
+        })
+        .collect();
+    Some(Found { whole, members })
+}
+
+/// Signals every process `plan` chose, or empties its cgroup.
+fn reach(plan: &Plan<Pidfd>, signal: Signal) -> Vec<Member> {
+    let member = |chosen: &Chosen<Pidfd>, result| Member {
+        pid: chosen.pid,
+        name: chosen.name.clone(),
+        result,
+    };
+    if let Some(dir) = &plan.cgroup_kill {
+        let gone: Vec<bool> = plan
+            .chosen
+            .iter()
+            .map(|c| c.handle.as_ref().is_some_and(Pidfd::exited))
+            .collect();
+        let result = cgroup::kill(dir);
+        return plan
+            .chosen
+            .iter()
+            .zip(gone)
+            .map(|(chosen, gone)| {
+                let result = match (&result, gone) {
+                    (Err(err), _) => MemberResult::Failed {
+                        error: format!("writing cgroup.kill: {err}"),
+                    },
+                    (Ok(()), true) => MemberResult::Gone,
+                    (Ok(()), false) => MemberResult::Sent,
+                };
+                member(chosen, result)
+            })
+            .collect();
+    }
+    plan.chosen
+        .iter()
+        .map(|chosen| {
+            let result = match chosen.handle.as_ref().map(|h| h.send(signal)) {
+                Some(Ok(Delivery::Sent)) => MemberResult::Sent,
+                Some(Ok(Delivery::Gone)) => MemberResult::Gone,
+                Some(Err(err)) => MemberResult::Failed {
+                    error: err.to_string(),
+                },
+                None => MemberResult::Failed {
+                    error: "no pidfd".to_owned(),
+                },
+            };
+            member(chosen, result)
+        })
+        .collect()
 }

@@ -5,8 +5,9 @@ use std::{collections::HashMap, path::PathBuf, time::Duration, time::Instant};
 
 use super::*;
 use crate::{
-    config::{Limits, Matcher, Scope},
-    guard::system::NoHandle,
+    action::{CgroupRefusal, Member, MemberResult, Reach},
+    config::{KillTarget, Limits, Matcher, Memory, Scope},
+    guard::system::{Chosen, NoHandle, Whole},
     process::ProcInfo,
     rules::Protection,
     scan::Examination,
@@ -27,6 +28,7 @@ struct Handle {
 struct Fake {
     requests: Vec<(u32, Option<u64>)>,
     enforcements: Vec<Enforcement<Handle>>,
+    measures: Vec<Measure<Handle>>,
     timers: Vec<(Duration, Timer<Handle>)>,
     exited: Vec<Handle>,
 }
@@ -40,6 +42,10 @@ impl System for Fake {
 
     fn enforce(&mut self, request: Enforcement<Handle>) {
         self.enforcements.push(request);
+    }
+
+    fn measure(&mut self, request: Measure<Handle>) {
+        self.measures.push(request);
     }
 
     fn exited(&self, handle: &Handle) -> bool {
@@ -63,10 +69,12 @@ impl System for Fake {
     }
 }
 
-/// What the kernel was told.
+/// What the kernel was told, and the figures it shows.
 #[derive(Default)]
 struct FakeKernel {
     watched: HashMap<u32, WatchSpec>,
+    rearmed: Vec<(u32, u64)>,
+    figures: HashMap<u32, KernelRss>,
 }
 
 impl KernelWatch<Handle> for FakeKernel {
@@ -83,8 +91,12 @@ impl KernelWatch<Handle> for FakeKernel {
         self.watched.remove(&pid);
     }
 
-    fn rss(&self, _: u32) -> Option<KernelRss> {
-        None
+    fn rss(&self, pid: u32) -> Option<KernelRss> {
+        self.figures.get(&pid).copied()
+    }
+
+    fn rearm(&mut self, pid: u32, limit_bytes: u64) {
+        self.rearmed.push((pid, limit_bytes));
     }
 }
 
@@ -215,7 +227,8 @@ fn a_covered_process_is_followed_in_the_kernel_once_its_handle_comes() {
         WatchSpec {
             limit_bytes: 64 * MIB,
             kill_now: true,
-            report_usage: false
+            report_usage: false,
+            count_swap: false
         }
     );
 }
@@ -229,8 +242,11 @@ fn a_breach_is_confirmed_then_sigterm_then_sigkill_after_grace() {
     let request = answer(&mut guard, &table, sent(Signal::Term));
     assert_eq!(request.signal, Signal::Term);
     assert_eq!(
-        request.confirm_over,
-        Some(64 * MIB),
+        request.confirm,
+        Some(Confirm {
+            over: 64 * MIB,
+            memory: Memory::Rss
+        }),
         "confirmed before acting"
     );
     assert_eq!(
@@ -378,11 +394,11 @@ fn total_scope_stops_the_largest_first_until_the_sum_is_under() {
         "80 MiB is under 100"
     );
     guard.on_usage(102, 40 * MIB, &table);
-    let victims: Vec<(u32, Option<u64>)> = guard
+    let victims: Vec<(u32, Option<Confirm>)> = guard
         .system()
         .enforcements
         .iter()
-        .map(|e| (e.pid, e.confirm_over))
+        .map(|e| (e.pid, e.confirm))
         .collect();
     assert_eq!(victims, [(101, None)], "120 - 50 is under 100");
     guard.on_usage(102, 41 * MIB, &table);
@@ -569,17 +585,17 @@ fn a_rename_back_from_a_protected_name_is_acted_on() {
 fn an_examination_catches_what_no_event_reported_once_per_crossing() {
     let table = table(&[process(100, "grower", 10)]);
     let limits = vec![limit(0, "grower", 100, Scope::Process, Action::Alert)];
-    let (mut guard, kernel) = guarded(limits, &table, false);
+    let (mut guard, mut kernel) = guarded(limits, &table, false);
     let over = HashMap::from([(100, 150 * MIB)]);
-    guard.after_examination(&table, &over, Some(&kernel));
-    guard.after_examination(&table, &over, Some(&kernel));
+    guard.after_examination(&table, &over, Some(&mut kernel));
+    guard.after_examination(&table, &over, Some(&mut kernel));
     assert_eq!(
         outcomes(&mut guard),
         [Outcome::Alerted],
         "once, not every scan"
     );
-    guard.after_examination(&table, &HashMap::from([(100, 50 * MIB)]), Some(&kernel));
-    guard.after_examination(&table, &over, Some(&kernel));
+    guard.after_examination(&table, &HashMap::from([(100, 50 * MIB)]), Some(&mut kernel));
+    guard.after_examination(&table, &over, Some(&mut kernel));
     assert_eq!(
         outcomes(&mut guard),
         [Outcome::Alerted],
@@ -617,4 +633,405 @@ fn a_process_without_a_handle_is_counted_and_retried() {
     });
     guard.complete(Completion::Handle { pid: 100, handle }, &table, None);
     assert_eq!(guard.unfollowed(), 0);
+}
+
+/// A limit on `name` counting `memory` and reaching `kill`.
+fn limit_of(scope: Scope, max_mib: u64, memory: Memory, kill: KillTarget) -> Limit {
+    Limit {
+        memory,
+        kill,
+        ..limit(0, "app", max_mib, scope, Action::Kill)
+    }
+}
+
+/// Answers the oldest PSS read the guard asked for with `pss` (MiB, by PID).
+fn answer_pss(
+    guard: &mut Guard<Fake>,
+    table: &Table,
+    kernel: &mut FakeKernel,
+    pss: &[(u32, u64)],
+) -> Measure<Handle> {
+    let request = guard.system().measures.remove(0);
+    let pss = pss
+        .iter()
+        .map(|&(pid, mib)| (pid, Some(mib * MIB)))
+        .collect();
+    guard.complete(
+        Completion::Measured {
+            request: request.clone(),
+            pss,
+        },
+        table,
+        Some(kernel),
+    );
+    request
+}
+
+#[test]
+fn a_pss_limit_reads_pss_past_the_rss_and_decides_on_it() {
+    let table = table(&[process(100, "app", 10)]);
+    let limits = vec![limit_of(
+        Scope::Process,
+        400,
+        Memory::Pss,
+        KillTarget::Process,
+    )];
+    let (mut guard, mut kernel) = guarded(limits, &table, false);
+    assert_eq!(
+        kernel.watched[&100].limit_bytes,
+        400 * MIB,
+        "RSS is the trigger"
+    );
+    guard.on_kernel_breach(100, 450 * MIB, false, 1_000, &table);
+    assert!(guard.system().enforcements.is_empty(), "PSS first");
+    // Another crossing while the read is on its way: no second read.
+    guard.on_kernel_breach(100, 460 * MIB, false, 1_100, &table);
+    assert_eq!(guard.system().measures.len(), 1);
+    let request = answer_pss(&mut guard, &table, &mut kernel, &[(100, 300)]);
+    assert_eq!((request.rss, request.seen_ns), (450 * MIB, Some(1_000)));
+    assert!(
+        guard.system().enforcements.is_empty(),
+        "300 MiB of PSS is under 400"
+    );
+    assert!(outcomes(&mut guard).is_empty());
+    // The PSS can pass 400 MiB only once the RSS grew by the 100 MiB left.
+    assert_eq!(kernel.rearmed, [(100, 550 * MIB)]);
+    guard.on_kernel_breach(100, 551 * MIB, false, 2_000, &table);
+    answer_pss(&mut guard, &table, &mut kernel, &[(100, 401)]);
+    let enforcement = &guard.system().enforcements[0];
+    assert_eq!(enforcement.record.rss, 401 * MIB, "the record has the PSS");
+    assert_eq!(enforcement.confirm, None, "just read: no second read");
+    assert_eq!(enforcement.seen_ns, Some(2_000));
+}
+
+#[test]
+fn a_pss_read_of_a_process_that_grew_past_the_next_trigger_reads_again() {
+    let table = table(&[process(100, "app", 10)]);
+    let limits = vec![limit_of(
+        Scope::Process,
+        400,
+        Memory::Pss,
+        KillTarget::Process,
+    )];
+    let (mut guard, mut kernel) = guarded(limits, &table, false);
+    guard.on_kernel_breach(100, 450 * MIB, false, 1_000, &table);
+    kernel.figures.insert(
+        100,
+        KernelRss {
+            rss: Rss {
+                anon: 600 * MIB,
+                ..Rss::default()
+            },
+            swap: 0,
+            breaches: 1,
+        },
+    );
+    answer_pss(&mut guard, &table, &mut kernel, &[(100, 300)]);
+    assert_eq!(
+        guard.system().measures.len(),
+        1,
+        "600 MiB is past 550: read again"
+    );
+}
+
+#[test]
+fn the_examination_reads_pss_again_while_the_rss_stays_over() {
+    let table = table(&[process(100, "app", 10)]);
+    let limits = vec![limit_of(
+        Scope::Process,
+        400,
+        Memory::Pss,
+        KillTarget::Process,
+    )];
+    let (mut guard, mut kernel) = guarded(limits, &table, false);
+    let over = HashMap::from([(100, 450 * MIB)]);
+    guard.after_examination(&table, &over, Some(&mut kernel));
+    answer_pss(&mut guard, &table, &mut kernel, &[(100, 100)]);
+    // Others sharing its pages may have exited: no RSS shows it.
+    guard.after_examination(&table, &over, Some(&mut kernel));
+    assert_eq!(
+        guard.system().measures.len(),
+        1,
+        "read again at the interval"
+    );
+    guard.after_examination(&table, &over, Some(&mut kernel));
+    assert_eq!(guard.system().measures.len(), 1, "one read at a time");
+    answer_pss(&mut guard, &table, &mut kernel, &[(100, 100)]);
+    kernel.rearmed.clear();
+    guard.after_examination(&table, &HashMap::from([(100, 50 * MIB)]), Some(&mut kernel));
+    assert_eq!(
+        kernel.rearmed,
+        [(100, 400 * MIB)],
+        "back under: the limit is the trigger again"
+    );
+    assert!(guard.system().enforcements.is_empty());
+}
+
+#[test]
+fn a_total_pss_limit_spares_shared_pages_and_stops_the_one_that_grows() {
+    // Twelve processes, each with 256 MiB of shared memory resident.
+    let procs: Vec<ProcInfo> = (100..112).map(|pid| process(pid, "app", 258)).collect();
+    let table = table(&procs);
+    let limits = vec![limit_of(
+        Scope::Total,
+        400,
+        Memory::Pss,
+        KillTarget::Process,
+    )];
+    let (mut guard, mut kernel) = guarded(limits, &table, false);
+    assert!(guard.system().measures.is_empty());
+    guard.on_usage(100, 258 * MIB, &table);
+    assert_eq!(
+        guard.system().measures.len(),
+        1,
+        "the RSS sum is over 400 MiB"
+    );
+    guard.on_usage(101, 259 * MIB, &table);
+    assert_eq!(guard.system().measures.len(), 1, "one read at a time");
+    let shared: Vec<(u32, u64)> = (100..112).map(|pid| (pid, 23)).collect();
+    let request = answer_pss(&mut guard, &table, &mut kernel, &shared);
+    assert_eq!(request.pids.len(), 12);
+    assert!(
+        guard.system().enforcements.is_empty(),
+        "12 x 23 MiB is under 400"
+    );
+    // The sum must grow by the 124 MiB left before a read can matter.
+    guard.on_usage(105, 357 * MIB, &table);
+    assert!(guard.system().measures.is_empty());
+    guard.on_usage(105, 558 * MIB, &table);
+    assert_eq!(guard.system().measures.len(), 1);
+    let mut grown = shared.clone();
+    grown[5] = (105, 323);
+    answer_pss(&mut guard, &table, &mut kernel, &grown);
+    let victims: Vec<(u32, u64)> = guard
+        .system()
+        .enforcements
+        .iter()
+        .map(|e| (e.pid, e.record.rss))
+        .collect();
+    assert_eq!(victims, [(105, 323 * MIB)], "the largest PSS goes");
+}
+
+#[test]
+fn a_total_rss_limit_counts_shared_pages_once_per_process() {
+    let procs: Vec<ProcInfo> = (100..112).map(|pid| process(pid, "app", 10)).collect();
+    let table = table(&procs);
+    let limits = vec![limit_of(
+        Scope::Total,
+        400,
+        Memory::Rss,
+        KillTarget::Process,
+    )];
+    let (mut guard, _kernel) = guarded(limits, &table, false);
+    for pid in 100..112 {
+        guard.on_usage(pid, (258 + u64::from(pid - 100)) * MIB, &table);
+    }
+    assert!(guard.system().measures.is_empty());
+    assert_eq!(
+        guard.system().enforcements[0].pid,
+        101,
+        "the largest at the crossing"
+    );
+}
+
+#[test]
+fn a_swap_limit_has_the_kernel_count_swap_and_confirms_with_it() {
+    let table = table(&[process(100, "app", 10)]);
+    let limits = vec![limit_of(
+        Scope::Process,
+        64,
+        Memory::RssSwap,
+        KillTarget::Process,
+    )];
+    let (mut guard, mut kernel) = guarded(limits, &table, false);
+    assert!(kernel.watched[&100].count_swap);
+    guard.after_examination(&table, &HashMap::from([(100, 80 * MIB)]), Some(&mut kernel));
+    assert_eq!(
+        guard.system().enforcements[0].confirm,
+        Some(Confirm {
+            over: 64 * MIB,
+            memory: Memory::RssSwap
+        })
+    );
+}
+
+#[test]
+fn proc_mode_counts_the_swap_the_examination_read() {
+    let mut swapped = process(100, "app", 10);
+    swapped.swap = 100 * MIB;
+    let table = table(&[swapped]);
+    let limits = vec![limit_of(
+        Scope::Process,
+        64,
+        Memory::RssSwap,
+        KillTarget::Process,
+    )];
+    let (mut guard, _kernel) = guarded(limits.clone(), &table, false);
+    assert_eq!(
+        guard.system().enforcements.len(),
+        1,
+        "10 MiB resident + 100 MiB in swap"
+    );
+    let only_rss = limit_of(Scope::Process, 64, Memory::Rss, KillTarget::Process);
+    let (mut guard, _kernel) = guarded(vec![only_rss], &table, false);
+    assert!(guard.system().enforcements.is_empty(), "RSS alone is under");
+}
+
+/// The fake's answer to a [`Reaching::Find`]: `members` (PID, name) of
+/// `whole`, each with a handle.
+fn answer_found(guard: &mut Guard<Fake>, table: &Table, whole: Whole, members: &[(u32, &str)]) {
+    let request = guard.system().enforcements.remove(0);
+    assert!(
+        matches!(request.reaching, Reaching::Find(_)),
+        "{:?}",
+        request.reaching
+    );
+    let members = members
+        .iter()
+        .map(|&(pid, name)| (process(pid, name, 1), Ok(Handle { pid, serial: 1 })))
+        .collect();
+    guard.complete(
+        Completion::Found {
+            request: Box::new(request),
+            found: Found { whole, members },
+        },
+        table,
+        None,
+    );
+}
+
+/// The plan the guard chose, as (PIDs chosen, reach, cgroup.kill).
+fn chosen(guard: &mut Guard<Fake>) -> (Vec<u32>, Reach, bool) {
+    let Reaching::Chosen(plan) = &guard.system().enforcements[0].reaching else {
+        panic!("no plan");
+    };
+    let pids = plan.chosen.iter().map(|c: &Chosen<Handle>| c.pid).collect();
+    (pids, plan.reach.clone(), plan.cgroup_kill.is_some())
+}
+
+/// Answers the plan: every process chosen was signalled.
+fn answer_reached(guard: &mut Guard<Fake>, table: &Table) {
+    let request = guard.system().enforcements.remove(0);
+    let Reaching::Chosen(plan) = &request.reaching else {
+        panic!("no plan");
+    };
+    let members = plan
+        .chosen
+        .iter()
+        .map(|c| Member {
+            pid: c.pid,
+            name: c.name.clone(),
+            result: MemberResult::Sent,
+        })
+        .collect();
+    guard.complete(
+        Completion::Enforced {
+            request: Box::new(request),
+            result: Enforced::Reached(members),
+            sent_ns: Some(2_000),
+        },
+        table,
+        None,
+    );
+}
+
+#[test]
+fn a_group_is_signalled_but_its_protected_member_and_sigkill_follows_the_grace() {
+    let table = table(&[process(100, "app", 10)]);
+    let limits = vec![Limit {
+        action: Action::KillNow,
+        ..limit_of(Scope::Process, 64, Memory::Rss, KillTarget::Group)
+    }];
+    let (_guard, kernel) = guarded(limits, &table, false);
+    assert!(
+        !kernel.watched[&100].kill_now,
+        "the group goes at once, from userspace"
+    );
+    let limits = vec![limit_of(Scope::Process, 64, Memory::Rss, KillTarget::Group)];
+    let (mut guard, _kernel) = guarded(limits, &table, false);
+    guard.on_kernel_breach(100, 65 * MIB, false, 1_000, &table);
+    assert!(
+        guard.system().enforcements[0].confirm.is_some(),
+        "confirmed first"
+    );
+    let members = [(101, "app"), (102, "sshd"), (103, "app")];
+    answer_found(&mut guard, &table, Whole::Group { pgid: 100 }, &members);
+    assert_eq!(
+        chosen(&mut guard),
+        (vec![100, 101, 103], Reach::Group { pgid: 100 }, false)
+    );
+    answer_reached(&mut guard, &table);
+    let outcome = outcomes(&mut guard).remove(0);
+    assert!(outcome.signalled());
+    assert_eq!(outcome.action(), "SIGTERM");
+    assert_eq!(
+        outcome.to_string(),
+        "sent to process group 100: signalled 100 app, 101 app, 103 app; \
+         spared 102 sshd (\"sshd\" is in [enforce] protect)"
+    );
+    let (delay, timer) = guard.system().timers.remove(0);
+    assert_eq!(delay, GRACE);
+    guard.complete(Completion::Timer(timer), &table, None);
+    let request = &guard.system().enforcements[0];
+    assert_eq!(request.signal, Signal::Kill);
+    assert!(
+        matches!(request.reaching, Reaching::Find(KillTarget::Group)),
+        "the group is found anew for SIGKILL"
+    );
+}
+
+#[test]
+fn a_cgroup_is_killed_whole_and_refused_when_it_holds_a_protected_process() {
+    let cgroup = |path: &str| Whole::Cgroup {
+        cgroup: crate::sys::cgroup::Cgroup {
+            path: path.into(),
+            dir: PathBuf::from("/sys/fs/cgroup").join(path.trim_start_matches('/')),
+            v2: true,
+        },
+        kill_file: true,
+    };
+    let table = table(&[process(100, "app", 10)]);
+    let kill_now = || {
+        vec![Limit {
+            action: Action::KillNow,
+            ..limit_of(Scope::Process, 64, Memory::Rss, KillTarget::Cgroup)
+        }]
+    };
+    let (mut guard, _kernel) = guarded(kill_now(), &table, false);
+    guard.on_kernel_breach(100, 65 * MIB, false, 1_000, &table);
+    answer_found(&mut guard, &table, cgroup("/test"), &[(101, "app")]);
+    assert_eq!(
+        chosen(&mut guard),
+        (
+            vec![100, 101],
+            Reach::Cgroup {
+                cgroup: "/test".into()
+            },
+            true
+        )
+    );
+    answer_reached(&mut guard, &table);
+    let outcome = outcomes(&mut guard).remove(0);
+    assert_eq!(outcome.action(), "SIGKILL (cgroup.kill)");
+    assert_eq!(
+        outcome.to_string(),
+        "cgroup.kill of /test: signalled 100 app, 101 app"
+    );
+
+    let (mut guard, _kernel) = guarded(kill_now(), &table, false);
+    guard.on_kernel_breach(100, 65 * MIB, false, 1_000, &table);
+    answer_found(
+        &mut guard,
+        &table,
+        cgroup("/test"),
+        &[(101, "app"), (102, "sshd")],
+    );
+    let (pids, reach, cgroup_kill) = chosen(&mut guard);
+    assert_eq!((pids, cgroup_kill), (vec![100], false), "the process alone");
+    assert!(matches!(
+        reach,
+        Reach::ProcessAlone {
+            why: CgroupRefusal::Protected { pid: 102, .. }
+        }
+    ));
 }

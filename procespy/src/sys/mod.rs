@@ -5,6 +5,7 @@
 //! deciding code above takes these answers as plain values, so it stays
 //! pure and testable without root.
 
+pub(crate) mod cgroup;
 mod pidfd;
 pub(crate) mod systemd;
 
