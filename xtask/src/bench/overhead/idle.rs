@@ -34,8 +34,10 @@ struct Idle {
     rss: [f64; 4],
 }
 
+/// Measures `daemon` over `window`, from one [`SLICE`] after its start-up.
 fn measure(daemon: &Procespy, window: Duration) -> Result<Idle> {
     let pid = daemon.pid();
+    thread::sleep(SLICE);
     let start = Instant::now();
     let first = procs::cpu_seconds(pid)?;
     let (mut last, mut last_at) = (first, start);
@@ -107,7 +109,7 @@ pub fn run(env: &Env) -> Result<Part> {
     let text = format!(
         "\n### Idle\n\n\
          {SLEEPERS} extra `sleep` processes; one daemon per row, measured one after the other, \
-         from the moment its start-up work is over. CPU: its CPU clock (`clock_getcpuclockid`: \
+         from 5 s after its start-up work is over (its CPU grew by less than 2 ms in a second). CPU: its CPU clock (`clock_getcpuclockid`: \
          the scheduler's runtime of all its threads, to the nanosecond, not /proc/PID/stat's 10 ms \
          ticks) over {} s, read every {} s (one scheduled examination per slice: median (range) \
          of the slices); VmRSS at the end.\n\n{}",

@@ -204,8 +204,16 @@ pub fn run(args: &[String]) -> Result<()> {
         goals.extend(part.goals);
         details.push_str(&part.text);
     }
-    let table = goals::render(&goals);
-    println!("\n{table}");
+    let goals = if goals.is_empty() {
+        String::new()
+    } else {
+        let table = goals::render(&goals);
+        println!("\n{table}");
+        format!(
+            "\n### Goals (issue 13)\n\nEach figure measured in this run; the parts below say \
+             how.\n\n{table}"
+        )
+    };
     if env.settings.quick {
         println!("bench: --quick: bench/RESULTS.md left as it was");
         return Ok(());
@@ -214,10 +222,8 @@ pub fn run(args: &[String]) -> Result<()> {
         Some(part) => format!("overhead, part {part} alone"),
         None => "overhead: what procespy costs the machine".into(),
     };
-    let body = format!(
-        "{}\n### Goals (issue 13)\n\nEach figure measured in this run; the parts below say how.\n\n{table}{details}",
-        report::preamble(&title, "overhead", args)
-    );
+    let preamble = report::preamble(&title, "overhead", args);
+    let body = format!("{preamble}{goals}{details}");
     report::save_section(&env.settings.section(), &body)
 }
 
