@@ -22,7 +22,7 @@ impl Bound {
 /// One row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Goal {
-    figure: &'static str,
+    figure: String,
     bound: Bound,
     /// What follows the threshold: `×`, ` µs per event`, ...
     unit: &'static str,
@@ -36,14 +36,14 @@ impl Goal {
     /// `figure`, whose goal is `bound` in `unit`, measured as `value`
     /// (shown as `shown`).
     pub fn new(
-        figure: &'static str,
+        figure: impl Into<String>,
         bound: Bound,
         unit: &'static str,
         value: Option<f64>,
         shown: String,
     ) -> Self {
         Goal {
-            figure,
+            figure: figure.into(),
             bound,
             unit,
             value,
@@ -73,7 +73,7 @@ pub fn render(goals: &[Goal]) -> String {
     let mut table = Table::new(&["figure", "measured", "goal", "met"]);
     for goal in goals {
         table.row(vec![
-            goal.figure.into(),
+            goal.figure.clone(),
             goal.shown.clone(),
             goal.goal(),
             goal.verdict().into(),

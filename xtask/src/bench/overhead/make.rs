@@ -119,7 +119,7 @@ pub fn run(env: &Env) -> Result<Part> {
     ]);
     let value = quotient(with, without);
     let goal = Goal::new(
-        "make -j2, 10 interleaved runs each",
+        format!("make -j2, {runs} interleaved runs each"),
         Bound::AtMost(1.02),
         "×",
         value,
