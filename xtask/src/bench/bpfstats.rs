@@ -103,6 +103,31 @@ impl Runs {
     pub fn ns_per_run(self) -> Option<f64> {
         (self.count > 0).then(|| self.ns as f64 / self.count as f64)
     }
+
+    /// Nanoseconds per run of a workload's `own` runs among these, the
+    /// others (the rest of the machine's) costing per run what they cost in
+    /// `background`, the same program's runs while the workload waited.
+    /// `None` without own runs; without background runs, the others are
+    /// taken to cost what the workload's do.
+    pub fn ns_per_own_run(self, own: u64, background: Runs) -> Option<f64> {
+        if own == 0 {
+            return None;
+        }
+        let others = self.count.saturating_sub(own) as f64;
+        let per_other = background.ns_per_run().or(self.ns_per_run())?;
+        Some((self.ns as f64 - others * per_other) / own as f64)
+    }
+}
+
+impl std::ops::Add for Runs {
+    type Output = Runs;
+
+    fn add(self, other: Runs) -> Runs {
+        Runs {
+            count: self.count + other.count,
+            ns: self.ns + other.ns,
+        }
+    }
 }
 
 /// Every program's [`Runs`], by name.
@@ -200,6 +225,22 @@ mod tests {
         assert_eq!(full_name("procespy_exit", &names), "procespy_exit");
         assert_eq!(full_name("procespy_rename", &names), "procespy_rename");
         assert_eq!(full_name("somebody_elses", &names), "somebody_elses");
+    }
+
+    #[test]
+    fn the_workloads_runs_are_told_from_the_background() {
+        let runs = |count, ns| Runs { count, ns };
+        // 1,000 own runs at 50 ns and 100 others at 200 ns, as in the background.
+        let window = runs(1100, 1000 * 50 + 100 * 200);
+        assert_eq!(window.ns_per_own_run(1000, runs(10, 2000)), Some(50.0));
+        assert_eq!(
+            window.ns_per_own_run(1100, runs(10, 2000)),
+            window.ns_per_run()
+        );
+        let alike = window.ns_per_own_run(1000, Runs::default()).unwrap();
+        assert!((alike - window.ns_per_run().unwrap()).abs() < 1e-9);
+        assert_eq!(window.ns_per_own_run(0, runs(10, 2000)), None);
+        assert_eq!(runs(1, 2) + runs(3, 4), runs(4, 6));
     }
 
     #[test]

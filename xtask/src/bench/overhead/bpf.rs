@@ -2,7 +2,7 @@
 //! kernel's BPF statistics, against the floor program attached beside it:
 //! both run at every fault of the same runs.
 
-use std::time::Duration;
+use std::{thread, time::Duration};
 
 use anyhow::{Result, bail};
 
@@ -43,16 +43,45 @@ impl Coverage {
     }
 }
 
-/// The two programs' runs over one 2 GiB touch.
+/// How long the background is watched before and after each touch.
+const BACKGROUND: Duration = Duration::from_secs(1);
+
+/// One program's runs over one sample.
+#[derive(Clone, Copy)]
+struct Program {
+    /// While the faulter touched its memory: its faults and the machine's.
+    touch: Runs,
+    /// The second before and the second after: the machine's alone.
+    background: Runs,
+}
+
+impl Program {
+    /// ns per event of the faulter's own faults: one per page touched.
+    fn faulter_ns(self) -> Option<f64> {
+        self.touch.ns_per_own_run(faulter::PAGES, self.background)
+    }
+}
+
+/// The floor's and `procespy_rss`'s runs over one 2 GiB touch.
 struct Sample {
-    floor: Runs,
-    rss: Runs,
+    floor: Program,
+    rss: Program,
 }
 
 impl Sample {
-    /// `procespy_rss`'s ns per event over the floor's.
+    /// `procespy_rss`'s ns per fault of the faulter over the floor's.
     fn ratio(&self) -> Option<f64> {
-        Some(self.rss.ns_per_run()? / self.floor.ns_per_run()?)
+        Some(self.rss.faulter_ns()? / self.floor.faulter_ns()?)
+    }
+
+    /// The same, over all the events of the touch (the machine's included).
+    fn raw_ratio(&self) -> Option<f64> {
+        Some(self.rss.touch.ns_per_run()? / self.floor.touch.ns_per_run()?)
+    }
+
+    /// The share of the touch's events that were the faulter's, in %.
+    fn faulter_share(&self) -> f64 {
+        faulter::PAGES as f64 / self.rss.touch.count.max(1) as f64 * 100.0
     }
 }
 
@@ -71,20 +100,36 @@ fn sample(
         daemon.wait_covered(faulter.pid(), Duration::from_secs(10))?;
     }
     let pids = [std::process::id(), daemon.pid()];
+    let first = stats.snapshot(&pids)?;
+    thread::sleep(BACKGROUND);
     let before = stats.snapshot(&pids)?;
     faulter.touch()?;
-    let runs = stats.snapshot(&pids)?.since(&before);
-    let sample = Sample {
-        floor: runs.get(floor::PROGRAM),
-        rss: runs.get(RSS),
+    let after = stats.snapshot(&pids)?;
+    thread::sleep(BACKGROUND);
+    let last = stats.snapshot(&pids)?;
+    let (touch, quiet) = (
+        after.since(&before),
+        [before.since(&first), last.since(&after)],
+    );
+    let program = |name: &str| Program {
+        touch: touch.get(name),
+        background: quiet[0].get(name) + quiet[1].get(name),
     };
-    if sample.rss.count == 0 || sample.floor.count == 0 {
-        bail!(
-            "{RSS} ran {} times and {} {} times: are both attached?",
-            sample.rss.count,
-            floor::PROGRAM,
-            sample.floor.count
-        );
+    let sample = Sample {
+        floor: program(floor::PROGRAM),
+        rss: program(RSS),
+    };
+    for (name, runs) in [
+        (floor::PROGRAM, sample.floor.touch),
+        (RSS, sample.rss.touch),
+    ] {
+        if runs.count < faulter::PAGES {
+            bail!(
+                "{name} ran {} times while the faulter touched {} pages: is it attached?",
+                runs.count,
+                faulter::PAGES
+            );
+        }
     }
     Ok(sample)
 }
@@ -100,13 +145,16 @@ pub fn run(env: &Env) -> Result<Part> {
         for (i, coverage) in Coverage::ALL.into_iter().enumerate() {
             let s = sample(env, &stats, &exe, coverage)?;
             println!(
-                "overhead: bpf run {}/{runs}, {:<44} {} events, floor {:.1} ns, {RSS} {:.1} ns: {:.2}×",
+                "overhead: bpf run {}/{runs}, {:<44} {} events ({:.1}% the faulter's), \
+                 floor {:.1} ns, {RSS} {:.1} ns: {:.2}× ({:.2}× uncorrected)",
                 run + 1,
                 coverage.label(),
-                s.rss.count,
-                s.floor.ns_per_run().unwrap_or(f64::NAN),
-                s.rss.ns_per_run().unwrap_or(f64::NAN),
+                s.rss.touch.count,
+                s.faulter_share(),
+                s.floor.faulter_ns().unwrap_or(f64::NAN),
+                s.rss.faulter_ns().unwrap_or(f64::NAN),
                 s.ratio().unwrap_or(f64::NAN),
+                s.raw_ratio().unwrap_or(f64::NAN),
             );
             samples[i].push(s);
         }
@@ -114,45 +162,46 @@ pub fn run(env: &Env) -> Result<Part> {
 
     let mut table = Table::new(&[
         "procespy's daemon",
-        "events per run",
-        "of which the faulter's pages",
+        "events in the touch",
+        "the faulter's share",
         "floor (ns/event)",
         "procespy_rss (ns/event)",
         "procespy_rss − floor (ns)",
         "procespy_rss vs floor",
+        "uncorrected",
+        "other processes' events: floor / procespy_rss (ns)",
     ]);
     let mut goals = Vec::new();
     for (coverage, samples) in Coverage::ALL.into_iter().zip(&samples) {
         let column = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<f64> {
             samples.iter().filter_map(f).collect()
         };
-        let events = column(&|s| Some(s.rss.count as f64));
         let ratios = column(&Sample::ratio);
+        let background =
+            |f: fn(&Sample) -> Program| show_spread(&column(&|s| f(s).background.ns_per_run()), 0);
         table.row(vec![
             coverage.label().into(),
-            show_spread(&events, 0),
+            show_spread(&column(&|s| Some(s.rss.touch.count as f64)), 0),
+            show_spread(&column(&|s| Some(s.faulter_share())), 1) + "%",
+            show_spread(&column(&|s| s.floor.faulter_ns()), 1),
+            show_spread(&column(&|s| s.rss.faulter_ns()), 1),
             show_spread(
-                &column(&|s| Some(faulter::PAGES as f64 / s.rss.count as f64 * 100.0)),
-                1,
-            ) + "%",
-            show_spread(&column(&|s| s.floor.ns_per_run()), 1),
-            show_spread(&column(&|s| s.rss.ns_per_run()), 1),
-            show_spread(
-                &column(&|s| Some(s.rss.ns_per_run()? - s.floor.ns_per_run()?)),
+                &column(&|s| Some(s.rss.faulter_ns()? - s.floor.faulter_ns()?)),
                 1,
             ),
             show_spread(&ratios, 2) + "×",
+            show_spread(&column(&Sample::raw_ratio), 2) + "×",
+            format!("{} / {}", background(|s| s.floor), background(|s| s.rss)),
         ]);
         let (figure, limit) = match coverage {
             Coverage::Uncovered => ("rss_stat program, uncovered, vs the empty floor", 1.15),
             Coverage::Covered => ("rss_stat program, covered, vs the empty floor", 2.0),
         };
-        let spread = Spread::of(&ratios);
         goals.push(Goal::new(
             figure,
             Bound::AtMost(limit),
             "×",
-            spread.map(|s| s.median),
+            Spread::of(&ratios).map(|s| s.median),
             show_spread(&ratios, 2) + "×",
         ));
     }
@@ -160,16 +209,21 @@ pub fn run(env: &Env) -> Result<Part> {
         "\n### BPF statistics: the rss_stat program\n\n\
          The kernel's own accounting (`kernel.bpf_stats_enabled` on for this part, put back \
          after): each program's run count and run time, read through aya before and after the \
-         faulter touches {mib} MiB ({pages} pages); {runs} runs per row, rows alternating run by \
-         run, a fresh daemon each run. The floor is `procespy_floor`, an empty tp_btf program on \
-         `rss_stat` from the same eBPF object, which the bench attaches itself for the whole part: \
-         it runs at every fault beside `procespy_rss`, so each run's ratio compares the two on the \
-         very same events. Its time is the kernel's own clock reads around a run plus entering the \
-         program. Events are counted machine-wide: the other processes' faults are in them too \
-         (uncovered for both daemons); the third column says how much of them the faulter made. \
-         Uncovered: the daemon's one limit covers `bench-bystander`, a sleeping process, so the \
-         kernel's map of covered processes is not empty. Medians, with the range over the runs in \
-         brackets.\n\n{}",
+         faulter touches {mib} MiB ({pages} pages, one `rss_stat` event each); {runs} runs per \
+         row, rows alternating run by run, a fresh daemon each run. The floor is \
+         `procespy_floor`, an empty tp_btf program on `rss_stat` from the same eBPF object, which \
+         the bench attaches itself for the whole part: it runs at every event beside \
+         `procespy_rss`, so each run compares the two on the very same faults. Its time is the \
+         kernel's clock reads around a run plus entering the program.\n\n\
+         The statistics count every process's events, and the rest of this shared machine makes \
+         many (tens of thousands a second when others build), each dearer than the faulter's \
+         (other caches, other maps: the last column). So the faulter's cost is told apart: of \
+         the touch's events, all but its {pages} are the machine's, and those are charged at \
+         what each program cost per event in the second before and the second after the touch \
+         (the faulter idle); the rest of the run time, over {pages}, is the faulter's ns per \
+         event. \"uncorrected\" is the ratio over all the touch's events. Uncovered: the \
+         daemon's one limit covers `bench-bystander`, a sleeping process, so the kernel's map of \
+         covered processes is not empty. Medians (range over the runs).\n\n{}",
         table.render(),
         mib = faulter::TOUCHED_MIB,
         pages = faulter::PAGES,
