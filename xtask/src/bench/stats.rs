@@ -40,25 +40,25 @@ impl Spread {
         })
     }
 
-    /// `1.23 (1.20–1.31)`, with `decimals` decimals; the median alone when
-    /// the range is one value.
-    pub fn show(&self, decimals: usize) -> String {
+    /// `1.23× (1.20–1.31)` with `decimals` decimals and `unit` `×`; the
+    /// median alone when the range is one value.
+    pub fn show(&self, decimals: usize, unit: &str) -> String {
         let median = format!("{:.decimals$}", self.median);
         let (min, max) = (
             format!("{:.decimals$}", self.min),
             format!("{:.decimals$}", self.max),
         );
         if min == max {
-            median
+            format!("{median}{unit}")
         } else {
-            format!("{median} ({min}–{max})")
+            format!("{median}{unit} ({min}–{max})")
         }
     }
 }
 
-/// [`Spread::show`] of `values`, or `?` when there are none.
+/// [`Spread::show`] of `values`, without a unit, or `?` when there are none.
 pub fn show_spread(values: &[f64], decimals: usize) -> String {
-    Spread::of(values).map_or_else(|| "?".into(), |s| s.show(decimals))
+    Spread::of(values).map_or_else(|| "?".into(), |s| s.show(decimals, ""))
 }
 
 /// `value / base`; `None` when either is missing, not finite, or the base
@@ -150,7 +150,8 @@ mod tests {
                 max: 3.0
             }
         );
-        assert_eq!(spread.show(1), "2.0 (1.0–3.0)");
+        assert_eq!(spread.show(1, ""), "2.0 (1.0–3.0)");
+        assert_eq!(spread.show(0, "×"), "2× (1–3)");
         assert_eq!(show_spread(&[1.234], 2), "1.23");
         assert_eq!(show_spread(&[], 2), "?");
     }

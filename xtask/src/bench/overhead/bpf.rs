@@ -163,12 +163,12 @@ pub fn run(env: &Env) -> Result<Part> {
     let mut table = Table::new(&[
         "procespy's daemon",
         "events in the touch",
-        "the faulter's share",
+        "the faulter's share (%)",
         "floor (ns/event)",
         "procespy_rss (ns/event)",
         "procespy_rss − floor (ns)",
-        "procespy_rss vs floor",
-        "uncorrected",
+        "procespy_rss vs floor (×)",
+        "uncorrected (×)",
         "other processes' events: floor / procespy_rss (ns)",
     ]);
     let mut goals = Vec::new();
@@ -182,27 +182,28 @@ pub fn run(env: &Env) -> Result<Part> {
         table.row(vec![
             coverage.label().into(),
             show_spread(&column(&|s| Some(s.rss.touch.count as f64)), 0),
-            show_spread(&column(&|s| Some(s.faulter_share())), 1) + "%",
+            show_spread(&column(&|s| Some(s.faulter_share())), 1),
             show_spread(&column(&|s| s.floor.faulter_ns()), 1),
             show_spread(&column(&|s| s.rss.faulter_ns()), 1),
             show_spread(
                 &column(&|s| Some(s.rss.faulter_ns()? - s.floor.faulter_ns()?)),
                 1,
             ),
-            show_spread(&ratios, 2) + "×",
-            show_spread(&column(&Sample::raw_ratio), 2) + "×",
+            show_spread(&ratios, 2),
+            show_spread(&column(&Sample::raw_ratio), 2),
             format!("{} / {}", background(|s| s.floor), background(|s| s.rss)),
         ]);
         let (figure, limit) = match coverage {
             Coverage::Uncovered => ("rss_stat program, uncovered, vs the empty floor", 1.15),
             Coverage::Covered => ("rss_stat program, covered, vs the empty floor", 2.0),
         };
+        let spread = Spread::of(&ratios);
         goals.push(Goal::new(
             figure,
             Bound::AtMost(limit),
             "×",
-            Spread::of(&ratios).map(|s| s.median),
-            show_spread(&ratios, 2) + "×",
+            spread.map(|s| s.median),
+            spread.map_or("?".into(), |s| s.show(2, "×")),
         ));
     }
     let text = format!(

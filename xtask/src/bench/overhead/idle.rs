@@ -102,9 +102,7 @@ pub fn run(env: &Env) -> Result<Part> {
         Bound::AtMost(0.05),
         "% of a core",
         worst.map(|(share, _)| share),
-        worst.map_or("?".into(), |(share, label)| {
-            format!("{share:.4}% ({label})")
-        }),
+        worst.map_or("?".into(), |(share, label)| format!("{label}: {share:.3}%")),
     );
     let text = format!(
         "\n### Idle\n\n\

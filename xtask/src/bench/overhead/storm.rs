@@ -266,7 +266,7 @@ fn cpu_goal(storms: &[Vec<Storm>; 2]) -> Goal {
         "% of a core",
         worst.map(|(_, s)| s.median),
         worst.map_or("?".into(), |(coverage, s)| {
-            format!("{}% ({})", s.show(2), coverage.short())
+            format!("{}: {}", coverage.short(), s.show(2, "%"))
         }),
     )
 }
