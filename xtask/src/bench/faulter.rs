@@ -1,6 +1,7 @@
-//! The fault-path workload: a copy of procespy-testprog named
-//! `bench-faulter` touches 2 GiB in 1 MiB mappings as fast as it can, one
-//! page fault (and one `rss_stat` event) per 4 KiB page.
+//! The fault-path workload: a copy of procespy-testprog (named
+//! `bench-faulter`, or as the caller likes) touches 2 GiB in 1 MiB mappings
+//! as fast as it can, one page fault (and one `rss_stat` event) per 4 KiB
+//! page.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -13,16 +14,16 @@ use anyhow::{Context, Result, bail};
 
 use super::procs::{Group, TempDir, release_bin};
 
-/// The faulter's name (its comm): what a limit names to cover it.
+/// The faulter's usual name (its comm): what a limit names to cover it.
 pub const NAME: &str = "bench-faulter";
 /// MiB touched by one [`Faulter::touch`].
 pub const TOUCHED_MIB: u64 = 2048;
 /// Pages touched by one [`Faulter::touch`].
 pub const PAGES: u64 = TOUCHED_MIB * 256;
 
-/// Copies procespy-testprog into `dir` as [`NAME`].
-pub fn install(dir: &TempDir) -> Result<PathBuf> {
-    dir.copy_exe(&release_bin("procespy-testprog"), NAME)
+/// Copies procespy-testprog into `dir` as `name`.
+pub fn install(dir: &TempDir, name: &str) -> Result<PathBuf> {
+    dir.copy_exe(&release_bin("procespy-testprog"), name)
 }
 
 /// A running faulter, answering commands on its stdin; killed on drop.
@@ -39,7 +40,7 @@ impl Faulter {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        let mut group = Group::spawn(&mut cmd, NAME)?;
+        let mut group = Group::spawn(&mut cmd, "the faulter")?;
         let stdin = group.child().stdin.take().context("no stdin pipe")?;
         let stdout = BufReader::new(group.child().stdout.take().context("no stdout pipe")?);
         let mut faulter = Faulter {
@@ -71,7 +72,7 @@ impl Faulter {
         loop {
             line.clear();
             if self.stdout.read_line(&mut line)? == 0 {
-                bail!("{NAME} died during `{command}`");
+                bail!("the faulter died during `{command}`");
             }
             if line.starts_with("ok") {
                 return Ok(());

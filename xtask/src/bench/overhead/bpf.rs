@@ -9,11 +9,11 @@ use anyhow::{Result, bail};
 use super::{
     Env, Part,
     goals::{Bound, Goal},
-    start_daemon,
 };
 use crate::{
     bench::{
         bpfstats::{BpfStats, Runs},
+        daemon::Procespy,
         faulter::{self, Faulter},
         floor::{self, Floor},
         procs::TempDir,
@@ -24,6 +24,8 @@ use crate::{
 
 /// procespy's program on `rss_stat`.
 const RSS: &str = "procespy_rss";
+/// The name of the faulter's copy that no limit covers.
+const STRANGER: &str = "bench-stranger";
 
 /// Whether the daemon covers the faulter.
 #[derive(Clone, Copy, PartialEq)]
@@ -37,8 +39,8 @@ impl Coverage {
 
     fn label(self) -> &'static str {
         match self {
-            Coverage::Uncovered => "uncovered: the limit covers another process",
-            Coverage::Covered => "covered: the faulter, 8GiB, alert",
+            Coverage::Uncovered => "uncovered: `bench-stranger`",
+            Coverage::Covered => "covered: `bench-faulter` (8GiB, alert)",
         }
     }
 }
@@ -85,16 +87,14 @@ impl Sample {
     }
 }
 
+/// One touch by the faulter `exe` beside `daemon`, whose limits cover it
+/// or not.
 fn sample(
-    env: &Env,
+    daemon: &Procespy,
     stats: &BpfStats,
     exe: &std::path::Path,
     coverage: Coverage,
 ) -> Result<Sample> {
-    let daemon = match coverage {
-        Coverage::Uncovered => env.uncovered_daemon()?,
-        Coverage::Covered => start_daemon(faulter::NAME, "8GiB", false)?,
-    };
     let mut faulter = Faulter::start(exe)?;
     if coverage == Coverage::Covered {
         daemon.wait_covered(faulter.pid(), Duration::from_secs(10))?;
@@ -139,11 +139,15 @@ pub fn run(env: &Env) -> Result<Part> {
     let stats = BpfStats::enable(&ebpf::object_path())?;
     let _floor = Floor::attach()?;
     let scratch = TempDir::new("bpf")?;
-    let exe = faulter::install(&scratch)?;
+    let exes = [
+        faulter::install(&scratch, STRANGER)?,
+        faulter::install(&scratch, faulter::NAME)?,
+    ];
+    let daemon = env.daemon(Some((faulter::NAME, "8GiB")), false)?;
     let mut samples: [Vec<Sample>; 2] = Default::default();
     for run in 0..runs {
         for (i, coverage) in Coverage::ALL.into_iter().enumerate() {
-            let s = sample(env, &stats, &exe, coverage)?;
+            let s = sample(&daemon, &stats, &exes[i], coverage)?;
             println!(
                 "overhead: bpf run {}/{runs}, {:<44} {} events ({:.1}% the faulter's), \
                  floor {:.1} ns, {RSS} {:.1} ns: {:.2}× ({:.2}× uncorrected)",
@@ -211,7 +215,10 @@ pub fn run(env: &Env) -> Result<Part> {
          The kernel's own accounting (`kernel.bpf_stats_enabled` on for this part, put back \
          after): each program's run count and run time, read through aya before and after the \
          faulter touches {mib} MiB ({pages} pages, one `rss_stat` event each); {runs} runs per \
-         row, rows alternating run by run, a fresh daemon each run. The floor is \
+         row, rows alternating run by run. One daemon for the part, whose limits cover \
+         `bench-faulter` (8GiB, alert) and `bench-bystander`, a sleeping process (so that the \
+         kernel's map of covered processes is never empty); the uncovered rows run the same \
+         faulter as `bench-stranger`. The floor is \
          `procespy_floor`, an empty tp_btf program on `rss_stat` from the same eBPF object, which \
          the bench attaches itself for the whole part: it runs at every event beside \
          `procespy_rss`, so each run compares the two on the very same faults. Its time is the \
@@ -222,9 +229,8 @@ pub fn run(env: &Env) -> Result<Part> {
          the touch's events, all but its {pages} are the machine's, and those are charged at \
          what each program cost per event in the second before and the second after the touch \
          (the faulter idle); the rest of the run time, over {pages}, is the faulter's ns per \
-         event. \"uncorrected\" is the ratio over all the touch's events. Uncovered: the \
-         daemon's one limit covers `bench-bystander`, a sleeping process, so the kernel's map of \
-         covered processes is not empty. Medians (range over the runs).\n\n{}",
+         event. \"uncorrected\" is the ratio over all the touch's events. Medians (range over \
+         the runs).\n\n{}",
         table.render(),
         mib = faulter::TOUCHED_MIB,
         pages = faulter::PAGES,

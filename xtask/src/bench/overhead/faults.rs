@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{Env, Part, start_daemon};
+use super::{Env, Part};
 use crate::bench::{
     faulter::{self, Faulter},
     floor::Floor,
@@ -49,8 +49,8 @@ fn run_once(env: &Env, exe: &std::path::Path, attached: Attached) -> Result<f64>
         .transpose()?;
     let daemon = match attached {
         Attached::Nothing | Attached::Floor => None,
-        Attached::Uncovered => Some(env.uncovered_daemon()?),
-        Attached::Covered => Some(start_daemon(faulter::NAME, "8GiB", false)?),
+        Attached::Uncovered => Some(env.daemon(None, false)?),
+        Attached::Covered => Some(env.daemon(Some((faulter::NAME, "8GiB")), false)?),
     };
     let mut faulter = Faulter::start(exe)?;
     if let (Attached::Covered, Some(daemon)) = (attached, &daemon) {
@@ -62,7 +62,7 @@ fn run_once(env: &Env, exe: &std::path::Path, attached: Attached) -> Result<f64>
 pub fn run(env: &Env) -> Result<Part> {
     let runs = env.settings.fault_runs;
     let scratch = TempDir::new("faults")?;
-    let exe = faulter::install(&scratch)?;
+    let exe = faulter::install(&scratch, faulter::NAME)?;
     let mut times = vec![Vec::new(); Attached::ALL.len()];
     for run in 0..runs {
         for (i, attached) in Attached::ALL.into_iter().enumerate() {

@@ -11,7 +11,6 @@ use anyhow::Result;
 use super::{
     Env, Part,
     goals::{Bound, Goal},
-    start_daemon,
 };
 use crate::bench::{
     daemon::Procespy,
@@ -74,10 +73,10 @@ pub fn run(env: &Env) -> Result<Part> {
         let (label, daemon) = if covers_sleeps {
             (
                 "a limit covering the 1,000 sleeps",
-                start_daemon("sleep", "1GiB", false)?,
+                env.daemon(Some(("sleep", "1GiB")), false)?,
             )
         } else {
-            ("a limit covering another process", env.uncovered_daemon()?)
+            ("a limit covering another process", env.daemon(None, false)?)
         };
         let idle = measure(&daemon, window)?;
         drop(daemon);

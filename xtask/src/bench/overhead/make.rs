@@ -72,7 +72,7 @@ fn make_once(env: &Env, dir: &Path, with_procespy: bool) -> Result<f64> {
     clean.arg("clean");
     quiet(&mut clean);
     clean.status().context("make clean")?;
-    let daemon = with_procespy.then(|| env.uncovered_daemon()).transpose()?;
+    let daemon = with_procespy.then(|| env.daemon(None, false)).transpose()?;
     let mut make = Command::new("make");
     make.args(["-j2", "-s"]);
     quiet(&mut make);

@@ -145,10 +145,19 @@ pub struct Env {
 }
 
 impl Env {
-    /// A daemon whose one limit covers the bystander only: the workload is
-    /// not covered, but the kernel's map of covered processes is not empty.
-    fn uncovered_daemon(&self) -> Result<Procespy> {
-        let daemon = start_daemon(BYSTANDER, "1GiB", false)?;
+    /// A daemon in eBPF mode (scan_interval 5s) whose limits, all
+    /// `action = "alert"`, cover the bystander (1GiB) and, with `workload`,
+    /// the processes of that name (NAME, MAX_MEMORY). It is returned once
+    /// it covers the bystander and its start-up work is over.
+    fn daemon(&self, workload: Option<(&str, &str)>, verbose: bool) -> Result<Procespy> {
+        let alert = |name, max_memory| Limit {
+            name,
+            max_memory,
+            action: "alert",
+        };
+        let mut limits = vec![alert(BYSTANDER, "1GiB")];
+        limits.extend(workload.map(|(name, max)| alert(name, max)));
+        let daemon = Procespy::start(&daemon::config("ebpf", "5s", &limits), verbose)?;
         daemon.wait_covered(self.bystander.pid(), Duration::from_secs(10))?;
         daemon.wait_idle()?;
         Ok(daemon)
@@ -158,8 +167,9 @@ impl Env {
 /// The name of [`Bystander`].
 const BYSTANDER: &str = "bench-bystander";
 
-/// A sleeping process, a `sleep` named `bench-bystander`, that the
-/// "uncovered" daemons cover instead of the workload.
+/// A sleeping process, a `sleep` named `bench-bystander`, that every
+/// daemon covers: with the workload uncovered, the kernel's map of covered
+/// processes is not empty.
 struct Bystander {
     group: Group,
     _dir: TempDir,
@@ -179,23 +189,6 @@ impl Bystander {
     fn pid(&self) -> u32 {
         self.group.pid()
     }
-}
-
-/// A daemon in eBPF mode (scan_interval 5s) with one limit,
-/// `action = "alert"`, once it has answered and settled.
-fn start_daemon(name: &str, max: &str, verbose: bool) -> Result<Procespy> {
-    let config = daemon::config(
-        "ebpf",
-        "5s",
-        &[Limit {
-            name,
-            max_memory: max,
-            action: "alert",
-        }],
-    );
-    let daemon = Procespy::start(&config, verbose)?;
-    daemon.wait_idle()?;
-    Ok(daemon)
 }
 
 /// The benchmark.

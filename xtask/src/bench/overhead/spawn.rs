@@ -26,7 +26,7 @@ pub fn run(env: &Env) -> Result<Part> {
     let mut rates = [Vec::new(), Vec::new()];
     for run in 0..runs {
         for (with, rates) in [false, true].into_iter().zip(&mut rates) {
-            let daemon = with.then(|| env.uncovered_daemon()).transpose()?;
+            let daemon = with.then(|| env.daemon(None, false)).transpose()?;
             let rate = spawns_per_second(span)?;
             drop(daemon);
             println!(

@@ -11,7 +11,6 @@ use super::{
     Env, Part,
     goals::{Bound, Goal},
     seen::{self, Seen},
-    start_daemon,
 };
 use crate::{
     bench::{
@@ -61,8 +60,8 @@ impl Coverage {
 
     fn daemon(self, env: &Env, verbose: bool) -> Result<Procespy> {
         match self {
-            Coverage::Uncovered => env.uncovered_daemon(),
-            Coverage::Covered => start_daemon("true", "1GiB", verbose),
+            Coverage::Uncovered => env.daemon(None, verbose),
+            Coverage::Covered => env.daemon(Some(("true", "1GiB")), verbose),
         }
     }
 }
