@@ -1,17 +1,22 @@
 //! `cargo xtask bench NAME`: benchmarks, one module each.
 //!
-//! To add one: write `bench/NAME.rs` with `pub fn run(args: &[String]) ->
+//! To add one: write `bench/NAME.rs` (or `bench/NAME/mod.rs`) with `pub fn run(args: &[String]) ->
 //! Result<()>`, declare it here, and add it to [`BENCHMARKS`] and to the
 //! match in [`run`].
 
+mod bpfstats;
 mod daemon;
+mod faulter;
+mod floor;
 mod overhead;
 mod plot;
 mod procs;
 mod reaction;
 mod report;
 mod scale;
+mod spawner;
 mod stats;
+mod sysctl;
 
 use anyhow::{Result, bail};
 
@@ -23,7 +28,7 @@ const BENCHMARKS: &[(&str, &str)] = &[
     ),
     (
         "overhead",
-        "page-fault cost, make -j2, idle CPU/RSS, exec storm [--quick] [--only PART]",
+        "BPF statistics vs the floor, exec storm, idle, spawns, make -j2 [--quick] [--only PART]",
     ),
     (
         "scale",

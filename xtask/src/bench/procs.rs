@@ -33,6 +33,15 @@ pub fn release_bin(name: &str) -> PathBuf {
     cmd::target_dir().join("release").join(name)
 }
 
+/// The first `program` on PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
 /// CLOCK_MONOTONIC, in nanoseconds: the clock the test program prints.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -224,23 +233,27 @@ impl Drop for TempDir {
     }
 }
 
-/// CPU time (user + system, all threads) of `pid`, in seconds.
+/// CPU time of `pid` (user + system, every thread, those gone included),
+/// in seconds, to the nanosecond: the kernel's scheduler clock of the whole
+/// process (`clock_getcpuclockid`), not the 10 ms ticks of /proc/PID/stat.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // The name may hold spaces and parentheses: the fields start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // Fields 14 and 15 (utime, stime); `fields[0]` is field 3 (state).
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
-        bail!("/proc/{pid}/stat has no utime/stime: {stat:?}");
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: clock_getcpuclockid fills the clock id it is given.
+    let err = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) };
+    if err != 0 {
+        return Err(std::io::Error::from_raw_os_error(err))
+            .with_context(|| format!("clock_getcpuclockid({pid})"));
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Ok((utime + stime) as f64 / hz)
+    // SAFETY: a valid clock id and a timespec to fill.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("reading the CPU clock of PID {pid}"));
+    }
+    Ok(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
 }
 
 /// A `kB` line of `/proc/PID/status` (`VmRSS`, `RssAnon`, ...), in bytes.
@@ -313,9 +326,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn our_own_cpu_and_rss_are_readable() {
+    fn cpu_time_and_rss_are_readable() {
         let me = std::process::id();
-        assert!(cpu_seconds(me).unwrap() >= 0.0);
+        let before = cpu_seconds(me).unwrap();
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(20) {}
+        // Nanoseconds: a 20 ms spin shows (how much of it ran depends on the machine's load).
+        assert!(cpu_seconds(me).unwrap() > before);
+        let mut sleep = Command::new("sleep");
+        sleep.arg("100");
+        let other = Group::spawn(&mut sleep, "sleep").unwrap();
+        assert!(cpu_seconds(other.pid()).unwrap() >= 0.0);
         assert!(status_bytes(me, "VmRSS").unwrap() > 0);
     }
 

@@ -11,7 +11,7 @@ use std::{
     fs,
     io::{BufRead, BufReader, Write},
     os::unix::process::ExitStatusExt,
-    path::{Path, PathBuf},
+    path::Path,
     process::{ChildStdout, Command, Stdio},
     sync::{
         Arc,
@@ -466,7 +466,7 @@ fn parse_args(args: &[String]) -> Result<usize> {
 pub fn run(args: &[String]) -> Result<()> {
     let runs = parse_args(args)?;
     procs::require_root("reaction")?;
-    if which("monit").is_none() {
+    if procs::which("monit").is_none() {
         setup::run(setup::Set::Test)?;
     }
     build::run(true)?;
@@ -538,14 +538,6 @@ fn method(runs: usize) -> String {
          in which it sees it (its log shows \"process is running with pid\" first, the memory \
          test a cycle later), so with `set daemon 1` it often lets the program reach the cap.\n"
     )
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    })
 }
 
 fn print_run(row: &Row, i: usize, runs: usize, run: &Run) {

@@ -15,36 +15,24 @@ use super::{
     procs::{self, release_bin},
     report,
     stats::{Table, median, ratio},
+    sysctl::{self, Sysctl},
 };
 use crate::build;
 
 const PROCESSES: usize = 10_000;
-const PID_MAX: &str = "/proc/sys/kernel/pid_max";
+const PID_MAX: &str = "kernel/pid_max";
 
-/// Raises `kernel.pid_max` to at least `needed` for as long as it lives.
-struct PidMax {
-    old: Option<String>,
-}
-
-impl PidMax {
-    fn at_least(needed: u64) -> Result<Self> {
-        let old = fs::read_to_string(PID_MAX).with_context(|| format!("reading {PID_MAX}"))?;
-        let current: u64 = old.trim().parse().context("pid_max is not a number")?;
-        if current >= needed {
-            return Ok(PidMax { old: None });
-        }
-        fs::write(PID_MAX, needed.to_string()).with_context(|| format!("raising {PID_MAX}"))?;
-        println!("scale: raised pid_max from {current} to {needed} (restored at the end)");
-        Ok(PidMax { old: Some(old) })
+/// Raises `kernel.pid_max` to at least `needed` for as long as the guard lives.
+fn raise_pid_max(needed: u64) -> Result<Option<Sysctl>> {
+    let current: u64 = sysctl::read(PID_MAX)?
+        .parse()
+        .context("pid_max is not a number")?;
+    if current >= needed {
+        return Ok(None);
     }
-}
-
-impl Drop for PidMax {
-    fn drop(&mut self) {
-        if let Some(old) = &self.old {
-            let _ = fs::write(PID_MAX, old.trim());
-        }
-    }
+    let guard = Sysctl::set(PID_MAX, &needed.to_string())?;
+    println!("scale: raised pid_max from {current} to {needed} (restored at the end)");
+    Ok(guard)
 }
 
 fn process_count() -> usize {
@@ -130,7 +118,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let runs = parse_runs(args)?;
     procs::require_root("scale")?;
     build::run(true)?;
-    let _pid_max = PidMax::at_least((process_count() + PROCESSES) as u64 * 2)?;
+    let _pid_max = raise_pid_max((process_count() + PROCESSES) as u64 * 2)?;
     println!("scale: starting {PROCESSES} sleeping processes");
     let sleepers = procs::sleepers(PROCESSES)?;
     let total = process_count();

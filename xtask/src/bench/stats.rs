@@ -1,4 +1,4 @@
-//! Medians, ratios and the Markdown tables the benchmarks print.
+//! Medians, spreads, ratios and the Markdown tables the benchmarks print.
 
 use std::fmt::Write as _;
 
@@ -19,15 +19,60 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
-/// `value / base` as `1.23×`; `—` when either is missing, not finite, or
-/// the base is zero.
-pub fn ratio(value: Option<f64>, base: Option<f64>) -> String {
-    match (value, base) {
-        (Some(v), Some(b)) if v.is_finite() && b.is_finite() && b != 0.0 => {
-            format!("{:.2}×", v / b)
-        }
-        _ => "—".into(),
+/// A set of measurements: their median and their range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// The median and range of `values` (NaNs left out); `None` when there
+    /// are none.
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let median = median(values)?;
+        let numbers = || values.iter().copied().filter(|v| !v.is_nan());
+        Some(Spread {
+            median,
+            min: numbers().fold(f64::INFINITY, f64::min),
+            max: numbers().fold(f64::NEG_INFINITY, f64::max),
+        })
     }
+
+    /// `1.23× (1.20–1.31)` with `decimals` decimals and `unit` `×`; the
+    /// median alone when the range is one value.
+    pub fn show(&self, decimals: usize, unit: &str) -> String {
+        let median = format!("{:.decimals$}", self.median);
+        let (min, max) = (
+            format!("{:.decimals$}", self.min),
+            format!("{:.decimals$}", self.max),
+        );
+        if min == max {
+            format!("{median}{unit}")
+        } else {
+            format!("{median}{unit} ({min}–{max})")
+        }
+    }
+}
+
+/// [`Spread::show`] of `values`, without a unit, or `?` when there are none.
+pub fn show_spread(values: &[f64], decimals: usize) -> String {
+    Spread::of(values).map_or_else(|| "?".into(), |s| s.show(decimals, ""))
+}
+
+/// `value / base`; `None` when either is missing, not finite, or the base
+/// is zero.
+pub fn quotient(value: Option<f64>, base: Option<f64>) -> Option<f64> {
+    match (value, base) {
+        (Some(v), Some(b)) if v.is_finite() && b.is_finite() && b != 0.0 => Some(v / b),
+        _ => None,
+    }
+}
+
+/// [`quotient`] as `1.23×`, or `—`.
+pub fn ratio(value: Option<f64>, base: Option<f64>) -> String {
+    quotient(value, base).map_or_else(|| "—".into(), |q| format!("{q:.2}×"))
 }
 
 /// A Markdown table whose columns are padded to line up in a terminal too.
@@ -95,10 +140,29 @@ mod tests {
     }
 
     #[test]
+    fn spreads_show_the_median_then_the_range() {
+        let spread = Spread::of(&[3.0, 1.0, 2.0, f64::NAN]).unwrap();
+        assert_eq!(
+            spread,
+            Spread {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0
+            }
+        );
+        assert_eq!(spread.show(1, ""), "2.0 (1.0–3.0)");
+        assert_eq!(spread.show(0, "×"), "2× (1–3)");
+        assert_eq!(show_spread(&[1.234], 2), "1.23");
+        assert_eq!(show_spread(&[], 2), "?");
+    }
+
+    #[test]
     fn ratios_need_a_nonzero_base() {
         assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50×");
         assert_eq!(ratio(Some(3.0), Some(0.0)), "—");
         assert_eq!(ratio(None, Some(1.0)), "—");
+        assert_eq!(quotient(Some(3.0), Some(2.0)), Some(1.5));
+        assert_eq!(quotient(Some(f64::INFINITY), Some(2.0)), None);
     }
 
     #[test]
