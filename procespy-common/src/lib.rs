@@ -45,6 +45,14 @@ pub const MAX_FORKED: u32 = 4096;
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// Size of the ring buffer that carries [`Event`]s, in bytes (a power of two).
 pub const RING_BYTES: u32 = 1 << 20;
+/// The eBPF programs wake the reader of lifecycle events at most once per
+/// this many nanoseconds.
+pub const LIFECYCLE_WAKE_NS: u64 = 1_000_000;
+/// Once woken, the reader polls the lifecycle ring every this many
+/// nanoseconds, until two polls in a row find nothing: longer than
+/// [`LIFECYCLE_WAKE_NS`], so that every event that did not wake the reader
+/// is found by a poll.
+pub const LIFECYCLE_POLL_NS: u64 = 2_000_000;
 /// Size of the ring buffer that carries breach and usage events, in bytes:
 /// apart from the lifecycle events, so that a storm of those never delays
 /// a breach (a power of two).

@@ -46,27 +46,34 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use procespy_common::{
     BPF_F_MMAPABLE, BREACH_RING_BYTES, COMM_LEN, EVENT_FLAG_FOREIGN, EVENT_FLAG_KILLED, Event,
-    EventKind, KernelConfig, MAX_FORKED, MAX_SLOT_CHUNKS, MAX_WATCHED, MM_ANONPAGES, MM_FILEPAGES,
-    MM_FILTER_BYTES, MM_SHMEMPAGES, MM_SWAPENTS, NR_MM_COUNTERS, RING_BYTES, SLOT_CHUNK,
-    SLOT_FORKED, WATCH_COUNT_SWAP, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ, WATCH_OVER,
-    WATCH_REPORT_USAGE, Watched, mm_filter_slot,
+    EventKind, KernelConfig, LIFECYCLE_WAKE_NS, MAX_FORKED, MAX_SLOT_CHUNKS, MAX_WATCHED,
+    MM_ANONPAGES, MM_FILEPAGES, MM_FILTER_BYTES, MM_SHMEMPAGES, MM_SWAPENTS, NR_MM_COUNTERS,
+    RING_BYTES, SLOT_CHUNK, SLOT_FORKED, WATCH_COUNT_SWAP, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ,
+    WATCH_OVER, WATCH_REPORT_USAGE, Watched, mm_filter_slot,
 };
 
 /// Offsets and settings, written by userspace before load.
 #[unsafe(no_mangle)]
 static CONFIG: KernelConfig = KernelConfig::ZERO;
 
-/// Lifecycle events (exec, fork, exit, rename) for userspace. The kernel
-/// wakes the reader only when it had caught up; the reader takes them in
-/// batches.
+/// Lifecycle events (exec, fork, exit, rename) for userspace, which the
+/// programs wake at most once per [`LIFECYCLE_WAKE_NS`]: during a storm,
+/// the reader polls them in batches instead (see [`lifecycle_wake`]).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// When a lifecycle event last woke the reader (`bpf_ktime_get_ns`),
+/// index 0. Shared by all CPUs: a lost race only costs one more wake-up.
+#[map]
+static LAST_WAKE: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Breach and usage events for userspace, apart from the lifecycle ones:
 /// a breach always wakes the reader at once.
 #[map]
 static BREACHES: RingBuf = RingBuf::with_byte_size(BREACH_RING_BYTES, 0);
 
+/// `BPF_RB_NO_WAKEUP`.
+const NO_WAKEUP: u64 = 1;
 /// `BPF_RB_FORCE_WAKEUP`.
 const FORCE_WAKEUP: u64 = 2;
 
@@ -185,10 +192,43 @@ impl Record {
     }
 }
 
-/// Writes an event into `ring`, reserved in place; `wake` is the submit's
-/// flags. An event that does not fit is counted in `LOST`.
+/// How a submitted event wakes the reader.
+#[derive(Clone, Copy)]
+enum Wake {
+    /// At once (breaches).
+    Now,
+    /// Lifecycle events: see [`lifecycle_wake`].
+    Batched,
+    /// As the kernel decides: when the reader had caught up (usage reports).
+    Adaptive,
+}
+
+/// The submit flags of a lifecycle event made at `now`: a wake-up when the
+/// last one was [`LIFECYCLE_WAKE_NS`] ago or more, none otherwise. Waking
+/// takes an irq_work (an interrupt, dear under virtualisation) for each
+/// event of a storm; the reader, once woken, polls the ring every
+/// `LIFECYCLE_POLL_NS` (longer than this) until two polls in a row
+/// find nothing, so an event that did not wake it waits at most a poll.
 #[inline(always)]
-fn send(ring: &RingBuf, wake: u64, record: Record, name: Name) {
+fn lifecycle_wake(now: u64) -> u64 {
+    let Some(last) = LAST_WAKE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: the pointer comes from a successful lookup; a racing store
+    // from another CPU only costs a wake-up more.
+    unsafe {
+        if now.wrapping_sub(*last) < LIFECYCLE_WAKE_NS {
+            return NO_WAKEUP;
+        }
+        *last = now;
+    }
+    FORCE_WAKEUP
+}
+
+/// Writes an event into `ring`, reserved in place, waking the reader as
+/// `wake` says. An event that does not fit is counted in `LOST`.
+#[inline(always)]
+fn send(ring: &RingBuf, wake: Wake, record: Record, name: Name) {
     let Some(mut entry) = ring.reserve::<Event>(0) else {
         if let Some(lost) = LOST.get_ptr_mut(0) {
             // SAFETY: the pointer comes from a successful lookup; per-CPU, so no race.
@@ -201,17 +241,22 @@ fn send(ring: &RingBuf, wake: u64, record: Record, name: Name) {
         Name::Current => bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
         Name::Given(comm) => comm,
     };
+    // SAFETY: a helper without arguments.
+    let ktime_ns = unsafe { bpf_ktime_get_ns() };
     entry.write(Event {
         kind: record.kind as u32,
         pid: record.pid,
         ppid: record.ppid,
         flags: record.flags,
-        // SAFETY: a helper without arguments.
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        ktime_ns,
         rss_bytes: record.rss_bytes,
         comm,
     });
-    entry.submit(wake);
+    entry.submit(match wake {
+        Wake::Now => FORCE_WAKEUP,
+        Wake::Batched => lifecycle_wake(ktime_ns),
+        Wake::Adaptive => 0,
+    });
 }
 
 /// `sched:sched_process_exec`: the current task (now the group leader) has a new image.
@@ -231,7 +276,12 @@ pub fn procespy_exec(_ctx: TracePointContext) -> u32 {
             (*watched).mm = 0;
         }
     }
-    send(&EVENTS, 0, Record::of(EventKind::Exec, tgid), Name::Current);
+    send(
+        &EVENTS,
+        Wake::Batched,
+        Record::of(EventKind::Exec, tgid),
+        Name::Current,
+    );
     0
 }
 
@@ -275,7 +325,7 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
     // The child's name is its parent's, which userspace knows.
     send(
         &EVENTS,
-        0,
+        Wake::Batched,
         Record {
             ppid: parent_tgid,
             ..Record::of(EventKind::Fork, child_tgid)
@@ -335,7 +385,12 @@ fn group_exited(task: *const u8) -> i32 {
             *slot = 0;
         }
     }
-    send(&EVENTS, 0, Record::of(EventKind::Exit, tgid), Name::None);
+    send(
+        &EVENTS,
+        Wake::Batched,
+        Record::of(EventKind::Exit, tgid),
+        Name::None,
+    );
     0
 }
 
@@ -355,7 +410,7 @@ pub fn procespy_rename(ctx: TracePointContext) -> u32 {
     if pid > 0 {
         send(
             &EVENTS,
-            0,
+            Wake::Batched,
             Record::of(EventKind::Rename, pid as u32),
             Name::Given(comm),
         );
@@ -579,7 +634,7 @@ fn on_rss(ctx: &BtfTracePointContext, reader: Reader) -> i32 {
         state.reported_mib = rss >> 20;
         send(
             &BREACHES,
-            0,
+            Wake::Adaptive,
             Record {
                 rss_bytes: rss,
                 ..Record::of(EventKind::Usage, owner)
@@ -636,7 +691,7 @@ fn on_rss(ctx: &BtfTracePointContext, reader: Reader) -> i32 {
         rss_bytes: confirmed,
         ..Record::of(EventKind::Breach, owner)
     };
-    send(&BREACHES, FORCE_WAKEUP, record, name);
+    send(&BREACHES, Wake::Now, record, name);
     0
 }
 

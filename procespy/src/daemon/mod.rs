@@ -236,6 +236,11 @@ impl Daemon {
                     for event in batch.drain(..) {
                         self.on_event(&event, &mut to_read);
                     }
+                    // A process whose exit came in the same batch (a short
+                    // one, in a storm) costs no read, a fork and its exec one.
+                    to_read.sort_unstable();
+                    to_read.dedup();
+                    to_read.retain(|&pid| self.table.get(pid).is_some());
                     self.read_on_pool(to_read);
                     self.after_actions();
                 }

@@ -58,16 +58,40 @@ impl KernelEvent {
 pub(crate) struct EventStream {
     breaches: AsyncFd<RingBuf<MapData>>,
     lifecycle: AsyncFd<RingBuf<MapData>>,
-    /// After a large batch, lifecycle events are left to gather until then.
-    gather_until: Option<Instant>,
+    /// While lifecycle events keep coming: when the ring is polled next.
+    poll: Option<Poll>,
 }
 
-/// A batch of this many lifecycle events means a storm: the next one is
-/// taken [`GATHER`] later, so that the daemon wakes a few hundred times a
-/// second, not for every fork.
-const LARGE_BATCH: usize = 64;
-/// How long lifecycle events gather during a storm. Breaches never wait.
-const GATHER: Duration = Duration::from_millis(2);
+/// Polling the lifecycle ring. The eBPF programs wake the reader at most
+/// once per `LIFECYCLE_WAKE_NS`; once woken, it polls every
+/// [`LIFECYCLE_POLL`] and waits for a wake-up again only after two polls in
+/// a row found nothing: no event that did not wake it waits longer than a
+/// poll, and during a storm the daemon wakes a few hundred times a second,
+/// not for every fork.
+#[derive(Clone, Copy)]
+struct Poll {
+    at: Instant,
+    /// Polls in a row that found nothing.
+    empty: u8,
+}
+
+/// How often the lifecycle ring is polled while events keep coming.
+const LIFECYCLE_POLL: Duration = Duration::from_nanos(procespy_common::LIFECYCLE_POLL_NS);
+
+impl Poll {
+    /// The poll after one that took `taken` events (or a wake-up's drain).
+    fn after(previous: Option<Poll>, taken: usize) -> Option<Poll> {
+        let empty = match (taken, previous) {
+            (0, Some(poll)) => poll.empty + 1,
+            (0, None) => 1,
+            _ => 0,
+        };
+        (empty < 2).then(|| Poll {
+            at: Instant::now() + LIFECYCLE_POLL,
+            empty,
+        })
+    }
+}
 
 fn register(map: Map) -> Result<AsyncFd<RingBuf<MapData>>> {
     let ring = RingBuf::try_from(map)?;
@@ -82,30 +106,30 @@ impl EventStream {
         Ok(Self {
             breaches: register(breaches)?,
             lifecycle: register(lifecycle)?,
-            gather_until: None,
+            poll: None,
         })
     }
 
     /// Waits for events and appends every one available to `out`:
-    /// breaches first, then lifecycle events (unless they are gathering).
+    /// breaches first, then lifecycle events (polled while they keep
+    /// coming, see [`Poll`]).
     pub(crate) async fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> Result<()> {
         loop {
-            let gathering = self.gather_until.filter(|&until| Instant::now() < until);
+            let poll_at = self.poll.map(|poll| poll.at);
             tokio::select! {
                 biased;
                 ready = self.breaches.readable_mut() => {
                     take(ready?, out);
                 }
-                _ = tokio::time::sleep_until(gathering.unwrap_or_else(Instant::now).into()), if gathering.is_some() => {
-                    self.gather_until = None;
-                    continue;
+                _ = tokio::time::sleep_until(poll_at.unwrap_or_else(Instant::now).into()), if poll_at.is_some() => {
+                    let before = out.len();
+                    drain(self.lifecycle.get_mut(), out);
+                    self.poll = Poll::after(self.poll, out.len() - before);
                 }
-                ready = self.lifecycle.readable_mut(), if gathering.is_none() => {
+                ready = self.lifecycle.readable_mut(), if poll_at.is_none() => {
                     let before = out.len();
                     take(ready?, out);
-                    if out.len() - before >= LARGE_BATCH {
-                        self.gather_until = Some(Instant::now() + GATHER);
-                    }
+                    self.poll = Poll::after(None, (out.len() - before).max(1));
                 }
             }
             if !out.is_empty() {
@@ -169,6 +193,19 @@ mod tests {
         let event =
             KernelEvent::decode(&raw(EventKind::Exec as u32, b"a (b) \xff\ncdefghij")).unwrap();
         assert_eq!(event.comm, b"a (b) \xff\ncdefghij");
+    }
+
+    #[test]
+    fn polls_until_two_polls_in_a_row_find_nothing() {
+        let woken = Poll::after(None, 1).expect("a wake-up starts polling");
+        assert_eq!(woken.empty, 0);
+        let empty = Poll::after(Some(woken), 0).expect("one empty poll goes on");
+        let busy = Poll::after(Some(empty), 3).expect("events go on");
+        assert_eq!(busy.empty, 0);
+        assert!(
+            Poll::after(Some(empty), 0).is_none(),
+            "two empty polls stop"
+        );
     }
 
     #[test]
