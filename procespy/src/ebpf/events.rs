@@ -122,11 +122,17 @@ impl EventStream {
                     take(ready?, out);
                 }
                 _ = tokio::time::sleep_until(poll_at.unwrap_or_else(Instant::now).into()), if poll_at.is_some() => {
+                    // A breach made before these lifecycle events comes
+                    // first, even when its wake-up is not delivered yet
+                    // (the daemon resumed from a stop, say): an exit taken
+                    // first would leave the breach without its process.
+                    drain(self.breaches.get_mut(), out);
                     let before = out.len();
                     drain(self.lifecycle.get_mut(), out);
                     self.poll = Poll::after(self.poll, out.len() - before);
                 }
                 ready = self.lifecycle.readable_mut(), if poll_at.is_none() => {
+                    drain(self.breaches.get_mut(), out);
                     let before = out.len();
                     take(ready?, out);
                     self.poll = Poll::after(None, (out.len() - before).max(1));
