@@ -50,6 +50,9 @@ pub(crate) struct Entry {
     pub(crate) detailed: bool,
     /// When the entry was made.
     pub(crate) added: Instant,
+    /// Execs of the process the table has seen: a read of `/proc` asked
+    /// for before the last one is stale.
+    pub(crate) execs: u32,
 }
 
 impl Entry {
@@ -73,6 +76,7 @@ impl Entry {
             cpu_ticks: 0,
             detailed: false,
             added: now,
+            execs: 0,
         }
     }
 
@@ -163,6 +167,7 @@ impl Table {
                         entry.exe = None;
                         entry.cmdline.clear();
                         entry.detailed = false;
+                        entry.execs = entry.execs.wrapping_add(1);
                         Change::Replaced(event.pid)
                     }
                     None => {
@@ -361,12 +366,14 @@ mod tests {
                 ..info(10, b"bash", 7)
             }],
         ));
+        assert_eq!(table.get(10).unwrap().execs, 0);
         let change = table.apply_event(&event(EventKind::Exec, 10, b"python3"), t0);
         assert_eq!(change, Change::Replaced(10));
         let entry = table.get(10).unwrap();
         assert_eq!(entry.comm, b"python3");
         assert!(entry.cmdline.is_empty());
         assert!(!entry.detailed);
+        assert_eq!(entry.execs, 1, "a read asked for before is stale");
         assert_eq!(
             entry.start_ticks,
             Some(7),

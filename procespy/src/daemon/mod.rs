@@ -105,8 +105,9 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigE
 }
 
 /// Reads of `/proc` made on the blocking pool for processes that just ran
-/// exec: each with a handle opened before the read.
-type Reads = Vec<(u32, Result<(ProcInfo, Option<Pidfd>), ReadError>)>;
+/// exec: each with the pid, the table's count of its execs when it was
+/// asked for, and a handle opened before the read.
+type Reads = Vec<(u32, u32, Result<(ProcInfo, Option<Pidfd>), ReadError>)>;
 
 /// Where a reload's outcome goes: the control clients that asked for it.
 type ReloadWaiter = tokio::sync::oneshot::Sender<Result<Reply, String>>;
@@ -393,11 +394,15 @@ impl Daemon {
         if pids.is_empty() {
             return;
         }
+        let asked: Vec<(u32, u32)> = pids
+            .into_iter()
+            .map(|pid| (pid, self.table.get(pid).map_or(0, |entry| entry.execs)))
+            .collect();
         let tx = self.reads_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let reads = pids
+            let reads = asked
                 .into_iter()
-                .map(|pid| (pid, scan::read_with_handle(pid)))
+                .map(|(pid, execs)| (pid, execs, scan::read_with_handle(pid)))
                 .collect();
             let _ = tx.send(reads);
         });
@@ -405,7 +410,16 @@ impl Daemon {
 
     /// Reads of exec'd processes are back: match them, with their handles.
     fn on_reads(&mut self, reads: Reads) {
-        for (pid, read) in reads {
+        for (pid, execs, read) in reads {
+            // A read asked for before an exec that came since (a fork's,
+            // finishing after the exec's own) would match the old image.
+            if self
+                .table
+                .get(pid)
+                .is_some_and(|entry| entry.execs != execs)
+            {
+                continue;
+            }
             match read {
                 Ok((info, handle)) => {
                     self.table.absorb(&info);
