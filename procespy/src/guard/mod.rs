@@ -727,7 +727,11 @@ impl<S: System> Guard<S> {
             .filter(|(_, g)| g.limit == index)
             .map(|(&pid, g)| {
                 let protected = table.get(pid).is_none_or(|entry| self.is_protected(entry));
-                (pid, g.rss, protected || g.acting)
+                // A member being signalled frees its memory: the rest is
+                // judged without it, so that while it drains and another
+                // grows, the sum does not cross again and take a second.
+                let rss = if g.acting { 0 } else { g.rss };
+                (pid, rss, protected || g.acting)
             })
             .collect();
         let sum: u64 = members.iter().map(|m| m.1).sum();
