@@ -184,7 +184,9 @@ impl Outcome {
             | Outcome::Gone { signal }
             | Outcome::DryRun { signal }
             | Outcome::Failed { signal, .. } => signal.name(),
+            // SIGTERM goes to each process; only SIGKILL is cgroup.kill.
             Outcome::Reached {
+                signal: Signal::Kill,
                 reach: Reach::Cgroup { .. },
                 ..
             } => "SIGKILL (cgroup.kill)",
@@ -585,6 +587,27 @@ mod tests {
         );
         assert_eq!(all[4].to_string(), "gone: the process exited first");
         assert!(all[0].signalled() && all[1].signalled() && !all[5].signalled());
+    }
+
+    #[test]
+    fn only_the_sigkill_of_a_cgroup_is_cgroup_kill() {
+        let reached = |signal| Outcome::Reached {
+            signal,
+            reach: Reach::Cgroup {
+                cgroup: "/svc".into(),
+            },
+            members: vec![Member {
+                pid: 10,
+                name: "a".into(),
+                result: MemberResult::Sent,
+            }],
+        };
+        assert_eq!(reached(Signal::Kill).action(), "SIGKILL (cgroup.kill)");
+        assert_eq!(reached(Signal::Term).action(), "SIGTERM");
+        assert_eq!(
+            reached(Signal::Term).to_string(),
+            "sent to each process of cgroup /svc (cgroup.kill after the grace): signalled 10 a"
+        );
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub(crate) struct PsArgs {
     /// Configuration whose limits are shown beside the processes they cover.
     #[arg(short, long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
+    /// Also show each process's PSS (shared pages divided among the processes
+    /// that map them); reads /proc/PID/smaps_rollup of every process shown.
+    #[arg(long)]
+    pub(crate) pss: bool,
 }
 
 /// Options of `procespy history`.
@@ -139,6 +143,10 @@ pub(crate) struct TopArgs {
     /// Configuration whose limits are shown when no daemon answers.
     #[arg(short, long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
+    /// Also show each process's PSS (shared pages divided among the processes
+    /// that map them); reads /proc/PID/smaps_rollup of every process at each refresh.
+    #[arg(long)]
+    pub(crate) pss: bool,
     /// The daemon's control socket, asked for limits, history and actions.
     #[command(flatten)]
     pub(crate) socket: SocketArgs,

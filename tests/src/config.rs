@@ -83,6 +83,8 @@ pub struct Limit {
     max_memory: String,
     action: Option<String>,
     scope: Option<String>,
+    memory: Option<String>,
+    kill: Option<String>,
 }
 
 impl Limit {
@@ -116,6 +118,8 @@ impl Limit {
             max_memory,
             action: None,
             scope: None,
+            memory: None,
+            kill: None,
         }
     }
 
@@ -130,6 +134,18 @@ impl Limit {
         self.scope = Some(scope.to_owned());
         self
     }
+
+    /// Sets what the limit counts (`rss`, `pss`, `rss+swap`).
+    pub fn memory(mut self, memory: &str) -> Limit {
+        self.memory = Some(memory.to_owned());
+        self
+    }
+
+    /// Sets what a signal reaches (`process`, `group`, `cgroup`).
+    pub fn kill(mut self, kill: &str) -> Limit {
+        self.kill = Some(kill.to_owned());
+        self
+    }
 }
 
 /// `max_memory` comes last (see [`Limit::name_in_bytes`]).
@@ -141,6 +157,12 @@ impl fmt::Display for Limit {
         }
         if let Some(scope) = &self.scope {
             writeln!(f, "scope = {}", quote(scope))?;
+        }
+        if let Some(memory) = &self.memory {
+            writeln!(f, "memory = {}", quote(memory))?;
+        }
+        if let Some(kill) = &self.kill {
+            writeln!(f, "kill = {}", quote(kill))?;
         }
         writeln!(f, "max_memory = {}", self.max_memory)
     }

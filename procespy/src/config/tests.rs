@@ -110,6 +110,9 @@ fn bad_configs_report_position_and_reason() {
         ("[monitor]\nmode = \"fast\"\n".into(), "2:8", "monitor.mode: unknown value `fast`, expected one of `auto`, `ebpf`, `proc`"),
         (limit("max_memory = 1\naction = \"kil\"\n"), "4:10", "limit[0].action: unknown value `kil`, expected one of `kill`, `kill-now`, `alert`"),
         (limit("max_memory = 1\nscope = \"group\"\n"), "4:9", "limit[0].scope: unknown value `group`, expected `process` or `total`"),
+        (limit("max_memory = 1\nmemory = \"vss\"\n"), "4:10", "limit[0].memory: unknown value `vss`, expected one of `rss`, `pss`, `rss+swap`"),
+        (limit("max_memory = 1\nkill = \"session\"\n"), "4:8", "limit[0].kill: unknown value `session`, expected one of `process`, `group`, `cgroup`"),
+        (limit("max_memory = 1\naction = \"kill-now\"\nmemory = \"pss\"\n"), "5:10", "limit[0].memory: \"pss\" cannot go with action = \"kill-now\": the kernel cannot compute PSS at the faulting page"),
         ("[notify.desktop]\nurgency = \"high\"\n".into(), "2:11", "expected one of `low`, `normal`, `critical`"),
         ("[notify.email]\nsecurity = \"ssl\"\n".into(), "2:12", "expected one of `none`, `starttls`, `tls`"),
         // email, metrics
@@ -262,14 +265,19 @@ fn example_file_commented_limits_are_valid() {
         uncommented.push('\n');
     }
     let config = Config::parse(&uncommented, Path::new("x.toml"), &env()).unwrap();
-    assert_eq!(config.limits.len(), 3);
+    assert_eq!(config.limits.len(), 4);
     let chromium = &config.limits[1];
     assert_eq!(chromium.matcher, Matcher::Name("chromium".into()));
     assert_eq!(
-        (chromium.max_memory, chromium.scope),
-        (GIB + GIB / 2, Scope::Total)
+        (chromium.max_memory, chromium.scope, chromium.memory),
+        (GIB + GIB / 2, Scope::Total, Memory::Pss)
     );
-    let python = &config.limits[2];
+    let worker = &config.limits[2];
+    assert_eq!(
+        (worker.memory, worker.kill),
+        (Memory::RssSwap, KillTarget::Cgroup)
+    );
+    let python = &config.limits[3];
     let Matcher::Pattern(pattern) = &python.matcher else {
         panic!("{python:?}")
     };
@@ -277,7 +285,7 @@ fn example_file_commented_limits_are_valid() {
         config
             .limits
             .matching(b"/usr/bin/python3 /srv/app/manage.py runserver"),
-        [2]
+        [3]
     );
     assert!(
         config

@@ -18,6 +18,8 @@ pub struct Limit<'a> {
     pub name: &'a str,
     pub max_memory: &'a str,
     pub action: &'a str,
+    /// What it counts: `rss`, `pss` or `rss+swap`.
+    pub memory: &'a str,
 }
 
 /// A config: `mode`, `scan_interval`, a 3 s grace, and `limits`.
@@ -28,8 +30,8 @@ pub fn config(mode: &str, scan_interval: &str, limits: &[Limit<'_>]) -> String {
     );
     for limit in limits {
         text.push_str(&format!(
-            "\n[[limit]]\nname = \"{}\"\nmax_memory = \"{}\"\naction = \"{}\"\n",
-            limit.name, limit.max_memory, limit.action
+            "\n[[limit]]\nname = \"{}\"\nmax_memory = \"{}\"\naction = \"{}\"\nmemory = \"{}\"\n",
+            limit.name, limit.max_memory, limit.action, limit.memory
         ));
     }
     text

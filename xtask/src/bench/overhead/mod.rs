@@ -154,6 +154,7 @@ impl Env {
             name,
             max_memory,
             action: "alert",
+            memory: "rss",
         };
         let mut limits = vec![alert(BYSTANDER, "1GiB")];
         limits.extend(workload.map(|(name, max)| alert(name, max)));
