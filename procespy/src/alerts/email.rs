@@ -276,7 +276,11 @@ mod tests {
             "src=3D\"cid:chart.procespy.",
             "&lt;2 B&gt;",
         ] {
-            assert!(mail.message.contains(needle), "{needle:?} in\n{}", mail.message);
+            assert!(
+                mail.message.contains(needle),
+                "{needle:?} in\n{}",
+                mail.message
+            );
         }
     }
 

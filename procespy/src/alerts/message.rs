@@ -450,15 +450,18 @@ pub(crate) fn email(
         );
     }
     let _ = write!(body, "\n-- \nprocespy, the memory guard on {host}\n");
-    let chart = story
-        .and_then(|s| story::chart(r, s))
-        .and_then(|chart| match crate::chart::png(&chart, crate::chart::SIZE) {
+    let chart = story.and_then(|s| story::chart(r, s)).and_then(|chart| {
+        match crate::chart::png(&chart, crate::chart::SIZE) {
             Ok(png) => Some(png),
             Err(err) => {
-                tracing::warn!("the email about {} goes without its chart: {err:#}", escape(&r.name));
+                tracing::warn!(
+                    "the email about {} goes without its chart: {err:#}",
+                    escape(&r.name)
+                );
                 None
             }
-        });
+        }
+    });
     EmailText {
         subject,
         body,

@@ -366,7 +366,11 @@ impl Worker {
             .retain(|_, (at, _)| now.duration_since(*at) < KEEP_STORY);
         for (record, story) in actions {
             if self.stories.len() >= MAX_STORIES
-                && let Some(oldest) = self.stories.iter().min_by_key(|(_, (at, _))| *at).map(|(pid, _)| *pid)
+                && let Some(oldest) = self
+                    .stories
+                    .iter()
+                    .min_by_key(|(_, (at, _))| *at)
+                    .map(|(pid, _)| *pid)
             {
                 self.stories.remove(&oldest);
             }
@@ -531,15 +535,18 @@ mod tests {
         notify.desktop.enabled = false;
         let mut alerts =
             Alerts::start_with(&notify, PathBuf::from("/bin/false"), "/nonexistent".into());
-        alerts.submit(vec![
-            record(
-                1,
-                Outcome::Gone {
-                    signal: Signal::Term,
-                },
-            ),
-            record(2, Outcome::UnderOnConfirmation { rss: 1 }),
-        ], |_| Story::default());
+        alerts.submit(
+            vec![
+                record(
+                    1,
+                    Outcome::Gone {
+                        signal: Signal::Term,
+                    },
+                ),
+                record(2, Outcome::UnderOnConfirmation { rss: 1 }),
+            ],
+            |_| Story::default(),
+        );
         assert_eq!(alerts.queued(), 0);
         let start = Instant::now();
         alerts.shutdown(Duration::from_secs(5)).await;
@@ -566,21 +573,24 @@ mod tests {
         let mut alerts =
             Alerts::start_with(&notify, PathBuf::from("/bin/false"), "/nonexistent".into());
         // The first goes out after SETTLE, the two others are held by the cooldown.
-        alerts.submit(vec![
-            record(
-                1,
-                Outcome::Sent {
-                    signal: Signal::Term,
-                },
-            ),
-            record(2, Outcome::KilledByKernel),
-            record(
-                3,
-                Outcome::Sent {
-                    signal: Signal::Term,
-                },
-            ),
-        ], |_| Story::default());
+        alerts.submit(
+            vec![
+                record(
+                    1,
+                    Outcome::Sent {
+                        signal: Signal::Term,
+                    },
+                ),
+                record(2, Outcome::KilledByKernel),
+                record(
+                    3,
+                    Outcome::Sent {
+                        signal: Signal::Term,
+                    },
+                ),
+            ],
+            |_| Story::default(),
+        );
         alerts.shutdown(Duration::from_secs(5)).await;
         let files = spool::Spool::open(&spool).unwrap().list().unwrap();
         let subjects: Vec<String> = files

@@ -265,18 +265,19 @@ mod tests {
     fn growth_is_the_last_steady_climb_after_a_flat_stretch() {
         // Flat at 210 MiB (a keepalive point), then 31 MiB a second.
         let mut points = vec![p(0.0, 300), p(10.0, 210), p(70.0, 210)];
-        points.extend((1..=42).map(|s| p(100.0 + f64::from(s), 210 + 31 * u64::from(s))));
+        points.extend((1..=42u32).map(|s| p(100.0 + f64::from(s), 210 + 31 * u64::from(s))));
         // The kill's mark, then the SIGKILL's at the same RSS.
         points.push(p(142.5, 1512));
         points.push(p(147.5, 1512));
         let g = growth(&points, 142.5).unwrap();
         assert_eq!(g.from, p(100.0, 210), "the growth began a sample before");
         assert_eq!(g.to.rss, 1512 * MIB);
+        assert_eq!(g.text(), "grew from 210 MiB to 1.5 GiB in 42 s (31 MiB/s)");
         assert_eq!(
-            g.text(),
-            "grew from 210 MiB to 1.5 GiB in 42 s (31 MiB/s)"
+            growth(&points, 147.5).unwrap().to.t,
+            142.0,
+            "plateau's start"
         );
-        assert_eq!(growth(&points, 147.5).unwrap().to.t, 142.0, "plateau's start");
         assert_eq!(crossed(&points, 1000 * MIB, 142.5), Some(126.0));
         assert!(growth(&[p(0.0, 5), p(1.0, 5)], 1.0).is_none());
         assert!(growth(&[], 1.0).is_none());
@@ -289,8 +290,13 @@ mod tests {
             to: p(10.0, 100),
         };
         assert_eq!(
-            eta("chromium", Some(&g), 4096 * MIB + 2048 * MIB - 400 * MIB, 6 * 1024 * MIB)
-                .unwrap(),
+            eta(
+                "chromium",
+                Some(&g),
+                4096 * MIB + 2048 * MIB - 400 * MIB,
+                6 * 1024 * MIB
+            )
+            .unwrap(),
             "at this rate chromium reaches 6.0 GiB in about 40 s"
         );
         assert!(eta("x", None, 1, 2).is_none());
@@ -314,7 +320,11 @@ mod tests {
             )
         };
         let story = Story {
-            series: vec![p(1_764_064_930.5, 10), p(1_764_064_931.5, 40), p(1_764_064_933.25, 70)],
+            series: vec![
+                p(1_764_064_930.5, 10),
+                p(1_764_064_931.5, 40),
+                p(1_764_064_933.25, 70),
+            ],
             cmdline: "grower --grow\u{1b}[31m 5".into(),
             cgroup: Some("/system.slice/grow.service".into()),
             exited: Some(1_764_064_933.5),
@@ -324,7 +334,7 @@ mod tests {
         assert_eq!(
             text,
             [
-                "Growth: grew from 10.0 MiB to 70 MiB in 3 s (22 MiB/s)",
+                "Growth: grew from 10 MiB to 70 MiB in 3 s (22 MiB/s)",
                 "Crossed: 10:02:13.250 (the limit)",
                 "Signal: SIGTERM at 10:02:13.250",
                 "Exited: 10:02:13.500 (0.2 s after the signal)",
@@ -335,7 +345,7 @@ mod tests {
         assert!(chart(&record, &story).is_some());
         assert_eq!(
             popup_line(&record, &story, true).unwrap(),
-            "grew from 10.0 MiB to 70 MiB in 3 s (22 MiB/s)"
+            "grew from 10 MiB to 70 MiB in 3 s (22 MiB/s)"
         );
     }
 

@@ -221,13 +221,17 @@ mod tests {
     fn the_path_and_unit_come_from_proc_cgroup() {
         let v2 = "0::/system.slice/nginx.service\n";
         assert_eq!(path_in(v2).as_deref(), Some("/system.slice/nginx.service"));
-        let hybrid = "12:memory:/user.slice\n1:name=systemd:/user.slice/user-1000.slice/session-2.scope\n";
+        let hybrid =
+            "12:memory:/user.slice\n1:name=systemd:/user.slice/user-1000.slice/session-2.scope\n";
         assert_eq!(
             path_in(hybrid).as_deref(),
             Some("/user.slice/user-1000.slice/session-2.scope")
         );
         assert_eq!(path_in("garbage"), None);
-        assert_eq!(unit_of("/system.slice/nginx.service"), Some("nginx.service"));
+        assert_eq!(
+            unit_of("/system.slice/nginx.service"),
+            Some("nginx.service")
+        );
         assert_eq!(
             unit_of("/system.slice/docker.service/ctr/payload"),
             Some("docker.service")
