@@ -83,6 +83,7 @@ pub struct Limit {
     max_memory: String,
     action: Option<String>,
     scope: Option<String>,
+    warn_at: Option<String>,
 }
 
 impl Limit {
@@ -116,12 +117,19 @@ impl Limit {
             max_memory,
             action: None,
             scope: None,
+            warn_at: None,
         }
     }
 
     /// Sets the action (`kill`, `kill-now`, `alert`).
     pub fn action(mut self, action: &str) -> Limit {
         self.action = Some(action.to_owned());
+        self
+    }
+
+    /// Sets `warn_at` (`"80%"`, `"50MiB"`).
+    pub fn warn_at(mut self, warn_at: &str) -> Limit {
+        self.warn_at = Some(warn_at.to_owned());
         self
     }
 
@@ -141,6 +149,9 @@ impl fmt::Display for Limit {
         }
         if let Some(scope) = &self.scope {
             writeln!(f, "scope = {}", quote(scope))?;
+        }
+        if let Some(warn_at) = &self.warn_at {
+            writeln!(f, "warn_at = {}", quote(warn_at))?;
         }
         writeln!(f, "max_memory = {}", self.max_memory)
     }
