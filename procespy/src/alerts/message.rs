@@ -760,8 +760,24 @@ mod tests {
                 name: name.into(),
                 rss: 1,
             }];
-            let mail = email(&notice, None, name, &top, T, &utc);
-            let pop = popup(&notice, None, &utc);
+            let story = Story {
+                series: vec![
+                    crate::report::Point {
+                        t: T - 5.0,
+                        rss: MIB,
+                    },
+                    crate::report::Point {
+                        t: T,
+                        rss: 1600 * MIB,
+                    },
+                ],
+                cmdline: format!("/usr/bin/x {name}"),
+                cgroup: Some(format!("/system.slice/{name}.service")),
+                exited: Some(T + 0.5),
+            };
+            let mail = email(&notice, Some(&story), name, &top, T, &utc);
+            let pop = popup(&notice, Some(&story), &utc);
+            assert!(mail.chart.is_some() && mail.body.contains("Command: /usr/bin/x "));
             for text in [&mail.subject, &pop.summary] {
                 assert!(!text.chars().any(char::is_control), "{text:?}");
             }
