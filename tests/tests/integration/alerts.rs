@@ -1049,7 +1049,7 @@ fn a_process_past_warn_at_gets_one_warning_with_an_eta_and_is_killed_only_at_the
     let warning = text(warnings[0], "body");
     eprintln!("the warning:\n{warning}");
     let outlook = line_of(warning, "Outlook");
-    let expected = format!("at this rate {name} reaches 64.0 MiB in about ");
+    let expected = format!("at this rate {name} reaches 64 MiB in about ");
     assert!(
         outlook.starts_with(&expected) && outlook.ends_with(" s"),
         "{outlook}"
