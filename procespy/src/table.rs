@@ -203,7 +203,7 @@ impl Table {
                 }
                 _ => Change::None,
             },
-            EventKind::Breach | EventKind::Usage => Change::None,
+            EventKind::Breach | EventKind::Usage | EventKind::Warning => Change::None,
         }
     }
 

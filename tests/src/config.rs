@@ -85,6 +85,7 @@ pub struct Limit {
     scope: Option<String>,
     memory: Option<String>,
     kill: Option<String>,
+    warn_at: Option<String>,
 }
 
 impl Limit {
@@ -120,12 +121,19 @@ impl Limit {
             scope: None,
             memory: None,
             kill: None,
+            warn_at: None,
         }
     }
 
     /// Sets the action (`kill`, `kill-now`, `alert`).
     pub fn action(mut self, action: &str) -> Limit {
         self.action = Some(action.to_owned());
+        self
+    }
+
+    /// Sets `warn_at` (`"80%"`, `"50MiB"`).
+    pub fn warn_at(mut self, warn_at: &str) -> Limit {
+        self.warn_at = Some(warn_at.to_owned());
         self
     }
 
@@ -163,6 +171,9 @@ impl fmt::Display for Limit {
         }
         if let Some(kill) = &self.kill {
             writeln!(f, "kill = {}", quote(kill))?;
+        }
+        if let Some(warn_at) = &self.warn_at {
+            writeln!(f, "warn_at = {}", quote(warn_at))?;
         }
         writeln!(f, "max_memory = {}", self.max_memory)
     }

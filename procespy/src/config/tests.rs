@@ -75,6 +75,7 @@ fn bad_configs_report_position_and_reason() {
         ("[monitor]\nmode = \"auto\"\nscan = \"5s\"\n".into(), "3:1", "monitor: unknown key `scan`, expected `mode` or `scan_interval`"),
         (limit("max_memory = \"1GiB\"\nkil = true\n"), "4:1", "limit[0]: unknown key `kil`, expected one of `name`, `pattern`, `user`, `max_memory`, `scope`, `action`, `warn_at`, `memory`, `kill`"),
         ("[notify.email]\nhost = \"x\"\n".into(), "2:1", "notify.email: unknown key `host`"),
+        (limit("max_memory = \"1GiB\"\nscope = \"total\"\nwarn_at = \"80%\"\n"), "5:11", "limit[0].warn_at: only for scope = \"process\""),
         // ... a misspelt key is not also reported as missing
         ("[[limit]]\nnme = \"a\"\nmax_memory = 1\n".into(), "2:1", "limit[0]: unknown key `nme`"),
         ("[[limit]]\nname = \"a\"\nmax_memroy = 1\n".into(), "3:1", "limit[0]: unknown key `max_memroy`"),

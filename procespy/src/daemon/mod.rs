@@ -28,7 +28,7 @@ use tokio::{
 };
 
 use crate::{
-    alerts::Alerts,
+    alerts::{Alerts, story::Story},
     config::{Config, ConfigError, DEFAULT_CONFIG, Mode},
     control::{self, Incoming, Reply, Request},
     ebpf::{Kernel, events::KernelEvent},
@@ -337,6 +337,16 @@ impl Daemon {
                 self.guard.on_usage(event.pid, event.rss_bytes, &self.table);
                 return;
             }
+            EventKind::Warning => {
+                self.guard
+                    .on_warning(event.pid, event.rss_bytes, &self.table);
+                return;
+            }
+            EventKind::Exit => {
+                // What was decided about it goes out while the table and
+                // the guard still know its command line and cgroup.
+                self.after_actions();
+            }
             _ => {}
         }
         let change = self.table.apply_event(event, Instant::now());
@@ -377,6 +387,7 @@ impl Daemon {
                 let now = crate::sys::epoch_secs();
                 self.recent.gone(pid, now);
                 self.recording.exited(pid, now);
+                self.alerts.exited(pid, now);
                 self.guard.exited(pid, self.backend.watch());
             }
             Change::None => {}
@@ -465,9 +476,23 @@ impl Daemon {
         }
         self.recording
             .actions(&actions, &mut self.recent, &self.table);
-        if !actions.is_empty() {
-            self.alerts.submit(actions);
+        if actions.is_empty() {
+            return;
         }
+        let now = crate::sys::epoch_secs();
+        let (recent, table, guard) = (&self.recent, &self.table, &self.guard);
+        self.alerts.submit(actions, |record| Story {
+            series: recent
+                .series(record.pid, now, crate::alerts::story::WINDOW)
+                .map(|s| s.points)
+                .unwrap_or_default(),
+            cmdline: table
+                .get(record.pid)
+                .map(|e| String::from_utf8_lossy(&e.cmdline).into_owned())
+                .unwrap_or_default(),
+            cgroup: guard.cgroup(record.pid).map(str::to_owned),
+            exited: None,
+        });
     }
 
     fn on_request(&mut self, incoming: Incoming) {
