@@ -225,7 +225,14 @@ impl Table {
     pub(crate) fn merge(&mut self, exam: &Examination) -> Merge {
         let mut merge = Merge::default();
         // A partial examination listed more processes than it read.
-        let mut seen: HashSet<u32> = exam.listed.iter().flatten().copied().collect();
+        // Nor is a process that could not be read known to have exited.
+        let mut seen: HashSet<u32> = exam
+            .listed
+            .iter()
+            .flatten()
+            .chain(&exam.unread)
+            .copied()
+            .collect();
         for info in &exam.procs {
             if info.kernel_thread {
                 self.kernel_threads.insert(info.pid);
@@ -326,6 +333,7 @@ mod tests {
             started,
             vanished: 0,
             listed: None,
+            unread: Vec::new(),
             resident: Default::default(),
         }
     }
@@ -486,6 +494,19 @@ mod tests {
         let merge = table.merge(&exam(started, vec![]));
         assert!(merge.removed.is_empty());
         assert!(table.get(10).is_some());
+    }
+
+    #[test]
+    fn a_full_examination_keeps_what_it_could_not_read() {
+        let mut table = Table::new();
+        let t0 = Instant::now();
+        table.merge(&exam(t0, vec![info(5, b"a", 1), info(6, b"b", 2)]));
+        let merge = table.merge(&Examination {
+            unread: vec![6],
+            ..exam(t0 + Duration::from_secs(5), vec![info(5, b"a", 1)])
+        });
+        assert!(merge.removed.is_empty(), "{:?}", merge.removed);
+        assert!(table.get(6).is_some());
     }
 
     #[test]

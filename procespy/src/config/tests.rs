@@ -238,6 +238,8 @@ fn example_file_parses_to_the_defaults_and_one_demo_limit() {
     expected.origin = Origin::File(PathBuf::from("config/procespy.toml"));
     expected.limits = Limits::from(vec![Limit {
         max_memory_text: "256MiB".into(),
+        // 80% of 256 MiB.
+        warn_at: Some(214_748_364),
         ..Limit::of(Matcher::Name("procespy-demo".into()), 256 << 20)
     }]);
     expected.notify.email.server = "smtp.example.com".into();

@@ -214,7 +214,7 @@ impl Daemon {
         let mut sighup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
         let mut scan_timer = tokio::time::interval(self.guard.config().monitor.scan_interval);
         scan_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut scan: Option<JoinHandle<Examination>> = None;
+        let mut scan: Option<JoinHandle<std::io::Result<Examination>>> = None;
         // Lost kernel events are healed by an examination at once.
         let mut loss_check = tokio::time::interval(LOSS_CHECK);
         let mut lost_seen = 0;
@@ -255,13 +255,16 @@ impl Daemon {
                             "the ring buffer was full and kernel events were lost: examining /proc now"
                         );
                         lost_seen = lost;
-                        scan = Some(tokio::task::spawn_blocking(scan::examine));
+                        scan = Some(self.full_examination());
                     }
                 }
                 exam = async { scan.as_mut().expect("guarded").await }, if scan.is_some() => {
                     scan = None;
                     match exam {
-                        Ok(exam) => self.on_examination(&exam),
+                        Ok(Ok(exam)) => self.on_examination(&exam),
+                        Ok(Err(err)) => tracing::error!(
+                            "cannot list /proc: {err}; the table stays as it was until the next examination"
+                        ),
                         Err(err) => tracing::error!("the /proc examination failed: {err}"),
                     }
                 }
@@ -295,21 +298,27 @@ impl Daemon {
     ///
     /// With eBPF, the covered processes' resident memory is read afresh
     /// too: the safety net under the kernel's crossings.
-    fn start_examination(&self) -> JoinHandle<Examination> {
+    fn start_examination(&self) -> JoinHandle<std::io::Result<Examination>> {
         match self.backend {
             Backend::Ebpf { .. } if self.examinations > 0 => {
                 let known = self.table.known_pids();
                 let covered = self.guard.covered_pids();
                 tokio::task::spawn_blocking(move || {
-                    scan::examine_unknown(&known).with_resident(&covered)
+                    scan::examine_unknown(&known).map(|exam| exam.with_resident(&covered))
                 })
             }
-            Backend::Ebpf { .. } => {
-                let covered = self.guard.covered_pids();
-                tokio::task::spawn_blocking(move || scan::examine().with_resident(&covered))
-            }
+            Backend::Ebpf { .. } => self.full_examination(),
             Backend::Proc { .. } => tokio::task::spawn_blocking(scan::examine),
         }
+    }
+
+    /// Starts a full examination on the blocking pool, with fresh reads of
+    /// the covered processes' resident memory.
+    fn full_examination(&self) -> JoinHandle<std::io::Result<Examination>> {
+        let covered = self.guard.covered_pids();
+        tokio::task::spawn_blocking(move || {
+            scan::examine().map(|exam| exam.with_resident(&covered))
+        })
     }
 
     /// Applies one kernel event; processes that need a read of `/proc`

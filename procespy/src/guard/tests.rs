@@ -148,6 +148,7 @@ fn table(procs: &[ProcInfo]) -> Table {
         started: Instant::now(),
         vanished: 0,
         listed: None,
+        unread: Vec::new(),
         resident: Default::default(),
     });
     table
