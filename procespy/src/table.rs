@@ -50,12 +50,15 @@ pub(crate) struct Entry {
     pub(crate) detailed: bool,
     /// When the entry was made.
     pub(crate) added: Instant,
+    /// When an exec or rename event last named it: a read of `/proc` that
+    /// began before then has an older name.
+    named: Option<Instant>,
 }
 
 impl Entry {
     fn from_info(info: &ProcInfo, now: Instant) -> Self {
         let mut entry = Entry::bare(info.pid, info.ppid, info.comm.clone(), now);
-        entry.absorb(info);
+        entry.absorb(info, now);
         entry
     }
 
@@ -73,12 +76,16 @@ impl Entry {
             cpu_ticks: 0,
             detailed: false,
             added: now,
+            named: None,
         }
     }
 
-    fn absorb(&mut self, info: &ProcInfo) {
+    /// Takes in a read of `/proc` that began at `read_at`.
+    fn absorb(&mut self, info: &ProcInfo, read_at: Instant) {
         self.ppid = info.ppid;
-        self.comm.clone_from(&info.comm);
+        if self.named.is_none_or(|named| named < read_at) {
+            self.comm.clone_from(&info.comm);
+        }
         self.exe.clone_from(&info.exe);
         self.cmdline.clone_from(&info.cmdline);
         self.uid = Some(info.uid);
@@ -160,13 +167,15 @@ impl Table {
                 match self.entries.get_mut(&event.pid) {
                     Some(entry) => {
                         entry.comm.clone_from(&event.comm);
+                        entry.named = Some(now);
                         entry.exe = None;
                         entry.cmdline.clear();
                         entry.detailed = false;
                         Change::Replaced(event.pid)
                     }
                     None => {
-                        let entry = Entry::bare(event.pid, 0, event.comm.clone(), now);
+                        let mut entry = Entry::bare(event.pid, 0, event.comm.clone(), now);
+                        entry.named = Some(now);
                         self.entries.insert(event.pid, entry);
                         Change::Added(event.pid)
                     }
@@ -199,6 +208,7 @@ impl Table {
                 // threads' ids are not keys of the table.
                 Some(entry) if entry.comm != event.comm => {
                     entry.comm.clone_from(&event.comm);
+                    entry.named = Some(now);
                     Change::Renamed(event.pid)
                 }
                 _ => Change::None,
@@ -207,17 +217,18 @@ impl Table {
         }
     }
 
-    /// Fills in what a read of `/proc/PID` found for a process the table has.
+    /// Fills in what a read of `/proc/PID` that began at `read_at` found for
+    /// a process the table has; a name an event gave it since is kept.
     ///
     /// Ignored when the read belongs to another process than the entry (the
     /// PID was reused in between).
-    pub(crate) fn absorb(&mut self, info: &ProcInfo) {
+    pub(crate) fn absorb(&mut self, info: &ProcInfo, read_at: Instant) {
         if let Some(entry) = self.entries.get_mut(&info.pid)
             && entry
                 .start_ticks
                 .is_none_or(|start| start == info.start_ticks)
         {
-            entry.absorb(info);
+            entry.absorb(info, read_at);
         }
     }
 
@@ -254,7 +265,7 @@ impl Table {
                     *entry = Entry::from_info(info, exam.started);
                     merge.reused.push(info.pid);
                 }
-                Some(entry) => entry.absorb(info),
+                Some(entry) => entry.absorb(info, exam.started),
                 None => {
                     self.entries
                         .insert(info.pid, Entry::from_info(info, exam.started));
@@ -539,7 +550,25 @@ mod tests {
         assert_eq!(merge.reused, vec![5]);
         assert_eq!(table.get(5).unwrap().comm, b"new");
         // A late read of the new process does not go into an entry of another.
-        table.absorb(&info(5, b"stale", 1));
+        table.absorb(&info(5, b"stale", 1), Instant::now());
         assert_eq!(table.get(5).unwrap().comm, b"new");
+    }
+
+    #[test]
+    fn a_read_that_began_before_a_rename_keeps_the_new_name() {
+        let mut table = Table::new();
+        let t0 = Instant::now();
+        table.apply_event(&event(EventKind::Exec, 5, b"prog"), t0);
+        let read_at = t0 + Duration::from_millis(1);
+        table.apply_event(
+            &event(EventKind::Rename, 5, b"renamed"),
+            t0 + Duration::from_millis(2),
+        );
+        table.absorb(&info(5, b"prog", 1), read_at);
+        let entry = table.get(5).unwrap();
+        assert_eq!(entry.comm, b"renamed");
+        assert!(entry.detailed, "the rest of the read is taken");
+        table.absorb(&info(5, b"again", 1), t0 + Duration::from_millis(3));
+        assert_eq!(table.get(5).unwrap().comm, b"again");
     }
 }

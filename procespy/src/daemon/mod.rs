@@ -106,7 +106,11 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigE
 
 /// Reads of `/proc` made on the blocking pool for processes that just ran
 /// exec: each with a handle opened before the read.
-type Reads = Vec<(u32, Result<(ProcInfo, Option<Pidfd>), ReadError>)>;
+struct Reads {
+    /// When the reads began.
+    started: Instant,
+    reads: Vec<(u32, Result<(ProcInfo, Option<Pidfd>), ReadError>)>,
+}
 
 /// Where a reload's outcome goes: the control clients that asked for it.
 type ReloadWaiter = tokio::sync::oneshot::Sender<Result<Reply, String>>;
@@ -410,20 +414,21 @@ impl Daemon {
         }
         let tx = self.reads_tx.clone();
         tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let reads = pids
                 .into_iter()
                 .map(|pid| (pid, scan::read_with_handle(pid)))
                 .collect();
-            let _ = tx.send(reads);
+            let _ = tx.send(Reads { started, reads });
         });
     }
 
     /// Reads of exec'd processes are back: match them, with their handles.
-    fn on_reads(&mut self, reads: Reads) {
+    fn on_reads(&mut self, Reads { started, reads }: Reads) {
         for (pid, read) in reads {
             match read {
                 Ok((info, handle)) => {
-                    self.table.absorb(&info);
+                    self.table.absorb(&info, started);
                     self.guard
                         .rematch(pid, &self.table, self.backend.watch(), true, handle);
                 }
