@@ -30,6 +30,9 @@ use serde_json::Value;
 const MIB: u64 = 1 << 20;
 const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;
+/// A pause of a writer this long lets the daemon, which reads a file once
+/// it stayed unchanged for 200 ms, take a half-written one as whole.
+const WRITER_STALL: Duration = Duration::from_millis(150);
 
 /// The scan interval of these tests' daemons, as written in their config.
 const SCAN: &str = "1s";
@@ -344,15 +347,16 @@ impl Dice {
     }
 }
 
-/// The numbers N of the "reloaded: N limits" lines in the log.
-fn reloaded_counts(daemon: &Daemon) -> Vec<u64> {
+/// The "reloaded: N limits" lines in the log: their place in it, and N.
+fn reloaded_counts(daemon: &Daemon) -> Vec<(usize, u64)> {
     daemon
         .log()
         .iter()
-        .filter_map(|line| {
+        .enumerate()
+        .filter_map(|(at, line)| {
             let message = line["message"].as_str()?;
             let (_, rest) = message.split_once(" reloaded: ")?;
-            rest.strip_suffix(" limits")?.parse().ok()
+            Some((at, rest.strip_suffix(" limits")?.parse().ok()?))
         })
         .collect()
 }
@@ -362,6 +366,11 @@ fn reloaded_counts(daemon: &Daemon) -> Vec<u64> {
 /// 2 ms: no reload ever puts a truncated file in force. The file ends in
 /// `max_memory = 104857600` (100 MiB) on a 5 MB test program: cut short in
 /// that number it would read as a limit of a few bytes and stop it.
+///
+/// A file that stayed unchanged for the daemon's settling time is read as
+/// it is: that is the contract. So a round in which the machine stalled
+/// the writer itself that long (a loaded machine does) excuses a cut
+/// reload logged during it or just after; most rounds must be unstalled.
 #[test]
 fn a_config_rewritten_in_place_during_a_sighup_storm_is_never_read_half_written() {
     let name = "tp-halfwritten";
@@ -388,25 +397,46 @@ fn a_config_rewritten_in_place_during_a_sighup_storm_is_never_read_half_written(
     });
     let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
     let rounds = if in_guest() { 10 } else { 40 };
+    // Where each round's lines start in the log, and whether it stalled.
+    let mut round_starts = Vec::with_capacity(rounds);
     for _ in 0..rounds {
+        let from = daemon.log().len();
         let file = std::fs::OpenOptions::new()
             .write(true)
             .truncate(true)
             .open(daemon.config_path())
             .expect("open the config in place");
+        let mut last_write = Instant::now();
+        let mut stalled = false;
         let mut rest = text.as_bytes();
         let mut at = 0;
         while !rest.is_empty() {
             let (chunk, after) = rest.split_at((1 + dice.below(48) as usize).min(rest.len()));
+            stalled |= last_write.elapsed() >= WRITER_STALL;
             file.write_all_at(chunk, at).expect("write a chunk");
+            last_write = Instant::now();
             at += chunk.len() as u64;
             rest = after;
             std::thread::sleep(dice.millis(3));
         }
         drop(file);
+        round_starts.push((from, stalled));
         std::thread::sleep(dice.millis(400));
     }
     storm.stop();
+    let stalled_rounds = round_starts.iter().filter(|&&(_, s)| s).count();
+    assert!(
+        stalled_rounds * 4 <= rounds,
+        "the machine stalled the writer for {WRITER_STALL:?} in {stalled_rounds} of {rounds} \
+         rounds: the test proves nothing"
+    );
+    // A line at `at` is excused when it falls in a stalled round or the next.
+    let excused = |at: usize| {
+        let round = round_starts.partition_point(|&(from, _)| from <= at);
+        round_starts[round.saturating_sub(2)..round]
+            .iter()
+            .any(|&(_, stalled)| stalled)
+    };
     // The last reload asked for sees the whole file, settled.
     let full = 11;
     poll(Duration::from_secs(10), Duration::from_millis(100), || {
@@ -419,10 +449,14 @@ fn a_config_rewritten_in_place_during_a_sighup_storm_is_never_read_half_written(
         "only {} reloads went through: {counts:?}",
         counts.len()
     );
-    let cut: Vec<&u64> = counts.iter().filter(|&&n| n != full).collect();
+    let cut: Vec<&(usize, u64)> = counts
+        .iter()
+        .filter(|&&(at, n)| n != full && !excused(at))
+        .collect();
     assert!(
         cut.is_empty(),
-        "{} of {} reloads put a truncated file in force: {counts:?}",
+        "{} of {} reloads put a truncated file in force ({stalled_rounds} stalled rounds \
+         excused): {cut:?}",
         cut.len(),
         counts.len()
     );
