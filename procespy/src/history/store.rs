@@ -864,7 +864,7 @@ mod tests {
             .collect();
         store.write(&records, None).unwrap();
         store.prune(now, u64::MAX).unwrap();
-        let times = |sql: &str| -> Vec<f64> {
+        let times = |store: &Store, sql: &str| -> Vec<f64> {
             let mut statement = store.conn.prepare(sql).unwrap();
             statement
                 .query_map([now - 600.0], |row| row.get(0))
@@ -872,16 +872,16 @@ mod tests {
                 .collect::<Result<_, _>>()
                 .unwrap()
         };
-        let old = times("SELECT DISTINCT t FROM largest WHERE t < ?1 ORDER BY t");
-        let recent = times("SELECT DISTINCT t FROM largest WHERE t >= ?1 ORDER BY t");
+        let old = times(&store, "SELECT DISTINCT t FROM largest WHERE t < ?1 ORDER BY t");
+        let recent = times(&store, "SELECT DISTINCT t FROM largest WHERE t >= ?1 ORDER BY t");
         assert_eq!(recent.len(), 120, "the last 10 minutes: every examination");
         assert_eq!(old.len(), 10, "before: one a minute, {old:?}");
         assert!(old.windows(2).all(|w| w[1] - w[0] == 60.0));
-        let ranks = times("SELECT count(*) FROM largest WHERE t < ?1");
+        let ranks = times(&store, "SELECT count(*) FROM largest WHERE t < ?1");
         assert_eq!(ranks, vec![20.0], "both ranks of each kept examination");
         store.prune(now, u64::MAX).unwrap();
         assert_eq!(
-            times("SELECT DISTINCT t FROM largest WHERE t < ?1").len(),
+            times(&store, "SELECT DISTINCT t FROM largest WHERE t < ?1").len(),
             10,
             "a second prune keeps them"
         );
