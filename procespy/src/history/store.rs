@@ -872,8 +872,14 @@ mod tests {
                 .collect::<Result<_, _>>()
                 .unwrap()
         };
-        let old = times(&store, "SELECT DISTINCT t FROM largest WHERE t < ?1 ORDER BY t");
-        let recent = times(&store, "SELECT DISTINCT t FROM largest WHERE t >= ?1 ORDER BY t");
+        let old = times(
+            &store,
+            "SELECT DISTINCT t FROM largest WHERE t < ?1 ORDER BY t",
+        );
+        let recent = times(
+            &store,
+            "SELECT DISTINCT t FROM largest WHERE t >= ?1 ORDER BY t",
+        );
         assert_eq!(recent.len(), 120, "the last 10 minutes: every examination");
         assert_eq!(old.len(), 10, "before: one a minute, {old:?}");
         assert!(old.windows(2).all(|w| w[1] - w[0] == 60.0));
