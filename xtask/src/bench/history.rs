@@ -67,8 +67,8 @@ impl Settings {
         let mut settings = Settings {
             rounds: 3,
             idle: Duration::from_secs(60),
-            churn: Duration::from_secs(240),
-            reaction_runs: 10,
+            churn: Duration::from_secs(180),
+            reaction_runs: 8,
             quick: false,
         };
         for arg in args {
@@ -547,6 +547,8 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("bench history reads the database with sqlite3: apt-get install sqlite3");
     }
     build::run(true)?;
+    // The kill first: the shortest part, so that a failure shows early.
+    let kill = kill_part(settings.quick).context("part kill")?;
     let mut budgets = Vec::new();
     let mut details = String::new();
     details.push_str(&idle_part(&settings, &mut budgets).context("part idle")?);
@@ -566,7 +568,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }),
         met: None,
     });
-    details.push_str(&kill_part(settings.quick).context("part kill")?);
+    details.push_str(&kill);
     let budgets = render_budgets(&budgets);
     println!("\n{budgets}");
     if settings.quick {
