@@ -109,8 +109,11 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigE
 struct Reads {
     /// When the reads began.
     started: Instant,
-    reads: Vec<(u32, Result<(ProcInfo, Option<Pidfd>), ReadError>)>,
+    reads: Vec<(u32, Read)>,
 }
+
+/// One process's read, with the handle opened before it.
+type Read = Result<(ProcInfo, Option<Pidfd>), ReadError>;
 
 /// Where a reload's outcome goes: the control clients that asked for it.
 type ReloadWaiter = tokio::sync::oneshot::Sender<Result<Reply, String>>;

@@ -31,7 +31,10 @@
 //! `--grow-rate MIB_PER_S --grow-to MIB` grows at that rate at once, printing
 //! `progress BYTES NANOS` after each MiB (NANOS: CLOCK_MONOTONIC), then waits
 //! for commands; `--own-group` makes it the leader of a process group of
-//! its own; `--pause` waits for a signal and never reads a command.
+//! its own; `--pause` waits for a signal and never reads a command;
+//! `--breathe KIB` reads no commands and, every second forever, touches
+//! KIB KiB more or gives them back (the benchmarks' processes whose RSS
+//! keeps moving).
 
 use std::io::{BufRead, Write};
 
@@ -46,6 +49,7 @@ fn main() {
         .collect();
     let mut rate = None;
     let mut target = 0usize;
+    let mut breathe = None;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
@@ -72,6 +76,7 @@ fn main() {
             },
             "--grow-rate" => rate = iter.next().and_then(|v| v.parse::<f64>().ok()),
             "--grow-to" => target = iter.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            "--breathe" => breathe = iter.next().and_then(|v| v.parse::<usize>().ok()),
             // Whatever follows `--` only makes the command line (odd bytes, say).
             "--" => break,
             other => {
@@ -85,6 +90,9 @@ fn main() {
     let stdout = std::io::stdout();
     if let Some(rate) = rate {
         grow_at_rate(&mut memory, rate, target);
+    }
+    if let Some(kib) = breathe {
+        breathe_forever(kib << 10);
     }
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
@@ -201,6 +209,19 @@ fn grow_at_rate(memory: &mut Vec<Region>, rate: f64, target: usize) {
         if let Some(wait) = due.checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
         }
+    }
+}
+
+/// Every second, touches `len` more bytes or gives them back; never
+/// returns. Processes started together spread over the second by PID.
+fn breathe_forever(len: usize) -> ! {
+    let phase = u64::from(std::process::id() % 1000);
+    std::thread::sleep(std::time::Duration::from_millis(phase));
+    loop {
+        let region = Region::touched(len);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        drop(region);
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
 

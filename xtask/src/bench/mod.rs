@@ -8,6 +8,7 @@ mod bpfstats;
 mod daemon;
 mod faulter;
 mod floor;
+mod history;
 mod overhead;
 mod plot;
 mod procs;
@@ -31,6 +32,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "BPF statistics vs the floor, exec storm, idle, spawns, make -j2 [--quick] [--only PART]",
     ),
     (
+        "history",
+        "the history's cost: idle CPU and RSS with it on and off, database growth, reaction [--quick]",
+    ),
+    (
         "scale",
         "one /proc examination with 10,000 processes vs ps [--runs N]",
     ),
@@ -45,6 +50,7 @@ pub fn run(name: Option<&str>, args: &[String]) -> Result<()> {
     match name {
         "reaction" => reaction::run(args),
         "overhead" => overhead::run(args),
+        "history" => history::run(args),
         "scale" => scale::run(args),
         _ => bail!("unknown benchmark `{name}`; {}", available()),
     }

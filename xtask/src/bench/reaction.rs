@@ -27,7 +27,7 @@ use super::{
     plot::{self, Line},
     procs::{self, Group, Pidfd, TempDir, monotonic_ns, release_bin},
     report,
-    stats::{Table, median, ratio},
+    stats::{Spread, Table, median, quotient, ratio},
 };
 use crate::{build, cmd, setup};
 
@@ -103,10 +103,20 @@ impl Watchdog {
             Watchdog::PsLoop1s => ps_loop("1"),
             Watchdog::PsLoop100ms => ps_loop("0.1"),
             Watchdog::Monit => monit(),
-            Watchdog::ProcespyProc => procespy("proc", PROC_SCAN, "kill", "rss"),
-            Watchdog::ProcespyKill => procespy("ebpf", "5s", "kill", "rss"),
-            Watchdog::ProcespyPss => procespy("ebpf", "5s", "kill", "pss"),
-            Watchdog::ProcespyKillNow => procespy("ebpf", "5s", "kill-now", "rss"),
+            Watchdog::ProcespyProc => procespy("proc", PROC_SCAN, "kill", "rss", true),
+            Watchdog::ProcespyKill => procespy("ebpf", "5s", "kill", "rss", true),
+            Watchdog::ProcespyPss => procespy("ebpf", "5s", "kill", "pss", true),
+            Watchdog::ProcespyKillNow => procespy("ebpf", "5s", "kill-now", "rss", true),
+        }
+    }
+
+    /// An eBPF procespy row's daemon with its history on or off.
+    fn start_ebpf(self, history: bool) -> Result<Running> {
+        match self {
+            Watchdog::ProcespyKill => procespy("ebpf", "5s", "kill", "rss", history),
+            Watchdog::ProcespyPss => procespy("ebpf", "5s", "kill", "pss", history),
+            Watchdog::ProcespyKillNow => procespy("ebpf", "5s", "kill-now", "rss", history),
+            _ => bail!("{} is not an eBPF procespy row", self.label()),
         }
     }
 }
@@ -175,7 +185,7 @@ fn monit() -> Result<Running> {
     })
 }
 
-fn procespy(mode: &str, scan: &str, action: &str, memory: &str) -> Result<Running> {
+fn procespy(mode: &str, scan: &str, action: &str, memory: &str, history: bool) -> Result<Running> {
     let limit = format!("{LIMIT_MIB}MiB");
     let config = daemon::config(
         mode,
@@ -187,7 +197,9 @@ fn procespy(mode: &str, scan: &str, action: &str, memory: &str) -> Result<Runnin
             memory,
         }],
     );
-    Ok(Running::Procespy(Procespy::start(&config, false)?))
+    Ok(Running::Procespy(Procespy::start_with_history(
+        &config, false, history,
+    )?))
 }
 
 /// What one run of the test program showed.
@@ -518,6 +530,78 @@ pub fn run(args: &[String]) -> Result<()> {
         method(runs)
     );
     report::save_section("reaction", &body)
+}
+
+/// The eBPF rows with the daemon's history off and on, for `cargo xtask
+/// bench history`: per row, `runs` runs of each, alternating, a fresh daemon
+/// for each run. Returns the section's text (method and table) and, per
+/// row, crossing→death with history on over off.
+pub fn history_rows(runs: usize) -> Result<(String, Vec<f64>)> {
+    let scratch = TempDir::new("reaction-history")?;
+    let exe = scratch.copy_exe(&release_bin("procespy-testprog"), PROG)?;
+    let mut table = Table::new(&[
+        "watchdog",
+        "rate (MiB/s)",
+        "history",
+        "overshoot (MiB)",
+        "crossing→SIGTERM (ms)",
+        "crossing→death (ms)",
+        "crossing→death vs history off",
+    ]);
+    let mut verdicts = Vec::new();
+    let mut ratios = Vec::new();
+    for watchdog in [Watchdog::ProcespyKill, Watchdog::ProcespyKillNow] {
+        for rate in RATES {
+            let mut rows = [false, true].map(|_| Row {
+                watchdog,
+                rate,
+                runs: Vec::new(),
+            });
+            for i in 0..runs {
+                for (row, history) in rows.iter_mut().zip([false, true]) {
+                    let running = watchdog.start_ebpf(history)?;
+                    let run = one_run(&exe, rate, &running).with_context(|| {
+                        format!("{} at {rate} MiB/s, history {history}", watchdog.label())
+                    })?;
+                    drop(running);
+                    print_run(row, i, runs, &run);
+                    row.runs.push(run);
+                }
+            }
+            let off = rows[0].crossing_to_death();
+            for (row, history) in rows.iter().zip(["off", "on"]) {
+                let spread = |f: fn(&Run) -> Option<f64>| {
+                    let values: Vec<f64> = row.runs.iter().filter_map(f).collect();
+                    Spread::of(&values).map_or("—".into(), |s| s.show(2, ""))
+                };
+                table.row(vec![
+                    watchdog.label().into(),
+                    rate.to_string(),
+                    history.into(),
+                    spread(|r| Some(r.overshoot_mib())),
+                    spread(Run::crossing_to_term_ms),
+                    spread(Run::crossing_to_death_ms),
+                    ratio(row.crossing_to_death(), off),
+                ]);
+            }
+            ratios.extend(quotient(rows[1].crossing_to_death(), off));
+            verdicts.push(format!(
+                "- {} at {rate} MiB/s, crossing→death with history on vs off: {}",
+                watchdog.label(),
+                ratio(rows[1].crossing_to_death(), off)
+            ));
+        }
+    }
+    let text = format!(
+        "{runs} runs per row, history off and on alternating run by run, each with a fresh \
+         daemon (`[history]` in its scratch directory; on: the default tiers); otherwise \
+         the reaction benchmark's method (`cargo xtask bench reaction`: a copy of \
+         procespy-testprog grows past a {LIMIT_MIB} MiB limit at the rate shown). \
+         Medians (range).\n\n{}\n{}\n",
+        table.render(),
+        verdicts.join("\n")
+    );
+    Ok((text, ratios))
 }
 
 /// How the figures were made, for RESULTS.md.

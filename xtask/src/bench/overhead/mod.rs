@@ -17,7 +17,7 @@
 mod bpf;
 mod faults;
 mod goals;
-mod idle;
+pub(super) mod idle;
 mod make;
 mod seen;
 mod spawn;
