@@ -230,6 +230,7 @@ fn method(runs: usize, label: &str, release: &str) -> String {
          overshoots are what the kernel's accounting lets through (on {label}, before 6.2, a \
          thread counts up to 64 pages in its own counters before the mm, and the tracepoint, \
          see them). Overshoot: median (range) over the runs, \"none\" when every run died at or \
-         below the limit.\n"
+         below the limit; the program reports each whole MiB (each thread its own), so what it \
+         touched after its last line, less than 1 MiB a thread, is not counted.\n"
     )
 }
