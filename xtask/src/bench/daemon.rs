@@ -38,6 +38,15 @@ pub fn config(mode: &str, scan_interval: &str, limits: &[Limit<'_>]) -> String {
     text
 }
 
+/// One `[[limit]]` matching command lines with `pattern` (a regex without
+/// single quotes: it goes into a TOML literal string), to append to a
+/// [`config`].
+pub fn pattern_limit(pattern: &str, max_memory: &str, action: &str) -> String {
+    format!(
+        "\n[[limit]]\npattern = '{pattern}'\nmax_memory = \"{max_memory}\"\naction = \"{action}\"\n"
+    )
+}
+
 /// A running `procespy run`.
 pub struct Procespy {
     group: Group,
@@ -92,7 +101,7 @@ impl Procespy {
             history: history_path,
             _dir: dir,
         };
-        daemon.wait_ready(Duration::from_secs(30))?;
+        daemon.wait_ready(Duration::from_secs(120))?;
         Ok(daemon)
     }
 

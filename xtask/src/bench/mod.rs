@@ -10,6 +10,7 @@ mod faulter;
 mod floor;
 mod history;
 mod overhead;
+mod patterns;
 mod plot;
 mod procs;
 mod reaction;
@@ -25,7 +26,7 @@ use anyhow::{Result, bail};
 const BENCHMARKS: &[(&str, &str)] = &[
     (
         "reaction",
-        "how far past a 256 MiB limit a growing process gets, per watchdog [--runs N]",
+        "how far past a 256 MiB limit a growing process gets, per watchdog [--runs N] [--kernel 5.10|6.1|6.12]",
     ),
     (
         "overhead",
@@ -34,6 +35,8 @@ const BENCHMARKS: &[(&str, &str)] = &[
     (
         "history",
         "the history's cost: idle CPU and RSS with it on and off, database growth, reaction [--quick]",
+        "patterns",
+        "daemon CPU per exec with 10,000 pattern limits vs 1 [--runs N] [--span SECONDS]",
     ),
     (
         "scale",
@@ -51,6 +54,7 @@ pub fn run(name: Option<&str>, args: &[String]) -> Result<()> {
         "reaction" => reaction::run(args),
         "overhead" => overhead::run(args),
         "history" => history::run(args),
+        "patterns" => patterns::run(args),
         "scale" => scale::run(args),
         _ => bail!("unknown benchmark `{name}`; {}", available()),
     }
