@@ -401,20 +401,25 @@ fn a_config_rewritten_in_place_during_a_sighup_storm_is_never_read_half_written(
     let mut round_starts = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let from = daemon.log().len();
+        // The file last changed somewhere within the previous call (the
+        // truncating open, or a write), and changes next within this one:
+        // it may have stood still from the start of the one to the end of
+        // the other.
+        let mut previous = Instant::now();
         let file = std::fs::OpenOptions::new()
             .write(true)
             .truncate(true)
             .open(daemon.config_path())
             .expect("open the config in place");
-        let mut last_write = Instant::now();
         let mut stalled = false;
         let mut rest = text.as_bytes();
         let mut at = 0;
         while !rest.is_empty() {
             let (chunk, after) = rest.split_at((1 + dice.below(48) as usize).min(rest.len()));
-            stalled |= last_write.elapsed() >= WRITER_STALL;
+            let start = Instant::now();
             file.write_all_at(chunk, at).expect("write a chunk");
-            last_write = Instant::now();
+            stalled |= previous.elapsed() >= WRITER_STALL;
+            previous = start;
             at += chunk.len() as u64;
             rest = after;
             std::thread::sleep(dice.millis(3));
@@ -1003,10 +1008,11 @@ fn with_too_few_file_descriptors_every_covered_process_is_followed_or_counted() 
         )
     });
     assert!(unfollowed > 0, "all were followed: the limit was not felt");
-    for pid in &pids {
+    let held = pidfds_of(daemon.pid());
+    for pid in pids.iter().filter(|p| held.contains(p)) {
         assert!(
             status_process(&status, *pid).is_some(),
-            "{pid} is not listed as covered"
+            "{pid} is followed but not listed as covered"
         );
     }
     let line = daemon

@@ -35,6 +35,8 @@ const BENCHMARKS: &[(&str, &str)] = &[
     (
         "history",
         "the history's cost: idle CPU and RSS with it on and off, database growth, reaction [--quick]",
+    ),
+    (
         "patterns",
         "daemon CPU per exec with 10,000 pattern limits vs 1 [--runs N] [--span SECONDS]",
     ),

@@ -83,6 +83,7 @@ impl Limits {
                         name,
                         max_memory: "1GiB",
                         action: "alert",
+                        memory: "rss",
                     })
                     .collect();
                 daemon::config("ebpf", "5s", &limits)

@@ -725,15 +725,16 @@ pub fn history_rows(runs: usize) -> Result<(String, Vec<f64>)> {
     let mut ratios = Vec::new();
     for watchdog in [Watchdog::ProcespyKill, Watchdog::ProcespyKillNow] {
         for rate in RATES {
+            let growth = Growth::Rate(rate);
             let mut rows = [false, true].map(|_| Row {
                 watchdog,
-                rate,
+                growth,
                 runs: Vec::new(),
             });
             for i in 0..runs {
                 for (row, history) in rows.iter_mut().zip([false, true]) {
                     let running = watchdog.start_ebpf(history)?;
-                    let run = one_run(&exe, rate, &running).with_context(|| {
+                    let run = one_run(&exe, growth, &running, 1).with_context(|| {
                         format!("{} at {rate} MiB/s, history {history}", watchdog.label())
                     })?;
                     drop(running);
