@@ -115,17 +115,7 @@ pub(crate) struct Alerts {
     shared: Arc<Shared>,
     /// Processes alerted about lately, whose exit the thread wants to hear of.
     following: HashMap<u32, Instant>,
-    /// The last exits of processes not alerted about (yet): an action
-    /// recorded just after its process's exit (a SIGTERM that ended it at
-    /// once) still learns when that was.
-    exits: VecDeque<(u32, f64)>,
 }
-
-/// The most exits [`Alerts`] keeps for actions that come after them.
-const EXITS_KEPT: usize = 256;
-/// How long after an action's decision its process's exit may come, in
-/// seconds, to be taken as the action's outcome.
-const EXIT_AFTER_ACTION: f64 = 10.0;
 
 impl Alerts {
     /// Starts the alerts thread for `notify`. Emails found in the spool are
@@ -168,7 +158,6 @@ impl Alerts {
             tx,
             shared,
             following: HashMap::new(),
-            exits: VecDeque::with_capacity(EXITS_KEPT),
         }
     }
 
@@ -196,26 +185,11 @@ impl Alerts {
         if actions.is_empty() {
             return;
         }
-        let exited: Vec<(u32, f64)> = actions
-            .iter()
-            .filter_map(|(record, _)| {
-                // Its own exit, after the action was decided (an older one
-                // is another process's that had the PID before).
-                let at = self.exits.iter().position(|&(pid, t)| {
-                    pid == record.pid && (0.0..EXIT_AFTER_ACTION).contains(&(t - record.time))
-                })?;
-                self.following.remove(&record.pid);
-                self.exits.remove(at)
-            })
-            .collect();
         let count = actions.len();
         self.shared.submitted.fetch_add(count, Ordering::Relaxed);
         if self.tx.send(Request::Actions(actions)).is_err() {
             self.shared.submitted.fetch_sub(count, Ordering::Relaxed);
             tracing::debug!("the alerts thread is gone: {count} actions not alerted");
-        }
-        for (pid, t) in exited {
-            let _ = self.tx.send(Request::Exited { pid, t });
         }
     }
 
@@ -224,11 +198,6 @@ impl Alerts {
     pub(crate) fn exited(&mut self, pid: u32, t: f64) {
         if self.following.remove(&pid).is_some() {
             let _ = self.tx.send(Request::Exited { pid, t });
-        } else {
-            if self.exits.len() == EXITS_KEPT {
-                self.exits.pop_front();
-            }
-            self.exits.push_back((pid, t));
         }
     }
 

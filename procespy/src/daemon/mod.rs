@@ -15,6 +15,7 @@ mod backend;
 mod recording;
 
 use std::{
+    collections::VecDeque,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -104,6 +105,21 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigE
     Ok((config, Some(path)))
 }
 
+/// A covered process that exited, as the table and the guard knew it.
+struct Departed {
+    pid: u32,
+    /// When it exited (epoch seconds).
+    at: f64,
+    cmdline: String,
+    cgroup: Option<String>,
+}
+
+/// The most departed processes kept.
+const DEPARTED_KEPT: usize = 64;
+/// How long after an action's decision its process's exit may come, in
+/// seconds, for what was known of it to go with the action.
+const DEPARTED_FOR: f64 = 10.0;
+
 /// Reads of `/proc` made on the blocking pool for processes that just ran
 /// exec: each with a handle opened before the read.
 struct Reads {
@@ -149,6 +165,9 @@ struct Daemon {
     action_counts: ActionCounts,
     reloading: Reloading,
     recent: Recent,
+    /// What the table and the guard knew of covered processes that exited
+    /// lately, and when: for the alerts of actions recorded after the exit.
+    departed: VecDeque<Departed>,
     recording: Recording,
     loaded_tx: mpsc::UnboundedSender<Result<Config, ConfigError>>,
     loaded_rx: mpsc::UnboundedReceiver<Result<Config, ConfigError>>,
@@ -209,6 +228,7 @@ impl Daemon {
             action_counts: ActionCounts::default(),
             reloading: Reloading::default(),
             recent: Recent::default(),
+            departed: VecDeque::with_capacity(DEPARTED_KEPT),
             recording,
             loaded_tx,
             loaded_rx,
@@ -362,6 +382,7 @@ impl Daemon {
                 // What was decided about it goes out while the table and
                 // the guard still know its command line and cgroup.
                 self.after_actions();
+                self.keep_departed(event.pid);
             }
             _ => {}
         }
@@ -498,17 +519,48 @@ impl Daemon {
         }
         let now = crate::sys::epoch_secs();
         let (recent, table, guard) = (&self.recent, &self.table, &self.guard);
-        self.alerts.submit(actions, |record| Story {
-            series: recent
-                .series(record.pid, now, crate::alerts::story::WINDOW)
-                .map(|s| s.points)
-                .unwrap_or_default(),
-            cmdline: table
-                .get(record.pid)
+        let departed = &self.departed;
+        self.alerts.submit(actions, |record| {
+            // An action recorded after its process exited (its SIGTERM
+            // ended it at once) finds it among the departed.
+            let gone = departed.iter().rev().find(|d| {
+                d.pid == record.pid && (0.0..DEPARTED_FOR).contains(&(d.at - record.time))
+            });
+            Story {
+                series: recent
+                    .series(record.pid, now, crate::alerts::story::WINDOW)
+                    .map(|s| s.points)
+                    .unwrap_or_default(),
+                cmdline: table.get(record.pid).map_or_else(
+                    || gone.map(|d| d.cmdline.clone()).unwrap_or_default(),
+                    |e| String::from_utf8_lossy(&e.cmdline).into_owned(),
+                ),
+                cgroup: guard
+                    .cgroup(record.pid)
+                    .map(str::to_owned)
+                    .or_else(|| gone.and_then(|d| d.cgroup.clone())),
+                exited: gone.map(|d| d.at),
+            }
+        });
+    }
+
+    /// Keeps what is known of `pid`, a covered process exiting now.
+    fn keep_departed(&mut self, pid: u32) {
+        if !self.guard.follows(pid) {
+            return;
+        }
+        if self.departed.len() == DEPARTED_KEPT {
+            self.departed.pop_front();
+        }
+        self.departed.push_back(Departed {
+            pid,
+            at: crate::sys::epoch_secs(),
+            cmdline: self
+                .table
+                .get(pid)
                 .map(|e| String::from_utf8_lossy(&e.cmdline).into_owned())
                 .unwrap_or_default(),
-            cgroup: guard.cgroup(record.pid).map(str::to_owned),
-            exited: None,
+            cgroup: self.guard.cgroup(pid).map(str::to_owned),
         });
     }
 

@@ -510,6 +510,11 @@ impl<S: System> Guard<S> {
         self.record(record);
     }
 
+    /// Whether it follows `pid` (holds a handle on it).
+    pub(crate) fn follows(&self, pid: u32) -> bool {
+        self.guarded.contains_key(&pid)
+    }
+
     /// The cgroup path of the covered process `pid`, once read.
     pub(crate) fn cgroup(&self, pid: u32) -> Option<&str> {
         self.guarded.get(&pid)?.cgroup.as_deref()
