@@ -33,6 +33,8 @@ const SIGKILL: i32 = 9;
 /// A pause of a writer this long lets the daemon, which reads a file once
 /// it stayed unchanged for 200 ms, take a half-written one as whole.
 const WRITER_STALL: Duration = Duration::from_millis(150);
+/// Patterns that take seconds to compile together (`\w{20}…`, Unicode).
+const SLOW_PATTERNS: u64 = 300;
 
 /// The scan interval of these tests' daemons, as written in their config.
 const SCAN: &str = "1s";
@@ -286,7 +288,7 @@ fn assert_prompt(phase: &str, hogs: &[(u64, bool)]) {
 }
 
 /// A reload waits for a config that an editor keeps rewriting (every
-/// 50 ms for 3 s), then validates it, which takes seconds (100 patterns
+/// 50 ms for 3 s), then validates it, which takes seconds (300 patterns
 /// that compile slowly); hogs started meanwhile, in either phase, are
 /// stopped at their limit within 2 ms.
 #[test]
@@ -298,7 +300,7 @@ fn a_reload_waiting_for_a_changing_config_or_validating_it_delays_no_kill() {
     let name = "tp-reload-stall";
     let (scratch, exe) = Scratch::with_testprog(name);
     let config = config_kept_in("ebpf", &scratch).limit(Limit::kill_past_64mib(name));
-    let slow = (0..100).fold(config.clone(), |slow, i| {
+    let slow = (0..SLOW_PATTERNS).fold(config.clone(), |slow, i| {
         slow.limit(Limit::pattern(&format!(r"\w{{20}}tp-stall-{i}"), "1GiB"))
     });
     let daemon = Daemon::with_config(&config).expect("daemon starts");
@@ -326,7 +328,11 @@ fn a_reload_waiting_for_a_changing_config_or_validating_it_delays_no_kill() {
     })
     .expect("the reload ends");
     let status = daemon.status().expect("status");
-    assert_eq!(status["limits"], 101, "the slow config is in force");
+    assert_eq!(
+        status["limits"],
+        SLOW_PATTERNS + 1,
+        "the slow config is in force"
+    );
 }
 
 /// A small deterministic generator (xorshift64*): the same "random" pauses
