@@ -29,7 +29,7 @@ pub use config::{Config, Limit};
 pub use daemon::{Daemon, DaemonOptions, LogTo, status_process};
 pub use lock::Machine;
 pub use needs::{require, require_root, require_root_alone, runs};
-pub use paths::{ebpf_object, procespy_bin, target_dir, workspace};
+pub use paths::{ebpf_object, keep_for_readme, procespy_bin, target_dir, workspace};
 pub use process::{monotonic_ns, reset_vm_hwm, rss_file, run, signal, vm_hwm, vm_rss};
 pub use run::{in_ci, in_guest, patience, poll};
 pub use scratch::Scratch;

@@ -18,8 +18,8 @@ use std::{
 
 use anyhow::Result;
 use procespy_tests::{
-    Config, Daemon, DaemonOptions, Limit, LogTo, Machine, Scratch, TestProg, kill_one,
-    monotonic_ns, patience,
+    Config, Daemon, DaemonOptions, Limit, LogTo, Machine, Scratch, TestProg, keep_for_readme,
+    kill_one, monotonic_ns, patience,
     peers::{
         desktop::{DesktopSession, TEST_USER, have_desktop_peers},
         free_port,
@@ -921,6 +921,7 @@ fn assert_chart(message: &Value) {
     let html = text(message, "html");
     assert!(html.contains(&format!("src=\"cid:{cid}\"")), "{html}");
     let bytes = std::fs::read(text(image, "path")).expect("the image was saved");
+    keep_for_readme("procespy-email-chart.png", &bytes);
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     let mut reader = decoder.read_info().expect("a PNG");
     let (width, height) = (reader.info().width, reader.info().height);
