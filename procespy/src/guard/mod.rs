@@ -897,6 +897,11 @@ impl<S: System> Guard<S> {
         let mut record = self.record_for(pid, Some(entry), Some(limit), rss);
         let signal = match verdict {
             Verdict::KilledByKernel => {
+                // The kernel's SIGKILL is final: a crossing it reports
+                // while the process dies gets no second verdict.
+                if let Some(guarded) = self.guarded.get_mut(&pid) {
+                    guarded.acting = true;
+                }
                 record.outcome = Outcome::KilledByKernel;
                 None
             }

@@ -543,6 +543,11 @@ fn a_kill_by_the_kernel_is_recorded_and_not_repeated() {
     guard.on_kernel_breach(100, 65 * MIB, true, 1_000, &table);
     assert!(guard.system().enforcements.is_empty());
     assert_eq!(outcomes(&mut guard), [Outcome::KilledByKernel]);
+    // A later crossing of the dying process (its threads' cached pages
+    // synced at exit, on kernels that batch them) asks for nothing more.
+    guard.on_kernel_breach(100, 66 * MIB, false, 2_000, &table);
+    assert!(guard.system().enforcements.is_empty());
+    assert_eq!(outcomes(&mut guard), [] as [Outcome; 0]);
 }
 
 #[test]
