@@ -101,6 +101,10 @@ impl EventStream {
                     continue;
                 }
                 ready = self.lifecycle.readable_mut(), if gathering.is_none() => {
+                    // Breaches already in their ring come first, even when
+                    // their wake-up is not in yet (a daemon resumed from a
+                    // stop): a breach must meet its process before its exit.
+                    drain(self.breaches.get_mut(), out);
                     let before = out.len();
                     take(ready?, out);
                     if out.len() - before >= LARGE_BATCH {
