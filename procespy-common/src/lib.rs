@@ -75,6 +75,9 @@ pub enum EventKind {
     /// The RSS of `pid`, a process watched with [`WATCH_REPORT_USAGE`], moved
     /// to another MiB; `rss_bytes` is the new figure.
     Usage = 6,
+    /// `pid` crossed its warning threshold ([`Watched::warn_bytes`])
+    /// upwards, still under its limit; `rss_bytes` is its RSS at that page.
+    Warning = 7,
 }
 
 impl EventKind {
@@ -87,6 +90,7 @@ impl EventKind {
             4 => Self::Rename,
             5 => Self::Breach,
             6 => Self::Usage,
+            7 => Self::Warning,
             _ => return None,
         })
     }
@@ -163,6 +167,11 @@ pub struct Watched {
     /// the process's own; 0 until then. Lets the common case skip reading
     /// `current->mm`.
     pub mm: u64,
+    /// Report the upward crossing of this many bytes, under the limit, as
+    /// an [`EventKind::Warning`] (once until the process is back under it);
+    /// equal to `limit_bytes` when there is no warning, so that a process
+    /// under its limit costs one more compare.
+    pub warn_bytes: u64,
 }
 
 /// The kernel must read all counters at the next event (new entry, or after exec).
@@ -177,6 +186,9 @@ pub const WATCH_REPORT_USAGE: u32 = 8;
 /// Count the process's pages in swap (`MM_SWAPENTS`) with its resident
 /// ones, against the limit and in [`EventKind::Usage`] events.
 pub const WATCH_COUNT_SWAP: u32 = 16;
+/// The process is above its warning threshold and was reported; cleared
+/// when it falls back under it.
+pub const WATCH_WARNED: u32 = 32;
 
 impl Watched {
     /// Resident bytes (file + anon + shmem) given the page size.

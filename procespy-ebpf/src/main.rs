@@ -6,7 +6,8 @@
 //!   lifecycle events to userspace through the `EVENTS` ring buffer;
 //! - `procespy_rss` runs on every RSS counter change. For a process that
 //!   userspace watches it keeps the counters current and reports (or, for
-//!   kill-now, kills) at the page that crosses the limit; for a limit on
+//!   kill-now, kills) at the page that crosses the limit, and reports the
+//!   page that crosses its warning threshold (`warn_at`); for a limit on
 //!   `rss+swap`, the swap counter counts too. For any other
 //!   process it costs a few instructions: the slot table (`SLOTS`, indexed
 //!   by tgid, whose lookups the verifier inlines) says 0, and the mm filter
@@ -49,7 +50,7 @@ use procespy_common::{
     EventKind, KernelConfig, LIFECYCLE_WAKE_NS, MAX_FORKED, MAX_SLOT_CHUNKS, MAX_WATCHED,
     MM_ANONPAGES, MM_FILEPAGES, MM_FILTER_BYTES, MM_SHMEMPAGES, MM_SWAPENTS, NR_MM_COUNTERS,
     RING_BYTES, SLOT_CHUNK, SLOT_FORKED, WATCH_COUNT_SWAP, WATCH_KILL_NOW, WATCH_NEEDS_FULL_READ,
-    WATCH_OVER, WATCH_REPORT_USAGE, Watched, mm_filter_slot,
+    WATCH_OVER, WATCH_REPORT_USAGE, WATCH_WARNED, Watched, mm_filter_slot,
 };
 
 /// Offsets and settings, written by userspace before load.
@@ -314,6 +315,7 @@ pub fn procespy_fork(ctx: BtfTracePointContext) -> i32 {
             breaches: 0,
             reported_mib: 0,
             mm: 0,
+            warn_bytes: parent.warn_bytes,
         };
         if FORKED.insert(child_tgid, inherited, 0).is_ok()
             && let Some(slot) = slot_ptr(child_tgid)
@@ -646,7 +648,11 @@ fn on_rss(ctx: &BtfTracePointContext, reader: Reader) -> i32 {
         return 0;
     }
     if rss <= state.limit_bytes {
-        state.flags &= !WATCH_OVER;
+        if rss <= state.warn_bytes {
+            state.flags &= !(WATCH_OVER | WATCH_WARNED);
+        } else {
+            warn(state, owner, rss);
+        }
         return 0;
     }
     if state.flags & WATCH_OVER != 0 {
@@ -667,7 +673,7 @@ fn on_rss(ctx: &BtfTracePointContext, reader: Reader) -> i32 {
         );
         return 0;
     }
-    state.flags |= WATCH_OVER;
+    state.flags |= WATCH_OVER | WATCH_WARNED;
     state.breaches = state.breaches.wrapping_add(1);
     let mut flags = if foreign { EVENT_FLAG_FOREIGN } else { 0 };
     // bpf_send_signal signals the current task: only the owner's own
@@ -693,6 +699,22 @@ fn on_rss(ctx: &BtfTracePointContext, reader: Reader) -> i32 {
     };
     send(&BREACHES, Wake::Now, record, name);
     0
+}
+
+/// `owner` is above its warning threshold, under its limit, with `rss`:
+/// reported once, until it falls back under the threshold.
+#[inline(always)]
+fn warn(state: &mut Watched, owner: u32, rss: u64) {
+    state.flags &= !WATCH_OVER;
+    if state.flags & WATCH_WARNED != 0 {
+        return;
+    }
+    state.flags |= WATCH_WARNED;
+    let record = Record {
+        rss_bytes: rss,
+        ..Record::of(EventKind::Warning, owner)
+    };
+    send(&BREACHES, 0, record, Name::None);
 }
 
 /// The floor of `cargo xtask bench overhead`: an empty program on the same

@@ -21,6 +21,12 @@ pub enum Outcome {
     KilledByKernel,
     /// The limit's action is `alert`: people are told, nothing is signalled.
     Alerted,
+    /// The process passed its limit's warning threshold (`warn_at`), under
+    /// the limit: people are told, nothing is signalled.
+    Warned {
+        /// The threshold, in bytes.
+        warn_bytes: u64,
+    },
     /// The process is never signalled.
     Refused {
         /// Why.
@@ -177,20 +183,23 @@ pub enum MemberResult {
 
 impl Outcome {
     /// What was done, for the log's `action` field: `SIGTERM`, `SIGKILL`,
-    /// `SIGKILL (kernel)`, `alert` or `none`.
+    /// `SIGKILL (kernel)`, `alert`, `warning` or `none`.
     pub fn action(&self) -> &'static str {
         match self {
             Outcome::Sent { signal }
             | Outcome::Gone { signal }
             | Outcome::DryRun { signal }
             | Outcome::Failed { signal, .. } => signal.name(),
+            // SIGTERM goes to each process; only SIGKILL is cgroup.kill.
             Outcome::Reached {
+                signal: Signal::Kill,
                 reach: Reach::Cgroup { .. },
                 ..
             } => "SIGKILL (cgroup.kill)",
             Outcome::Reached { signal, .. } => signal.name(),
             Outcome::KilledByKernel => "SIGKILL (kernel)",
             Outcome::Alerted => "alert",
+            Outcome::Warned { .. } => "warning",
             Outcome::Refused { .. }
             | Outcome::UnderOnConfirmation { .. }
             | Outcome::BackUnderAfterGrace => "none",
@@ -198,11 +207,12 @@ impl Outcome {
     }
 
     /// A short, stable name for metric labels: `sent`, `over-limit`
-    /// (action `alert`), `refused`, `gone`, `dry-run`, `under-limit`, `failed`.
+    /// (action `alert`), `warning`, `refused`, `gone`, `dry-run`, `under-limit`, `failed`.
     pub fn class(&self) -> &'static str {
         match self {
             Outcome::Sent { .. } | Outcome::KilledByKernel => "sent",
             Outcome::Alerted => "over-limit",
+            Outcome::Warned { .. } => "warning",
             Outcome::Refused { .. } => "refused",
             Outcome::Gone { .. } => "gone",
             Outcome::DryRun { .. } => "dry-run",
@@ -243,6 +253,11 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Sent { .. } | Outcome::KilledByKernel => f.write_str("sent"),
             Outcome::Alerted => f.write_str("over the limit"),
+            Outcome::Warned { warn_bytes } => write!(
+                f,
+                "over the warning threshold ({}), under the limit",
+                crate::text::human_size(*warn_bytes)
+            ),
             Outcome::Refused { protection } => write!(f, "refused: {protection}"),
             Outcome::Gone { .. } => f.write_str("gone: the process exited first"),
             Outcome::DryRun { .. } => f.write_str("dry-run: not sent"),
@@ -585,6 +600,27 @@ mod tests {
         );
         assert_eq!(all[4].to_string(), "gone: the process exited first");
         assert!(all[0].signalled() && all[1].signalled() && !all[5].signalled());
+    }
+
+    #[test]
+    fn only_the_sigkill_of_a_cgroup_is_cgroup_kill() {
+        let reached = |signal| Outcome::Reached {
+            signal,
+            reach: Reach::Cgroup {
+                cgroup: "/svc".into(),
+            },
+            members: vec![Member {
+                pid: 10,
+                name: "a".into(),
+                result: MemberResult::Sent,
+            }],
+        };
+        assert_eq!(reached(Signal::Kill).action(), "SIGKILL (cgroup.kill)");
+        assert_eq!(reached(Signal::Term).action(), "SIGTERM");
+        assert_eq!(
+            reached(Signal::Term).to_string(),
+            "sent to each process of cgroup /svc (cgroup.kill after the grace): signalled 10 a"
+        );
     }
 
     #[test]

@@ -86,6 +86,7 @@ fn run(command: Option<Command>, default_run: crate::cli::RunArgs) -> anyhow::Re
             top: args.top,
             name: args.name,
             config: args.config,
+            pss: args.pss,
         }),
         Command::History(args) => crate::history::show::run(&crate::history::show::Options {
             name: args.name,
@@ -106,6 +107,7 @@ fn run(command: Option<Command>, default_run: crate::cli::RunArgs) -> anyhow::Re
             interval: args.interval,
             top: args.top,
             config: args.config,
+            pss: args.pss,
             socket: args.socket.socket,
         }),
         Command::CheckConfig(args) => crate::config::check_config(args.path.as_deref()),

@@ -29,8 +29,32 @@ pub(crate) enum Command {
     /// Print a table of processes, largest memory first.
     Ps(PsArgs),
     /// Show what the history holds: a process's memory over time, or a limit's total.
+    ///
+    /// Reads the database that the daemon writes (`[history] path` of the
+    /// configuration: `-c PATH`, else /etc/procespy.toml, else
+    /// /var/lib/procespy/history.sqlite); the daemon need not run. The
+    /// database is root's: run it with sudo. A process's table has its
+    /// user, limit, command line and when it was first seen and exited,
+    /// then one row per sample (TIME, RSS and its ANON, FILE and SHMEM
+    /// parts, %LIMIT) with the actions (SIGTERM, SIGKILL, alert, ...) in
+    /// time order. Recent stretches come from the finest tier, older ones
+    /// from the coarser tiers. With NAME, every process of that name since
+    /// --since is shown, newest first.
     History(HistoryArgs),
     /// Watch processes live: memory, CPU, limits and the daemon's actions.
+    ///
+    /// A header with the machine's CPU and memory, as gauges and as
+    /// sparklines of the last minutes; the processes, largest memory first
+    /// (PID, USER, NAME, RSS, %MEM, CPU% over the refresh interval, LIMIT,
+    /// %LIMIT and a trend of each covered process's RSS); the daemon's last
+    /// actions. Keys: `m` sorts by memory, `c` by CPU, `/` filters by name
+    /// (Enter keeps the filter, Esc clears it), `q` or Ctrl-C quits. It
+    /// needs neither root nor the daemon: without them the figures are
+    /// /proc's alone, the limits those of the configuration, and the
+    /// trends start when top does. As root with the daemon running, the
+    /// limits and actions come from the daemon over its control socket,
+    /// and the trends reach back over its last 10 minutes. The terminal is
+    /// restored on quit, on SIGINT, SIGTERM or SIGHUP, and on a panic.
     Top(TopArgs),
     /// Validate a configuration file.
     CheckConfig(CheckConfigArgs),
@@ -93,6 +117,10 @@ pub(crate) struct PsArgs {
     /// Configuration whose limits are shown beside the processes they cover.
     #[arg(short, long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
+    /// Also show each process's PSS (shared pages divided among the processes
+    /// that map them); reads /proc/PID/smaps_rollup of every process shown.
+    #[arg(long)]
+    pub(crate) pss: bool,
 }
 
 /// Options of `procespy history`.
@@ -139,6 +167,10 @@ pub(crate) struct TopArgs {
     /// Configuration whose limits are shown when no daemon answers.
     #[arg(short, long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
+    /// Also show each process's PSS (shared pages divided among the processes
+    /// that map them); reads /proc/PID/smaps_rollup of every process at each refresh.
+    #[arg(long)]
+    pub(crate) pss: bool,
     /// The daemon's control socket, asked for limits, history and actions.
     #[command(flatten)]
     pub(crate) socket: SocketArgs,

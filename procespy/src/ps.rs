@@ -10,6 +10,10 @@
 //! - **CPU%** is the process's CPU time over its lifetime, as `ps` computes
 //!   it: (utime + stime) / (now − start time), both in clock ticks. It is not
 //!   a recent rate; a process with several busy threads can exceed 100.
+//! - **PSS** (`--pss` only) is the proportional set size of `smaps_rollup`:
+//!   each shared page divided among the processes that map it. The kernel
+//!   walks the process's page tables for it, so it costs a read per process
+//!   shown; another user's process shows `-` without privileges.
 //! - **LIMIT** and **%LIMIT** are the limit that covers the process and RSS as
 //!   a percentage of it, when a limit covers it (`-` otherwise).
 
@@ -40,6 +44,8 @@ pub(crate) struct Options {
     /// The configuration whose limits are shown (`-c`); `None`:
     /// `/etc/procespy.toml` when it exists.
     pub(crate) config: Option<PathBuf>,
+    /// Also show each process's PSS (`--pss`).
+    pub(crate) pss: bool,
 }
 
 /// What the figures are computed against, read once per run.
@@ -50,6 +56,9 @@ pub(crate) struct Context<'a> {
     pub(crate) uptime_ticks: u64,
     /// The name of a user id; the number is shown when it has none.
     pub(crate) user_name: &'a dyn Fn(u32) -> Option<String>,
+    /// The PSS of a process, when PSS is shown (`--pss`): `None` when it
+    /// cannot be read.
+    pub(crate) pss_of: Option<&'a dyn Fn(u32) -> Option<u64>>,
 }
 
 /// One line of the output, with every figure computed. Serialises as an
@@ -73,6 +82,10 @@ pub(crate) struct Row {
     pub(crate) rss_bytes: u64,
     /// Resident memory by kind, in bytes.
     pub(crate) rss: Rss,
+    /// Proportional set size in bytes: `None` when not asked for (and left
+    /// out of the JSON), `Some(None)` when it cannot be read (`null`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) pss_bytes: Option<Option<u64>>,
     /// RSS as a percentage of `MemTotal`.
     pub(crate) mem_percent: f64,
     /// CPU time as a percentage of the process's lifetime.
@@ -125,6 +138,7 @@ pub(crate) fn row(proc: &ProcInfo, ctx: &Context<'_>, limit: Option<u64>) -> Row
             .map(|exe| exe.to_string_lossy().into_owned()),
         rss_bytes,
         rss: proc.rss,
+        pss_bytes: ctx.pss_of.map(|pss_of| pss_of(proc.pid)),
         mem_percent: percent(rss_bytes, ctx.mem_total),
         cpu_percent: percent(proc.cpu_ticks, elapsed),
         limit_bytes: limit,
@@ -156,7 +170,7 @@ pub(crate) fn render(
     if opts.json {
         render_json(&rows)
     } else {
-        render_table(&rows)
+        render_table(&rows, opts.pss)
     }
 }
 
@@ -168,7 +182,7 @@ pub(crate) fn render_json(rows: &[Row]) -> String {
 }
 
 /// The table's columns: title and alignment.
-pub(crate) const COLUMNS: [(&str, Align); 8] = [
+const COLUMNS: [(&str, Align); 8] = [
     ("PID", Align::Right),
     ("USER", Align::Left),
     ("NAME", Align::Left),
@@ -179,15 +193,29 @@ pub(crate) const COLUMNS: [(&str, Align); 8] = [
     ("%LIMIT", Align::Right),
 ];
 
-/// The rows as an aligned text table with a header line.
-pub(crate) fn render_table(rows: &[Row]) -> String {
-    let cells: Vec<Vec<String>> = rows.iter().map(cells).collect();
-    table(&COLUMNS, &cells)
+/// Where the PSS column goes among [`COLUMNS`]: after RSS.
+pub(crate) const PSS_AT: usize = 4;
+
+/// The table's columns, with PSS when `pss` says so.
+pub(crate) fn columns(pss: bool) -> Vec<(&'static str, Align)> {
+    let mut columns = COLUMNS.to_vec();
+    if pss {
+        columns.insert(PSS_AT, ("PSS", Align::Right));
+    }
+    columns
 }
 
-/// The cells of one row under [`COLUMNS`], names escaped for a terminal.
+/// The rows as an aligned text table with a header line; a PSS column
+/// when `pss` says so.
+pub(crate) fn render_table(rows: &[Row], pss: bool) -> String {
+    let cells: Vec<Vec<String>> = rows.iter().map(cells).collect();
+    table(&columns(pss), &cells)
+}
+
+/// The cells of one row under [`columns`] (with PSS when the row has it),
+/// names escaped for a terminal.
 pub(crate) fn cells(row: &Row) -> Vec<String> {
-    vec![
+    let mut cells = vec![
         row.pid.to_string(),
         escape(&row.user),
         escape(&row.name),
@@ -197,7 +225,11 @@ pub(crate) fn cells(row: &Row) -> Vec<String> {
         row.limit_bytes.map_or_else(|| "-".to_owned(), human_size),
         row.limit_percent
             .map_or_else(|| "-".to_owned(), |p| format!("{p:.1}")),
-    ]
+    ];
+    if let Some(pss) = row.pss_bytes {
+        cells.insert(PSS_AT, pss.map_or_else(|| "-".to_owned(), human_size));
+    }
+    cells
 }
 
 /// `procespy ps`: examines `/proc` once and prints the table (or JSON) on
@@ -205,7 +237,8 @@ pub(crate) fn cells(row: &Row) -> Vec<String> {
 /// executables) is left out.
 ///
 /// The LIMIT columns show the limit that covers each process, from
-/// `--config`, or from /etc/procespy.toml when it exists.
+/// `--config`, or from /etc/procespy.toml when it exists. With `--pss`,
+/// the PSS of each process shown is read (`smaps_rollup`).
 pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     let limits = load_limits(opts.config.as_deref())?;
     let mut scanner = crate::scan::Scanner::new().context("cannot open /proc")?;
@@ -215,10 +248,12 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     let mem_total = MemInfo::read().total;
     let users = UserNames::default();
     let user_name = |uid| Some(users.name(Some(uid)));
+    let pss_of = crate::scan::read_pss;
     let ctx = Context {
         mem_total,
         uptime_ticks,
         user_name: &user_name,
+        pss_of: opts.pss.then_some(&pss_of as &dyn Fn(u32) -> Option<u64>),
     };
     let limit_for = |proc: &ProcInfo| covering_limit(&limits, proc);
     let text = render(&exam.procs, opts, &ctx, &limit_for);
@@ -295,7 +330,13 @@ mod tests {
             mem_total: 1000 * MIB,
             uptime_ticks: 2000,
             user_name: &user_name,
+            pss_of: None,
         }
+    }
+
+    /// PSS: a third of the RSS for pid 30, unreadable for the others.
+    fn pss_of(pid: u32) -> Option<u64> {
+        (pid == 30).then_some(512 * MIB)
     }
 
     fn sample() -> Vec<ProcInfo> {
@@ -433,5 +474,48 @@ PID  USER   NAME      RSS   %MEM  CPU%    LIMIT  %LIMIT
             ..Options::default()
         };
         assert_eq!(render(&procs, &none, &ctx(), &limit_for).lines().count(), 1);
+    }
+
+    #[test]
+    fn pss_column_and_field_only_on_request() {
+        let procs = vec![proc(30, b"big", 1536), proc(7, b"small", 1)];
+        let opts = Options {
+            pss: true,
+            ..Options::default()
+        };
+        let with_pss = Context {
+            pss_of: Some(&pss_of),
+            ..ctx()
+        };
+        let text = render(&procs, &opts, &with_pss, &|_| None);
+        let expected = "\
+PID  USER   NAME       RSS      PSS   %MEM  CPU%  LIMIT  %LIMIT
+ 30  alice  big    1.5 GiB  512 MiB  153.6  25.0      -       -
+  7  alice  small  1.0 MiB        -    0.1  25.0      -       -
+";
+        assert_eq!(text, expected);
+        let json = Options {
+            json: true,
+            ..opts.clone()
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&render(&procs, &json, &with_pss, &|_| None)).unwrap();
+        assert_eq!(value[0]["pss_bytes"], 512 * MIB);
+        assert_eq!(value[1]["pss_bytes"], serde_json::Value::Null);
+        assert!(value[1].as_object().unwrap().contains_key("pss_bytes"));
+        // Not asked: no column, no field, no read.
+        let plain = render(&procs, &Options::default(), &ctx(), &|_| None);
+        assert!(!plain.contains("PSS"));
+        let value: serde_json::Value = serde_json::from_str(&render(
+            &procs,
+            &Options {
+                json: true,
+                ..Options::default()
+            },
+            &ctx(),
+            &|_| None,
+        ))
+        .unwrap();
+        assert!(!value[0].as_object().unwrap().contains_key("pss_bytes"));
     }
 }

@@ -87,6 +87,9 @@ pub(crate) struct Examination {
     /// For a partial examination ([`Scanner::examine_unknown`]): every PID
     /// listed in `/proc`, read or not. `None`: `procs` is every process.
     pub(crate) listed: Option<Vec<u32>>,
+    /// Processes listed but not read, for a reason other than their exit
+    /// (out of file descriptors, hidepid): the table keeps them as they were.
+    pub(crate) unread: Vec<u32>,
     /// Resident bytes (statm, with swap for `rss+swap` limits) of the
     /// processes asked for with [`Examination::with_resident`]: the covered
     /// ones.
@@ -367,16 +370,27 @@ impl Scanner {
             started,
             vanished: 0,
             listed: None,
+            unread: Vec::new(),
             resident: HashMap::new(),
         };
         let mut denied = 0;
+        let mut failed = None;
         for part in parts {
             exam.procs.extend(part.procs);
             exam.vanished += part.vanished;
+            exam.unread.extend(part.unread);
             denied += part.denied;
+            failed = failed.or(part.failed);
         }
         if denied > 0 {
             tracing::debug!("{denied} processes in /proc could not be read (hidepid?)");
+        }
+        if let Some((pid, err)) = failed {
+            tracing::warn!(
+                "{} processes could not be read (process {pid}: {err}); they are kept as \
+                 they were until an examination reads them",
+                exam.unread.len() - denied
+            );
         }
         exam
     }
@@ -392,6 +406,10 @@ struct Part {
     procs: Vec<ProcInfo>,
     vanished: usize,
     denied: usize,
+    /// Every process not read, but for those that vanished.
+    unread: Vec<u32>,
+    /// The first failure other than a denial.
+    failed: Option<(u32, ReadError)>,
 }
 
 /// Reads `pids` one after the other into `buf`.
@@ -400,13 +418,21 @@ fn read_all(proc_dir: &OwnedFd, buf: &mut Vec<u8>, pids: &[u32]) -> Part {
         procs: Vec::with_capacity(pids.len()),
         vanished: 0,
         denied: 0,
+        unread: Vec::new(),
+        failed: None,
     };
     for &pid in pids {
         match read_one(proc_dir, buf, pid) {
             Ok(info) => part.procs.push(info),
             Err(ReadError::Vanished(_)) => part.vanished += 1,
-            Err(ReadError::PermissionDenied(_)) => part.denied += 1,
-            Err(err) => tracing::warn!("skipping process {pid}: {err}"),
+            Err(ReadError::PermissionDenied(_)) => {
+                part.denied += 1;
+                part.unread.push(pid);
+            }
+            Err(err) => {
+                part.unread.push(pid);
+                part.failed.get_or_insert((pid, err));
+            }
         }
     }
     part
@@ -606,24 +632,10 @@ pub(crate) fn parse_pss(buf: &[u8]) -> Option<u64> {
     })
 }
 
-/// Reads every numeric entry of `/proc` once.
-///
-/// When `/proc` itself cannot be listed the failure is logged and the
-/// examination is empty; use [`Scanner::examine`] to get the error.
-pub(crate) fn examine() -> Examination {
-    match Scanner::new().and_then(|mut scanner| scanner.examine()) {
-        Ok(exam) => exam,
-        Err(err) => {
-            tracing::error!("cannot list /proc: {err}");
-            Examination {
-                procs: Vec::new(),
-                started: Instant::now(),
-                vanished: 0,
-                listed: None,
-                resident: HashMap::new(),
-            }
-        }
-    }
+/// Reads every numeric entry of `/proc` once; an error when `/proc` itself
+/// cannot be listed (then nothing is known to have exited).
+pub(crate) fn examine() -> io::Result<Examination> {
+    Scanner::new().and_then(|mut scanner| scanner.examine())
 }
 
 /// The `n` processes with the most resident memory now.
@@ -667,16 +679,9 @@ pub(crate) fn largest(n: usize) -> Vec<ProcInfo> {
     chosen
 }
 
-/// [`Scanner::examine_unknown`] with a fresh scanner; a `/proc` that cannot
-/// be listed is logged and gives an empty, complete examination.
-pub(crate) fn examine_unknown(known: &HashSet<u32>) -> Examination {
-    match Scanner::new().and_then(|mut scanner| scanner.examine_unknown(known)) {
-        Ok(exam) => exam,
-        Err(err) => {
-            tracing::error!("cannot list /proc: {err}");
-            examine()
-        }
-    }
+/// [`Scanner::examine_unknown`] with a fresh scanner.
+pub(crate) fn examine_unknown(known: &HashSet<u32>) -> io::Result<Examination> {
+    Scanner::new().and_then(|mut scanner| scanner.examine_unknown(known))
 }
 
 /// Clock ticks since boot, on the clock of `/proc/PID/stat`'s starttime
@@ -781,7 +786,7 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        let all = examine().procs;
+        let all = examine().unwrap().procs;
         let top = largest(3);
         assert_eq!(
             top.len(),
@@ -1013,7 +1018,7 @@ mod tests {
 
     #[test]
     fn examine_finds_own_process() {
-        let exam = examine();
+        let exam = examine().unwrap();
         let me = std::process::id();
         let mine = exam.procs.iter().find(|p| p.pid == me).expect("own pid");
         assert!(mine.rss.total() > 0);

@@ -53,12 +53,15 @@ pub(crate) struct Entry {
     /// Execs of the process the table has seen: a read of `/proc` asked
     /// for before the last one is stale.
     pub(crate) execs: u32,
+    /// When an exec or rename event last named it: a read of `/proc` that
+    /// began before then has an older name.
+    named: Option<Instant>,
 }
 
 impl Entry {
     fn from_info(info: &ProcInfo, now: Instant) -> Self {
         let mut entry = Entry::bare(info.pid, info.ppid, info.comm.clone(), now);
-        entry.absorb(info);
+        entry.absorb(info, now);
         entry
     }
 
@@ -77,12 +80,16 @@ impl Entry {
             detailed: false,
             added: now,
             execs: 0,
+            named: None,
         }
     }
 
-    fn absorb(&mut self, info: &ProcInfo) {
+    /// Takes in a read of `/proc` that began at `read_at`.
+    fn absorb(&mut self, info: &ProcInfo, read_at: Instant) {
         self.ppid = info.ppid;
-        self.comm.clone_from(&info.comm);
+        if self.named.is_none_or(|named| named < read_at) {
+            self.comm.clone_from(&info.comm);
+        }
         self.exe.clone_from(&info.exe);
         self.cmdline.clone_from(&info.cmdline);
         self.uid = Some(info.uid);
@@ -164,6 +171,7 @@ impl Table {
                 match self.entries.get_mut(&event.pid) {
                     Some(entry) => {
                         entry.comm.clone_from(&event.comm);
+                        entry.named = Some(now);
                         entry.exe = None;
                         entry.cmdline.clear();
                         entry.detailed = false;
@@ -171,7 +179,8 @@ impl Table {
                         Change::Replaced(event.pid)
                     }
                     None => {
-                        let entry = Entry::bare(event.pid, 0, event.comm.clone(), now);
+                        let mut entry = Entry::bare(event.pid, 0, event.comm.clone(), now);
+                        entry.named = Some(now);
                         self.entries.insert(event.pid, entry);
                         Change::Added(event.pid)
                     }
@@ -204,25 +213,27 @@ impl Table {
                 // threads' ids are not keys of the table.
                 Some(entry) if entry.comm != event.comm => {
                     entry.comm.clone_from(&event.comm);
+                    entry.named = Some(now);
                     Change::Renamed(event.pid)
                 }
                 _ => Change::None,
             },
-            EventKind::Breach | EventKind::Usage => Change::None,
+            EventKind::Breach | EventKind::Usage | EventKind::Warning => Change::None,
         }
     }
 
-    /// Fills in what a read of `/proc/PID` found for a process the table has.
+    /// Fills in what a read of `/proc/PID` that began at `read_at` found for
+    /// a process the table has; a name an event gave it since is kept.
     ///
     /// Ignored when the read belongs to another process than the entry (the
     /// PID was reused in between).
-    pub(crate) fn absorb(&mut self, info: &ProcInfo) {
+    pub(crate) fn absorb(&mut self, info: &ProcInfo, read_at: Instant) {
         if let Some(entry) = self.entries.get_mut(&info.pid)
             && entry
                 .start_ticks
                 .is_none_or(|start| start == info.start_ticks)
         {
-            entry.absorb(info);
+            entry.absorb(info, read_at);
         }
     }
 
@@ -230,7 +241,14 @@ impl Table {
     pub(crate) fn merge(&mut self, exam: &Examination) -> Merge {
         let mut merge = Merge::default();
         // A partial examination listed more processes than it read.
-        let mut seen: HashSet<u32> = exam.listed.iter().flatten().copied().collect();
+        // Nor is a process that could not be read known to have exited.
+        let mut seen: HashSet<u32> = exam
+            .listed
+            .iter()
+            .flatten()
+            .chain(&exam.unread)
+            .copied()
+            .collect();
         for info in &exam.procs {
             if info.kernel_thread {
                 self.kernel_threads.insert(info.pid);
@@ -252,7 +270,7 @@ impl Table {
                     *entry = Entry::from_info(info, exam.started);
                     merge.reused.push(info.pid);
                 }
-                Some(entry) => entry.absorb(info),
+                Some(entry) => entry.absorb(info, exam.started),
                 None => {
                     self.entries
                         .insert(info.pid, Entry::from_info(info, exam.started));
@@ -331,6 +349,7 @@ mod tests {
             started,
             vanished: 0,
             listed: None,
+            unread: Vec::new(),
             resident: Default::default(),
         }
     }
@@ -496,6 +515,19 @@ mod tests {
     }
 
     #[test]
+    fn a_full_examination_keeps_what_it_could_not_read() {
+        let mut table = Table::new();
+        let t0 = Instant::now();
+        table.merge(&exam(t0, vec![info(5, b"a", 1), info(6, b"b", 2)]));
+        let merge = table.merge(&Examination {
+            unread: vec![6],
+            ..exam(t0 + Duration::from_secs(5), vec![info(5, b"a", 1)])
+        });
+        assert!(merge.removed.is_empty(), "{:?}", merge.removed);
+        assert!(table.get(6).is_some());
+    }
+
+    #[test]
     fn a_partial_examination_keeps_what_it_listed_and_removes_the_rest() {
         let mut table = Table::new();
         let t0 = Instant::now();
@@ -525,7 +557,25 @@ mod tests {
         assert_eq!(merge.reused, vec![5]);
         assert_eq!(table.get(5).unwrap().comm, b"new");
         // A late read of the new process does not go into an entry of another.
-        table.absorb(&info(5, b"stale", 1));
+        table.absorb(&info(5, b"stale", 1), Instant::now());
         assert_eq!(table.get(5).unwrap().comm, b"new");
+    }
+
+    #[test]
+    fn a_read_that_began_before_a_rename_keeps_the_new_name() {
+        let mut table = Table::new();
+        let t0 = Instant::now();
+        table.apply_event(&event(EventKind::Exec, 5, b"prog"), t0);
+        let read_at = t0 + Duration::from_millis(1);
+        table.apply_event(
+            &event(EventKind::Rename, 5, b"renamed"),
+            t0 + Duration::from_millis(2),
+        );
+        table.absorb(&info(5, b"prog", 1), read_at);
+        let entry = table.get(5).unwrap();
+        assert_eq!(entry.comm, b"renamed");
+        assert!(entry.detailed, "the rest of the read is taken");
+        table.absorb(&info(5, b"again", 1), t0 + Duration::from_millis(3));
+        assert_eq!(table.get(5).unwrap().comm, b"again");
     }
 }

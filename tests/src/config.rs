@@ -83,6 +83,9 @@ pub struct Limit {
     max_memory: String,
     action: Option<String>,
     scope: Option<String>,
+    memory: Option<String>,
+    kill: Option<String>,
+    warn_at: Option<String>,
 }
 
 impl Limit {
@@ -116,6 +119,9 @@ impl Limit {
             max_memory,
             action: None,
             scope: None,
+            memory: None,
+            kill: None,
+            warn_at: None,
         }
     }
 
@@ -125,9 +131,27 @@ impl Limit {
         self
     }
 
+    /// Sets `warn_at` (`"80%"`, `"50MiB"`).
+    pub fn warn_at(mut self, warn_at: &str) -> Limit {
+        self.warn_at = Some(warn_at.to_owned());
+        self
+    }
+
     /// Sets the scope (`process`, `total`).
     pub fn scope(mut self, scope: &str) -> Limit {
         self.scope = Some(scope.to_owned());
+        self
+    }
+
+    /// Sets what the limit counts (`rss`, `pss`, `rss+swap`).
+    pub fn memory(mut self, memory: &str) -> Limit {
+        self.memory = Some(memory.to_owned());
+        self
+    }
+
+    /// Sets what a signal reaches (`process`, `group`, `cgroup`).
+    pub fn kill(mut self, kill: &str) -> Limit {
+        self.kill = Some(kill.to_owned());
         self
     }
 }
@@ -141,6 +165,15 @@ impl fmt::Display for Limit {
         }
         if let Some(scope) = &self.scope {
             writeln!(f, "scope = {}", quote(scope))?;
+        }
+        if let Some(memory) = &self.memory {
+            writeln!(f, "memory = {}", quote(memory))?;
+        }
+        if let Some(kill) = &self.kill {
+            writeln!(f, "kill = {}", quote(kill))?;
+        }
+        if let Some(warn_at) = &self.warn_at {
+            writeln!(f, "warn_at = {}", quote(warn_at))?;
         }
         writeln!(f, "max_memory = {}", self.max_memory)
     }

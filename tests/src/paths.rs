@@ -20,6 +20,16 @@ pub fn target_dir() -> PathBuf {
         .to_owned()
 }
 
+/// Keeps `bytes` as `target/NAME`, where the README's captures are taken
+/// from; returns the path.
+pub fn keep_for_readme(name: &str, bytes: &[u8]) -> PathBuf {
+    let target = target_dir();
+    let path = target.parent().unwrap_or(Path::new(".")).join(name);
+    std::fs::write(&path, bytes).expect("write the capture");
+    println!("kept for the README: {}", path.display());
+    path
+}
+
 /// The procespy binary: `$PROCESPY_BIN`, else the one beside the tests.
 pub fn procespy_bin() -> PathBuf {
     let path = std::env::var_os("PROCESPY_BIN")

@@ -74,6 +74,12 @@ pub fn vm_hwm(pid: u32) -> Result<u64> {
     status_bytes(pid, "VmHWM")
 }
 
+/// `RssFile` of `pid` in bytes: its resident pages of mapped files (its
+/// executable's among them).
+pub fn rss_file(pid: u32) -> Result<u64> {
+    status_bytes(pid, "RssFile")
+}
+
 /// Makes `pid`'s `VmHWM` its RSS now (`5` into `/proc/PID/clear_refs`).
 pub fn reset_vm_hwm(pid: u32) -> Result<()> {
     Ok(std::fs::write(format!("/proc/{pid}/clear_refs"), "5")?)

@@ -89,8 +89,8 @@ enum Command {
     Bench {
         /// The benchmark to run.
         name: Option<String>,
-        /// Extra arguments for the benchmark.
-        #[arg(last = true)]
+        /// Extra arguments for the benchmark (`--runs 3`, or after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
 }

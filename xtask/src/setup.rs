@@ -49,6 +49,8 @@ const TEST_PACKAGES: &[&str] = &[
     "python3-prometheus-client",
     // tests/tests/integration/top.rs: `procespy top` driven in a terminal.
     "tmux",
+    // The charts of kill emails and `history --plot` draw their text with DejaVu Sans.
+    "fonts-dejavu-core",
 ];
 
 /// Debian packages the kernel matrix (`cargo xtask vm`, `test-kernels`)

@@ -1,4 +1,6 @@
-//! `[notify] cooldown`: per limit, at most one message per period.
+//! `[notify] cooldown`: per limit, at most one message per period, and
+//! apart from them at most one warning (`warn_at`) per period: a warning
+//! never holds back the kill that follows it.
 //!
 //! The first action on a limit goes out at once and opens a window of one
 //! cooldown. Actions inside the window are held; when the window ends, what
@@ -23,7 +25,18 @@ use crate::action::ActionRecord;
 #[derive(Debug)]
 pub(crate) struct Cooldown {
     period: Duration,
-    windows: HashMap<String, Window>,
+    windows: HashMap<Key, Window>,
+}
+
+/// A window's limit, and whether it is the limit's warnings'.
+type Key = (String, bool);
+
+/// The window `record` falls into.
+fn key_of(record: &ActionRecord) -> Key {
+    (
+        record.rule.clone(),
+        matches!(record.outcome, crate::action::Outcome::Warned { .. }),
+    )
 }
 
 #[derive(Debug)]
@@ -62,7 +75,7 @@ impl Cooldown {
     /// An action on limit `record.rule` at `now`: the notice to send now,
     /// or `None` when the cooldown holds it back.
     pub(crate) fn offer(&mut self, record: ActionRecord, now: Instant) -> Option<Notice> {
-        let key = record.rule.clone();
+        let key = key_of(&record);
         let notice = match self.windows.remove(&key) {
             Some(mut window) if now < window.until => {
                 let new = window.reported.insert(record.pid);
@@ -94,7 +107,7 @@ impl Cooldown {
     }
 
     /// Opens the window that `notice`, just sent, starts.
-    fn open(&mut self, key: String, now: Instant, notice: &Notice) {
+    fn open(&mut self, key: Key, now: Instant, notice: &Notice) {
         self.windows.insert(
             key,
             Window {
@@ -109,7 +122,7 @@ impl Cooldown {
     /// The summaries of the windows that ended by `now`; those windows
     /// reopen (after a summary) or close (when nothing new was held).
     pub(crate) fn due(&mut self, now: Instant) -> Vec<Notice> {
-        let ended: Vec<String> = self
+        let ended: Vec<Key> = self
             .windows
             .iter()
             .filter(|(_, w)| w.until <= now)
@@ -179,6 +192,23 @@ mod tests {
     }
 
     const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_warning_holds_back_no_kill_and_warnings_have_their_own_window() {
+        let t0 = Instant::now();
+        let mut cd = Cooldown::new(MIN);
+        let warned = |pid| ActionRecord {
+            time: 0.0,
+            ..crate::action::testing::record(pid, "chromium", Outcome::Warned { warn_bytes: 1 })
+        };
+        assert!(cd.offer(warned(100), t0).is_some());
+        assert!(
+            cd.offer(warned(101), t0).is_none(),
+            "one warning per period"
+        );
+        let kill = cd.offer(record(100, "chromium", Signal::Term, 1.0), t0);
+        assert_eq!(kill.unwrap().headline.pid, 100, "the kill goes out at once");
+    }
 
     #[test]
     fn twenty_kills_in_a_window_make_one_message_now_and_one_summary_later() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use lettre::{
     Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     address::Envelope,
-    message::{Mailbox, header::ContentType},
+    message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType},
     transport::smtp::{
         authentication::Credentials,
         client::{Tls, TlsParameters},
@@ -44,7 +44,6 @@ pub(crate) fn compose(
     let mut builder = Message::builder()
         .from(from.clone())
         .subject(text.subject.clone())
-        .header(ContentType::TEXT_PLAIN)
         .user_agent(format!("procespy {}", env!("CARGO_PKG_VERSION")));
     let mut to = Vec::new();
     for address in &config.to {
@@ -60,10 +59,14 @@ pub(crate) fn compose(
         (created * 1e6) as u64,
         std::process::id()
     );
-    let message = builder
-        .message_id(Some(message_id.clone()))
-        .body(text.body.clone())
-        .map_err(|err| format!("cannot build the message: {err}"))?;
+    let builder = builder.message_id(Some(message_id.clone()));
+    let message = match &text.chart {
+        None => builder
+            .header(ContentType::TEXT_PLAIN)
+            .body(text.body.clone()),
+        Some(png) => builder.multipart(with_chart(&text.body, png, &message_id)),
+    }
+    .map_err(|err| format!("cannot build the message: {err}"))?;
     let message = String::from_utf8(message.formatted())
         .map_err(|err| format!("the message is not 7-bit text: {err}"))?;
     Ok(Mail {
@@ -74,6 +77,30 @@ pub(crate) fn compose(
         message_id,
         message,
     })
+}
+
+/// The text, and an HTML version of it with the chart inline
+/// (`multipart/related`, the image named by its Content-ID): mail readers
+/// that show HTML show the chart, the others the text.
+fn with_chart(body: &str, png: &[u8], message_id: &str) -> MultiPart {
+    let cid = format!(
+        "chart.{}",
+        message_id.trim_matches(|c| c == '<' || c == '>')
+    );
+    let html = format!(
+        "<!DOCTYPE html>\n<html><body>\n<p><img src=\"cid:{cid}\" width=\"{}\" height=\"{}\" alt=\"RSS over time\"></p>\n<pre>{}</pre>\n</body></html>\n",
+        crate::chart::SIZE.0,
+        crate::chart::SIZE.1,
+        super::message::escape_markup(body)
+    );
+    let image = ContentType::parse("image/png").expect("a valid content type");
+    MultiPart::alternative()
+        .singlepart(SinglePart::plain(body.to_owned()))
+        .multipart(
+            MultiPart::related()
+                .singlepart(SinglePart::html(html))
+                .singlepart(Attachment::new_inline(cid).body(png.to_vec(), image)),
+        )
 }
 
 /// Why a message was not sent.
@@ -201,6 +228,7 @@ mod tests {
         let text = EmailText {
             subject: "[procespy@web1] stopped chromium (PID 1, RSS 2 B / limit 1 B)".into(),
             body: "procespy stopped chromium on web1.\n".into(),
+            chart: None,
         };
         let mail = compose(&config(), &text, "web1", 1_764_064_933.25, 7).unwrap();
         assert_eq!(mail.from, "procespy@example.com");
@@ -230,12 +258,40 @@ mod tests {
     }
 
     #[test]
+    fn a_chart_goes_inline_beside_the_text() {
+        let text = EmailText {
+            subject: "s".into(),
+            body: "grew from 1 B to <2 B>\n".into(),
+            chart: Some(vec![0x89, b'P', b'N', b'G', 0, 1, 2]),
+        };
+        let mail = compose(&config(), &text, "web1", 0.0, 1).unwrap();
+        for needle in [
+            "Content-Type: multipart/alternative;",
+            "Content-Type: multipart/related;",
+            "Content-Type: text/plain; charset=utf-8",
+            "Content-Type: text/html; charset=utf-8",
+            "Content-Type: image/png",
+            "Content-Disposition: inline",
+            "Content-ID: <chart.procespy.",
+            "src=3D\"cid:chart.procespy.",
+            "&lt;2 B&gt;",
+        ] {
+            assert!(
+                mail.message.contains(needle),
+                "{needle:?} in\n{}",
+                mail.message
+            );
+        }
+    }
+
+    #[test]
     fn bad_addresses_are_reported() {
         let mut bad = config();
         bad.from = "not an address".into();
         let text = EmailText {
             subject: "s".into(),
             body: "b".into(),
+            chart: None,
         };
         assert!(
             compose(&bad, &text, "h", 0.0, 1)
@@ -252,6 +308,7 @@ mod tests {
         let text = EmailText {
             subject: "s".into(),
             body: "b".into(),
+            chart: None,
         };
         let mail = compose(&cfg, &text, "h", 0.0, 1).unwrap();
         let transport = transport(&cfg, "h").unwrap();

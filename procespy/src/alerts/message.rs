@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::story::{self, Story};
 use crate::{
     action::{ActionRecord, Outcome},
     text::escape,
@@ -24,6 +25,8 @@ pub(crate) enum Kind {
     Refusal,
     /// Sending the signal failed.
     FailedKill,
+    /// Past the limit's warning threshold (`warn_at`), under the limit.
+    Warning,
 }
 
 impl Kind {
@@ -32,6 +35,7 @@ impl Kind {
         match record.outcome {
             Outcome::Sent { .. } | Outcome::KilledByKernel => Some(Kind::Kill),
             Outcome::Alerted => Some(Kind::Alert),
+            Outcome::Warned { .. } => Some(Kind::Warning),
             Outcome::DryRun { .. } => Some(Kind::DryRun),
             Outcome::Refused { .. } => Some(Kind::Refusal),
             Outcome::Failed { .. } => Some(Kind::FailedKill),
@@ -50,6 +54,7 @@ impl Kind {
             Kind::DryRun => "dry-run decisions",
             Kind::Refusal => "refusals",
             Kind::FailedKill => "failed kills",
+            Kind::Warning => "warnings",
         }
     }
 
@@ -61,6 +66,7 @@ impl Kind {
             Kind::DryRun => "dry-run decision",
             Kind::Refusal => "refusal",
             Kind::FailedKill => "failed kill",
+            Kind::Warning => "warning",
         }
     }
 }
@@ -250,6 +256,8 @@ pub(crate) struct EmailText {
     pub(crate) subject: String,
     /// The plain-text body.
     pub(crate) body: String,
+    /// The chart of the process's RSS, as PNG, shown inline.
+    pub(crate) chart: Option<Vec<u8>>,
 }
 
 /// A size for the alerts: binary units with one decimal (`64.3 MiB`,
@@ -288,6 +296,10 @@ fn headline(record: &ActionRecord) -> String {
         Some(Kind::DryRun) => format!("procespy would stop {name} (dry run)"),
         Some(Kind::Refusal) => format!("{name} is over its memory limit but protected"),
         Some(Kind::FailedKill) => format!("procespy could not stop {name}"),
+        Some(Kind::Warning) => format!(
+            "{name} is at {:.0}% of its memory limit",
+            record.rss as f64 * 100.0 / record.limit.max(1) as f64
+        ),
         None => format!("procespy: {name}"),
     }
 }
@@ -296,6 +308,7 @@ fn headline(record: &ActionRecord) -> String {
 fn action_text(record: &ActionRecord) -> String {
     match Kind::of(record) {
         Some(Kind::Alert) => "alert only: the process keeps running".to_owned(),
+        Some(Kind::Warning) => "warning: nothing is done before the limit".to_owned(),
         Some(Kind::Refusal) => format!("no signal: {}", escape(&record.outcome.to_string())),
         Some(Kind::DryRun) => format!("{} not sent (dry run)", record.outcome.action()),
         _ => format!(
@@ -306,8 +319,9 @@ fn action_text(record: &ActionRecord) -> String {
     }
 }
 
-/// Escapes the characters the notification spec's body markup gives a meaning.
-fn escape_markup(text: &str) -> String {
+/// Escapes the characters the notification spec's body markup (and HTML
+/// text) gives a meaning.
+pub(crate) fn escape_markup(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -320,8 +334,19 @@ fn escape_markup(text: &str) -> String {
     out
 }
 
-/// The popup for `notice`.
-pub(crate) fn popup(notice: &Notice, clock: &dyn Fn(f64) -> LocalTime) -> PopupText {
+/// Whether `record` is about a signal that went out (its story has a
+/// signal and an exit).
+fn signalled(record: &ActionRecord) -> bool {
+    Kind::of(record) == Some(Kind::Kill)
+}
+
+/// The popup for `notice`, with the story of its process when the daemon
+/// had one.
+pub(crate) fn popup(
+    notice: &Notice,
+    story: Option<&Story>,
+    clock: &dyn Fn(f64) -> LocalTime,
+) -> PopupText {
     let r = &notice.headline;
     let mut body = format!(
         "PID {}, user {}\nRSS {}, limit {} (rule {})\n{}",
@@ -332,6 +357,10 @@ pub(crate) fn popup(notice: &Notice, clock: &dyn Fn(f64) -> LocalTime) -> PopupT
         escape(&r.rule),
         action_text(r)
     );
+    if let Some(line) = story.and_then(|s| story::popup_line(r, s, signalled(r))) {
+        body.push('\n');
+        body.push_str(&line);
+    }
     if let Some(line) = notice.summary_line(clock) {
         body.push('\n');
         body.push_str(&line);
@@ -342,9 +371,11 @@ pub(crate) fn popup(notice: &Notice, clock: &dyn Fn(f64) -> LocalTime) -> PopupT
     }
 }
 
-/// The email for `notice`, sent from `host`, with the largest processes.
+/// The email for `notice`, sent from `host`, with the story of its process
+/// (text and chart) when the daemon had one, and the largest processes.
 pub(crate) fn email(
     notice: &Notice,
+    story: Option<&Story>,
     host: &str,
     top: &[TopProcess],
     now: f64,
@@ -378,7 +409,8 @@ pub(crate) fn email(
         ("Action", r.outcome.action().to_owned()),
         ("Result", escape(&r.outcome.to_string())),
     ];
-    for (label, value) in rows {
+    let told = story.map(|s| story::lines(r, s, signalled(r), clock));
+    for (label, value) in rows.into_iter().chain(told.into_iter().flatten()) {
         let _ = writeln!(body, "{:<8} {value}", format!("{label}:"));
     }
     if let Some(line) = &summary {
@@ -418,7 +450,23 @@ pub(crate) fn email(
         );
     }
     let _ = write!(body, "\n-- \nprocespy, the memory guard on {host}\n");
-    EmailText { subject, body }
+    let chart = story.and_then(|s| story::chart(r, s)).and_then(|chart| {
+        match crate::chart::png(&chart, crate::chart::SIZE) {
+            Ok(png) => Some(png),
+            Err(err) => {
+                tracing::warn!(
+                    "the email about {} goes without its chart: {err:#}",
+                    escape(&r.name)
+                );
+                None
+            }
+        }
+    });
+    EmailText {
+        subject,
+        body,
+        chart,
+    }
 }
 
 #[cfg(test)]
@@ -527,7 +575,7 @@ mod tests {
             },
             T,
         ));
-        let text = popup(&notice, &utc);
+        let text = popup(&notice, None, &utc);
         assert_eq!(text.summary, "procespy stopped chromium");
         assert_eq!(
             text.body,
@@ -560,14 +608,14 @@ mod tests {
             more: 14,
             since: Some(T),
         };
-        let text = popup(&notice, &utc);
+        let text = popup(&notice, None, &utc);
         assert!(
             text.body
                 .ends_with("\nand 14 more kills of chromium since 10:02"),
             "{}",
             text.body
         );
-        let mail = email(&notice, "web1", &[], T + 60.0, &utc);
+        let mail = email(&notice, None, "web1", &[], T + 60.0, &utc);
         assert!(
             mail.subject
                 .ends_with(", and 14 more kills of chromium since 10:02"),
@@ -619,7 +667,7 @@ mod tests {
             T,
         );
         r.user = "<b>&".into();
-        let text = popup(&Notice::single(r), &utc);
+        let text = popup(&Notice::single(r), None, &utc);
         assert!(text.body.contains("user &lt;b&gt;&amp;"), "{}", text.body);
     }
 
@@ -634,7 +682,7 @@ mod tests {
             })
             .collect();
         let notice = Notice::single(record(1234, Outcome::KilledByKernel, T));
-        let mail = email(&notice, "web1", &top, T + 1.0, &utc);
+        let mail = email(&notice, None, "web1", &top, T + 1.0, &utc);
         assert_eq!(
             mail.subject,
             "[procespy@web1] stopped chromium (PID 1234, RSS 1.6 GiB / limit 1.5 GiB)"
@@ -665,7 +713,7 @@ mod tests {
 
     #[test]
     fn other_kinds_have_their_own_headlines() {
-        let h = |outcome| popup(&Notice::single(record(1, outcome, T)), &utc);
+        let h = |outcome| popup(&Notice::single(record(1, outcome, T)), None, &utc);
         assert_eq!(
             h(Outcome::Alerted).summary,
             "chromium is over its memory limit"
@@ -712,8 +760,24 @@ mod tests {
                 name: name.into(),
                 rss: 1,
             }];
-            let mail = email(&notice, name, &top, T, &utc);
-            let pop = popup(&notice, &utc);
+            let story = Story {
+                series: vec![
+                    crate::report::Point {
+                        t: T - 5.0,
+                        rss: MIB,
+                    },
+                    crate::report::Point {
+                        t: T,
+                        rss: 1600 * MIB,
+                    },
+                ],
+                cmdline: format!("/usr/bin/x {name}"),
+                cgroup: Some(format!("/system.slice/{name}.service")),
+                exited: Some(T + 0.5),
+            };
+            let mail = email(&notice, Some(&story), name, &top, T, &utc);
+            let pop = popup(&notice, Some(&story), &utc);
+            assert!(mail.chart.is_some() && mail.body.contains("Command: /usr/bin/x "));
             for text in [&mail.subject, &pop.summary] {
                 assert!(!text.chars().any(char::is_control), "{text:?}");
             }

@@ -16,8 +16,12 @@
 //! 2. the [`cooldown`] lets at most one message per limit out per period
 //!    and summarises the rest in the next; what it lets out waits
 //!    [`SETTLE`] (¼ s) for the action to settle;
-//! 3. each message becomes a popup on every session bus ([`desktop`]) and an
-//!    email ([`message`], [`email`]) with the five largest processes read
+//! 3. a message about a kill waits, at most [`EXIT_WAIT`], for the daemon
+//!    to see the process exit ([`Alerts::exited`]);
+//! 4. each message becomes a popup on every session bus ([`desktop`]) and an
+//!    email ([`message`], [`email`]) that tells the process's [`story`]
+//!    (its growth, crossing, signal and exit, command line and cgroup, and
+//!    an inline chart of its RSS) with the five largest processes read
 //!    from `/proc` at that moment; the email is written to the spool
 //!    ([`spool`]) before anything is sent, and the [`outbox`] sends it,
 //!    retrying with backoff, removing it once the server took it.
@@ -33,9 +37,10 @@ pub(crate) mod message;
 pub(crate) mod outbox;
 pub(crate) mod popup;
 pub(crate) mod spool;
+pub(crate) mod story;
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     path::PathBuf,
     sync::{
         Arc,
@@ -51,6 +56,7 @@ use self::{
     desktop::Popups,
     message::{Kind, LocalTime, Notice, TopProcess},
     outbox::Outbox,
+    story::Story,
 };
 use crate::{action::ActionRecord, config::Notify, metrics::AlertCounts, users::UserNames};
 
@@ -64,9 +70,27 @@ pub(crate) const TOP_PROCESSES: usize = 5;
 /// just as the daemon handles what follows the kill.
 pub(crate) const SETTLE: Duration = Duration::from_millis(250);
 
+/// How long a message about a kill waits for the process's exit (after
+/// [`SETTLE`]): it says when the process exited, or that it had not yet.
+pub(crate) const EXIT_WAIT: Duration = Duration::from_secs(3);
+
+/// How long the daemon's side remembers that it alerted about a process,
+/// to pass its exit on.
+const FOLLOW_EXIT: Duration = Duration::from_secs(60);
+
+/// How long the thread keeps a story for the cooldown's summaries.
+const KEEP_STORY: Duration = Duration::from_secs(3600);
+/// The most stories kept.
+const MAX_STORIES: usize = 1024;
+
 /// What the daemon asks of the alerts thread.
 enum Request {
-    Actions(Vec<ActionRecord>),
+    Actions(Vec<(ActionRecord, Story)>),
+    /// A process alerted about exited (epoch seconds).
+    Exited {
+        pid: u32,
+        t: f64,
+    },
     Configure(Box<Notify>),
     Stop(oneshot::Sender<()>),
 }
@@ -89,6 +113,8 @@ struct Shared {
 pub(crate) struct Alerts {
     tx: mpsc::UnboundedSender<Request>,
     shared: Arc<Shared>,
+    /// Processes alerted about lately, whose exit the thread wants to hear of.
+    following: HashMap<u32, Instant>,
 }
 
 impl Alerts {
@@ -128,16 +154,34 @@ impl Alerts {
         if let Err(err) = spawned {
             tracing::error!("alerts are off: cannot start their thread: {err}");
         }
-        Alerts { tx, shared }
+        Alerts {
+            tx,
+            shared,
+            following: HashMap::new(),
+        }
     }
 
-    /// Hands the actions just recorded on; keeps those that matter. Never
-    /// blocks.
-    pub(crate) fn submit(&self, actions: Vec<ActionRecord>) {
-        let actions: Vec<ActionRecord> = actions
+    /// Hands the actions just recorded on, with their process's story
+    /// (`story` is asked only for those that matter). Never blocks.
+    pub(crate) fn submit(
+        &mut self,
+        actions: Vec<ActionRecord>,
+        story: impl Fn(&ActionRecord) -> Story,
+    ) {
+        let actions: Vec<(ActionRecord, Story)> = actions
             .into_iter()
             .filter(|record| Kind::of(record).is_some())
+            .map(|record| {
+                let story = story(&record);
+                (record, story)
+            })
             .collect();
+        let now = Instant::now();
+        self.following
+            .retain(|_, at| now.duration_since(*at) < FOLLOW_EXIT);
+        for (record, _) in &actions {
+            self.following.insert(record.pid, now);
+        }
         if actions.is_empty() {
             return;
         }
@@ -146,6 +190,14 @@ impl Alerts {
         if self.tx.send(Request::Actions(actions)).is_err() {
             self.shared.submitted.fetch_sub(count, Ordering::Relaxed);
             tracing::debug!("the alerts thread is gone: {count} actions not alerted");
+        }
+    }
+
+    /// `pid` exited at `t` (epoch seconds): passed on when it was alerted
+    /// about lately. Never blocks.
+    pub(crate) fn exited(&mut self, pid: u32, t: f64) {
+        if self.following.remove(&pid).is_some() {
+            let _ = self.tx.send(Request::Exited { pid, t });
         }
     }
 
@@ -197,6 +249,10 @@ struct Worker {
     stopping: bool,
     /// Notices waiting for the action to settle, oldest first.
     settling: VecDeque<(Instant, Notice)>,
+    /// Notices about kills waiting for the exit, until their deadline.
+    exiting: Vec<(Instant, Notice)>,
+    /// The stories of the processes alerted about, by PID, with when they came.
+    stories: HashMap<u32, (Instant, Story)>,
 }
 
 impl Worker {
@@ -212,6 +268,8 @@ impl Worker {
             seq: 0,
             stopping: false,
             settling: VecDeque::new(),
+            exiting: Vec::new(),
+            stories: HashMap::new(),
         }
     }
 
@@ -223,14 +281,22 @@ impl Worker {
             }
             while self.settling.front().is_some_and(|(at, _)| *at <= now) {
                 if let Some((_, notice)) = self.settling.pop_front() {
-                    self.send(&notice);
+                    self.settled(notice, now);
                 }
+            }
+            let (due, waiting) = std::mem::take(&mut self.exiting)
+                .into_iter()
+                .partition(|(until, _)| *until <= now);
+            self.exiting = waiting;
+            for (_, notice) in due {
+                self.send(&notice);
             }
             self.popups.retry_due(now);
             self.outbox.maybe_start(now);
             self.publish();
             let deadline = [
                 self.settling.front().map(|(at, _)| *at),
+                self.exiting.iter().map(|(at, _)| *at).min(),
                 self.cooldown.next_deadline(),
                 self.popups.next_deadline(),
                 self.outbox.next_deadline(),
@@ -247,6 +313,7 @@ impl Worker {
             tokio::select! {
                 request = rx.recv() => match request {
                     Some(Request::Actions(actions)) => self.take(actions),
+                    Some(Request::Exited { pid, t }) => self.on_exit(pid, t),
                     Some(Request::Configure(notify)) => self.configure(*notify),
                     Some(Request::Stop(reply)) => {
                         self.stop(&mut rx);
@@ -269,7 +336,8 @@ impl Worker {
         let waiting = self.outbox.pending()
             + self.popups.pending()
             + self.cooldown.held()
-            + self.settling.len();
+            + self.settling.len()
+            + self.exiting.len();
         self.shared.waiting.store(waiting, Ordering::Relaxed);
         let (popups, emails) = (self.popups.tally(), self.outbox.tally());
         self.shared
@@ -286,7 +354,7 @@ impl Worker {
             .store(emails.failed, Ordering::Relaxed);
     }
 
-    fn take(&mut self, actions: Vec<ActionRecord>) {
+    fn take(&mut self, actions: Vec<(ActionRecord, Story)>) {
         self.shared
             .submitted
             .fetch_sub(actions.len(), Ordering::Relaxed);
@@ -294,10 +362,61 @@ impl Worker {
             return;
         }
         let now = Instant::now();
-        for record in actions {
+        self.stories
+            .retain(|_, (at, _)| now.duration_since(*at) < KEEP_STORY);
+        for (record, story) in actions {
+            if self.stories.len() >= MAX_STORIES
+                && let Some(oldest) = self
+                    .stories
+                    .iter()
+                    .min_by_key(|(_, (at, _))| *at)
+                    .map(|(pid, _)| *pid)
+            {
+                self.stories.remove(&oldest);
+            }
+            // A later action's story (the SIGKILL after the grace) keeps
+            // the exit seen already.
+            let exited = self.stories.get(&record.pid).and_then(|(_, s)| s.exited);
+            let story = Story {
+                exited: story.exited.or(exited),
+                ..story
+            };
+            self.stories.insert(record.pid, (now, story));
             if let Some(notice) = self.cooldown.offer(record, now) {
                 self.schedule(notice, now);
             }
+        }
+    }
+
+    /// `notice` has settled: it goes out now, or, for a kill whose exit the
+    /// daemon has not seen yet, when it does or [`EXIT_WAIT`] is over.
+    fn settled(&mut self, notice: Notice, now: Instant) {
+        let pid = notice.headline.pid;
+        let wait = Kind::of(&notice.headline) == Some(Kind::Kill)
+            && !self.stopping
+            && self
+                .stories
+                .get(&pid)
+                .is_some_and(|(_, story)| story.exited.is_none());
+        if wait {
+            self.exiting.push((now + EXIT_WAIT, notice));
+        } else {
+            self.send(&notice);
+        }
+    }
+
+    /// `pid` exited at `t`: its story says so, and a message waiting for
+    /// that goes out.
+    fn on_exit(&mut self, pid: u32, t: f64) {
+        if let Some((_, story)) = self.stories.get_mut(&pid) {
+            story.exited = Some(t);
+        }
+        let (ready, waiting) = std::mem::take(&mut self.exiting)
+            .into_iter()
+            .partition(|(_, notice)| notice.headline.pid == pid);
+        self.exiting = waiting;
+        for (_, notice) in ready {
+            self.send(&notice);
         }
     }
 
@@ -317,17 +436,18 @@ impl Worker {
         let clock = LocalTime::from_epoch;
         let r = &notice.headline;
         tracing::debug!(event = "alert", pid = r.pid, rule = %r.rule, more = notice.more, "alerting");
+        let story = self.stories.get(&r.pid).map(|(_, story)| story);
         if self.popups.enabled() {
             if self.stopping {
                 tracing::info!(pid = r.pid, rule = %r.rule, "stopping: popup about {} dropped", r.name);
             } else {
-                self.popups.show(message::popup(notice, &clock));
+                self.popups.show(message::popup(notice, story, &clock));
             }
         }
         if self.outbox.enabled() {
             let now = crate::sys::epoch_secs();
             let top = self.top_processes();
-            let text = message::email(notice, &self.host, &top, now, &clock);
+            let text = message::email(notice, story, &self.host, &top, now, &clock);
             self.seq += 1;
             match email::compose(self.outbox_config(), &text, &self.host, now, self.seq) {
                 Ok(mail) => self.outbox.enqueue(mail),
@@ -362,13 +482,19 @@ impl Worker {
         while let Ok(request) = rx.try_recv() {
             match request {
                 Request::Actions(actions) => self.take(actions),
+                Request::Exited { pid, t } => self.on_exit(pid, t),
                 Request::Configure(notify) => self.configure(*notify),
                 Request::Stop(reply) => {
                     let _ = reply.send(());
                 }
             }
         }
-        let settling: Vec<Notice> = self.settling.drain(..).map(|(_, n)| n).collect();
+        let settling: Vec<Notice> = self
+            .settling
+            .drain(..)
+            .chain(self.exiting.drain(..))
+            .map(|(_, n)| n)
+            .collect();
         for notice in settling.into_iter().chain(self.cooldown.drain()) {
             self.send(&notice);
         }
@@ -407,17 +533,20 @@ mod tests {
     async fn only_actions_that_matter_are_queued_and_shutdown_is_prompt() {
         let mut notify = Config::builtin_default().notify;
         notify.desktop.enabled = false;
-        let alerts =
+        let mut alerts =
             Alerts::start_with(&notify, PathBuf::from("/bin/false"), "/nonexistent".into());
-        alerts.submit(vec![
-            record(
-                1,
-                Outcome::Gone {
-                    signal: Signal::Term,
-                },
-            ),
-            record(2, Outcome::UnderOnConfirmation { rss: 1 }),
-        ]);
+        alerts.submit(
+            vec![
+                record(
+                    1,
+                    Outcome::Gone {
+                        signal: Signal::Term,
+                    },
+                ),
+                record(2, Outcome::UnderOnConfirmation { rss: 1 }),
+            ],
+            |_| Story::default(),
+        );
         assert_eq!(alerts.queued(), 0);
         let start = Instant::now();
         alerts.shutdown(Duration::from_secs(5)).await;
@@ -441,24 +570,27 @@ mod tests {
             spool_dir: spool.clone(),
             ..crate::config::Email::default()
         };
-        let alerts =
+        let mut alerts =
             Alerts::start_with(&notify, PathBuf::from("/bin/false"), "/nonexistent".into());
         // The first goes out after SETTLE, the two others are held by the cooldown.
-        alerts.submit(vec![
-            record(
-                1,
-                Outcome::Sent {
-                    signal: Signal::Term,
-                },
-            ),
-            record(2, Outcome::KilledByKernel),
-            record(
-                3,
-                Outcome::Sent {
-                    signal: Signal::Term,
-                },
-            ),
-        ]);
+        alerts.submit(
+            vec![
+                record(
+                    1,
+                    Outcome::Sent {
+                        signal: Signal::Term,
+                    },
+                ),
+                record(2, Outcome::KilledByKernel),
+                record(
+                    3,
+                    Outcome::Sent {
+                        signal: Signal::Term,
+                    },
+                ),
+            ],
+            |_| Story::default(),
+        );
         alerts.shutdown(Duration::from_secs(5)).await;
         let files = spool::Spool::open(&spool).unwrap().list().unwrap();
         let subjects: Vec<String> = files

@@ -10,6 +10,12 @@ use regex::bytes::{RegexSet, RegexSetBuilder};
 
 use super::{Limit, Matcher};
 
+/// The lazy DFA's cache while a command line is matched: with thousands of
+/// patterns the default 2 MiB is cleared again and again, and a match takes
+/// half a millisecond instead of 10 µs (10,000 patterns). It grows only as
+/// far as the patterns need.
+const DFA_CACHE: usize = 16 << 20;
+
 /// The compiled size one pattern may take. Patterns match command lines:
 /// anything larger is a mistake or an attack, refused in milliseconds.
 pub(crate) const PATTERN_SIZE_LIMIT: usize = 1 << 20;
@@ -52,6 +58,7 @@ impl Limits {
                         .saturating_mul(sources.len())
                         .max(64 << 20),
                 )
+                .dfa_size_limit(DFA_CACHE)
                 .build()
                 .map_err(|err| format!("the patterns together cannot be compiled: {err}"))?;
             Some(Arc::new(set))

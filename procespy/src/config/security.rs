@@ -209,6 +209,15 @@ fn read_settled(mut file: File, what: &str, max: usize) -> Result<Vec<u8>, Strin
             std::thread::sleep(SETTLE - age);
             continue;
         }
+        // An empty file may be one an editor's O_TRUNC just emptied: its
+        // size shows 0 before its times change (ext4 sets them last, after
+        // waiting for the pages it drops), so it can look empty and settled
+        // for a long moment. It is taken as empty only once it stayed so
+        // for all the patience.
+        if before.st_size == 0 && Instant::now() + SETTLE < deadline {
+            std::thread::sleep(SETTLE);
+            continue;
+        }
         if usize::try_from(before.st_size).unwrap_or(usize::MAX) > max {
             return Err(format!(
                 "refusing a {what} of {} bytes; the most is {max}",

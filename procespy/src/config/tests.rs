@@ -75,6 +75,7 @@ fn bad_configs_report_position_and_reason() {
         ("[monitor]\nmode = \"auto\"\nscan = \"5s\"\n".into(), "3:1", "monitor: unknown key `scan`, expected `mode` or `scan_interval`"),
         (limit("max_memory = \"1GiB\"\nkil = true\n"), "4:1", "limit[0]: unknown key `kil`, expected one of `name`, `pattern`, `user`, `max_memory`, `scope`, `action`, `warn_at`, `memory`, `kill`"),
         ("[notify.email]\nhost = \"x\"\n".into(), "2:1", "notify.email: unknown key `host`"),
+        (limit("max_memory = \"1GiB\"\nscope = \"total\"\nwarn_at = \"80%\"\n"), "5:11", "limit[0].warn_at: only for scope = \"process\""),
         // ... a misspelt key is not also reported as missing
         ("[[limit]]\nnme = \"a\"\nmax_memory = 1\n".into(), "2:1", "limit[0]: unknown key `nme`"),
         ("[[limit]]\nname = \"a\"\nmax_memroy = 1\n".into(), "3:1", "limit[0]: unknown key `max_memroy`"),
@@ -110,6 +111,9 @@ fn bad_configs_report_position_and_reason() {
         ("[monitor]\nmode = \"fast\"\n".into(), "2:8", "monitor.mode: unknown value `fast`, expected one of `auto`, `ebpf`, `proc`"),
         (limit("max_memory = 1\naction = \"kil\"\n"), "4:10", "limit[0].action: unknown value `kil`, expected one of `kill`, `kill-now`, `alert`"),
         (limit("max_memory = 1\nscope = \"group\"\n"), "4:9", "limit[0].scope: unknown value `group`, expected `process` or `total`"),
+        (limit("max_memory = 1\nmemory = \"vss\"\n"), "4:10", "limit[0].memory: unknown value `vss`, expected one of `rss`, `pss`, `rss+swap`"),
+        (limit("max_memory = 1\nkill = \"session\"\n"), "4:8", "limit[0].kill: unknown value `session`, expected one of `process`, `group`, `cgroup`"),
+        (limit("max_memory = 1\naction = \"kill-now\"\nmemory = \"pss\"\n"), "5:10", "limit[0].memory: \"pss\" cannot go with action = \"kill-now\": the kernel cannot compute PSS at the faulting page"),
         ("[notify.desktop]\nurgency = \"high\"\n".into(), "2:11", "expected one of `low`, `normal`, `critical`"),
         ("[notify.email]\nsecurity = \"ssl\"\n".into(), "2:12", "expected one of `none`, `starttls`, `tls`"),
         // email, metrics
@@ -234,6 +238,8 @@ fn example_file_parses_to_the_defaults_and_one_demo_limit() {
     expected.origin = Origin::File(PathBuf::from("config/procespy.toml"));
     expected.limits = Limits::from(vec![Limit {
         max_memory_text: "256MiB".into(),
+        // 80% of 256 MiB.
+        warn_at: Some(214_748_364),
         ..Limit::of(Matcher::Name("procespy-demo".into()), 256 << 20)
     }]);
     expected.notify.email.server = "smtp.example.com".into();
@@ -262,14 +268,19 @@ fn example_file_commented_limits_are_valid() {
         uncommented.push('\n');
     }
     let config = Config::parse(&uncommented, Path::new("x.toml"), &env()).unwrap();
-    assert_eq!(config.limits.len(), 3);
+    assert_eq!(config.limits.len(), 4);
     let chromium = &config.limits[1];
     assert_eq!(chromium.matcher, Matcher::Name("chromium".into()));
     assert_eq!(
-        (chromium.max_memory, chromium.scope),
-        (GIB + GIB / 2, Scope::Total)
+        (chromium.max_memory, chromium.scope, chromium.memory),
+        (GIB + GIB / 2, Scope::Total, Memory::Pss)
     );
-    let python = &config.limits[2];
+    let worker = &config.limits[2];
+    assert_eq!(
+        (worker.memory, worker.kill),
+        (Memory::RssSwap, KillTarget::Cgroup)
+    );
+    let python = &config.limits[3];
     let Matcher::Pattern(pattern) = &python.matcher else {
         panic!("{python:?}")
     };
@@ -277,7 +288,7 @@ fn example_file_commented_limits_are_valid() {
         config
             .limits
             .matching(b"/usr/bin/python3 /srv/app/manage.py runserver"),
-        [2]
+        [3]
     );
     assert!(
         config

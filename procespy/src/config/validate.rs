@@ -252,9 +252,10 @@ impl Validator<'_> {
             memory.into_inner()
         });
         let kill = raw.kill.map_or(KillTarget::Process, Spanned::into_inner);
+        let scope = raw.scope.unwrap_or(Scope::Process);
         let warn_at = raw
             .warn_at
-            .and_then(|warn_at| self.warn_at(&key, warn_at, max_memory));
+            .and_then(|warn_at| self.warn_at(&key, warn_at, max_memory, scope));
         let label = match &matcher {
             Matcher::Name(name) => name.clone(),
             Matcher::Pattern(pattern) => pattern.clone(),
@@ -266,7 +267,7 @@ impl Validator<'_> {
             user: user?,
             max_memory,
             max_memory_text,
-            scope: raw.scope.unwrap_or(Scope::Process),
+            scope,
             action,
             warn_at,
             memory,
@@ -275,8 +276,23 @@ impl Validator<'_> {
     }
 
     /// `warn_at`: a size, or a percentage of `max_memory` (`"80%"`); below
-    /// `max_memory`.
-    fn warn_at(&mut self, key: &str, value: Spanned<SizeValue>, max_memory: u64) -> Option<u64> {
+    /// `max_memory`; for a per-process limit.
+    fn warn_at(
+        &mut self,
+        key: &str,
+        value: Spanned<SizeValue>,
+        max_memory: u64,
+        scope: Scope,
+    ) -> Option<u64> {
+        if scope == Scope::Total {
+            self.error(
+                value.span(),
+                format!(
+                    "{key}.warn_at: only for scope = \"process\" (a warning follows one process's growth)"
+                ),
+            );
+            return None;
+        }
         let resolved = match value.get_ref() {
             SizeValue::Bytes(bytes) => units::size_from_integer(*bytes),
             SizeValue::Text(text) => units::parse_size(text, max_memory),

@@ -15,6 +15,7 @@ mod backend;
 mod recording;
 
 use std::{
+    collections::VecDeque,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -28,7 +29,7 @@ use tokio::{
 };
 
 use crate::{
-    alerts::Alerts,
+    alerts::{Alerts, story::Story},
     config::{Config, ConfigError, DEFAULT_CONFIG, Mode},
     control::{self, Incoming, Reply, Request},
     ebpf::{Kernel, events::KernelEvent},
@@ -104,10 +105,32 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigE
     Ok((config, Some(path)))
 }
 
+/// A covered process that exited, as the table and the guard knew it.
+struct Departed {
+    pid: u32,
+    /// When it exited (epoch seconds).
+    at: f64,
+    cmdline: String,
+    cgroup: Option<String>,
+}
+
+/// The most departed processes kept.
+const DEPARTED_KEPT: usize = 64;
+/// How long after an action's decision its process's exit may come, in
+/// seconds, for what was known of it to go with the action.
+const DEPARTED_FOR: f64 = 10.0;
+
 /// Reads of `/proc` made on the blocking pool for processes that just ran
 /// exec: each with the pid, the table's count of its execs when it was
 /// asked for, and a handle opened before the read.
-type Reads = Vec<(u32, u32, Result<(ProcInfo, Option<Pidfd>), ReadError>)>;
+struct Reads {
+    /// When the reads began.
+    started: Instant,
+    reads: Vec<(u32, u32, Read)>,
+}
+
+/// One process's read, with the handle opened before it.
+type Read = Result<(ProcInfo, Option<Pidfd>), ReadError>;
 
 /// Where a reload's outcome goes: the control clients that asked for it.
 type ReloadWaiter = tokio::sync::oneshot::Sender<Result<Reply, String>>;
@@ -143,6 +166,9 @@ struct Daemon {
     action_counts: ActionCounts,
     reloading: Reloading,
     recent: Recent,
+    /// What the table and the guard knew of covered processes that exited
+    /// lately, and when: for the alerts of actions recorded after the exit.
+    departed: VecDeque<Departed>,
     recording: Recording,
     loaded_tx: mpsc::UnboundedSender<Result<Config, ConfigError>>,
     loaded_rx: mpsc::UnboundedReceiver<Result<Config, ConfigError>>,
@@ -203,6 +229,7 @@ impl Daemon {
             action_counts: ActionCounts::default(),
             reloading: Reloading::default(),
             recent: Recent::default(),
+            departed: VecDeque::with_capacity(DEPARTED_KEPT),
             recording,
             loaded_tx,
             loaded_rx,
@@ -215,7 +242,7 @@ impl Daemon {
         let mut sighup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
         let mut scan_timer = tokio::time::interval(self.guard.config().monitor.scan_interval);
         scan_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut scan: Option<JoinHandle<Examination>> = None;
+        let mut scan: Option<JoinHandle<std::io::Result<Examination>>> = None;
         // Lost kernel events are healed by an examination at once.
         let mut loss_check = tokio::time::interval(LOSS_CHECK);
         let mut lost_seen = 0;
@@ -261,13 +288,16 @@ impl Daemon {
                             "the ring buffer was full and kernel events were lost: examining /proc now"
                         );
                         lost_seen = lost;
-                        scan = Some(tokio::task::spawn_blocking(scan::examine));
+                        scan = Some(self.full_examination());
                     }
                 }
                 exam = async { scan.as_mut().expect("guarded").await }, if scan.is_some() => {
                     scan = None;
                     match exam {
-                        Ok(exam) => self.on_examination(&exam),
+                        Ok(Ok(exam)) => self.on_examination(&exam),
+                        Ok(Err(err)) => tracing::error!(
+                            "cannot list /proc: {err}; the table stays as it was until the next examination"
+                        ),
                         Err(err) => tracing::error!("the /proc examination failed: {err}"),
                     }
                 }
@@ -301,21 +331,27 @@ impl Daemon {
     ///
     /// With eBPF, the covered processes' resident memory is read afresh
     /// too: the safety net under the kernel's crossings.
-    fn start_examination(&self) -> JoinHandle<Examination> {
+    fn start_examination(&self) -> JoinHandle<std::io::Result<Examination>> {
         match self.backend {
             Backend::Ebpf { .. } if self.examinations > 0 => {
                 let known = self.table.known_pids();
                 let covered = self.guard.covered_pids();
                 tokio::task::spawn_blocking(move || {
-                    scan::examine_unknown(&known).with_resident(&covered)
+                    scan::examine_unknown(&known).map(|exam| exam.with_resident(&covered))
                 })
             }
-            Backend::Ebpf { .. } => {
-                let covered = self.guard.covered_pids();
-                tokio::task::spawn_blocking(move || scan::examine().with_resident(&covered))
-            }
+            Backend::Ebpf { .. } => self.full_examination(),
             Backend::Proc { .. } => tokio::task::spawn_blocking(scan::examine),
         }
+    }
+
+    /// Starts a full examination on the blocking pool, with fresh reads of
+    /// the covered processes' resident memory.
+    fn full_examination(&self) -> JoinHandle<std::io::Result<Examination>> {
+        let covered = self.guard.covered_pids();
+        tokio::task::spawn_blocking(move || {
+            scan::examine().map(|exam| exam.with_resident(&covered))
+        })
     }
 
     /// Applies one kernel event; processes that need a read of `/proc`
@@ -342,6 +378,17 @@ impl Daemon {
             EventKind::Usage => {
                 self.guard.on_usage(event.pid, event.rss_bytes, &self.table);
                 return;
+            }
+            EventKind::Warning => {
+                self.guard
+                    .on_warning(event.pid, event.rss_bytes, &self.table);
+                return;
+            }
+            EventKind::Exit => {
+                // What was decided about it goes out while the table and
+                // the guard still know its command line and cgroup.
+                self.after_actions();
+                self.keep_departed(event.pid);
             }
             _ => {}
         }
@@ -383,6 +430,7 @@ impl Daemon {
                 let now = crate::sys::epoch_secs();
                 self.recent.gone(pid, now);
                 self.recording.exited(pid, now);
+                self.alerts.exited(pid, now);
                 self.guard.exited(pid, self.backend.watch());
             }
             Change::None => {}
@@ -400,16 +448,17 @@ impl Daemon {
             .collect();
         let tx = self.reads_tx.clone();
         tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let reads = asked
                 .into_iter()
                 .map(|(pid, execs)| (pid, execs, scan::read_with_handle(pid)))
                 .collect();
-            let _ = tx.send(reads);
+            let _ = tx.send(Reads { started, reads });
         });
     }
 
     /// Reads of exec'd processes are back: match them, with their handles.
-    fn on_reads(&mut self, reads: Reads) {
+    fn on_reads(&mut self, Reads { started, reads }: Reads) {
         for (pid, execs, read) in reads {
             // A read asked for before an exec that came since (a fork's,
             // finishing after the exec's own) would match the old image.
@@ -422,7 +471,7 @@ impl Daemon {
             }
             match read {
                 Ok((info, handle)) => {
-                    self.table.absorb(&info);
+                    self.table.absorb(&info, started);
                     self.guard
                         .rematch(pid, &self.table, self.backend.watch(), true, handle);
                 }
@@ -484,9 +533,54 @@ impl Daemon {
         }
         self.recording
             .actions(&actions, &mut self.recent, &self.table);
-        if !actions.is_empty() {
-            self.alerts.submit(actions);
+        if actions.is_empty() {
+            return;
         }
+        let now = crate::sys::epoch_secs();
+        let (recent, table, guard) = (&self.recent, &self.table, &self.guard);
+        let departed = &self.departed;
+        self.alerts.submit(actions, |record| {
+            // An action recorded after its process exited (its SIGTERM
+            // ended it at once) finds it among the departed.
+            let gone = departed.iter().rev().find(|d| {
+                d.pid == record.pid && (0.0..DEPARTED_FOR).contains(&(d.at - record.time))
+            });
+            Story {
+                series: recent
+                    .series(record.pid, now, crate::alerts::story::WINDOW)
+                    .map(|s| s.points)
+                    .unwrap_or_default(),
+                cmdline: table.get(record.pid).map_or_else(
+                    || gone.map(|d| d.cmdline.clone()).unwrap_or_default(),
+                    |e| String::from_utf8_lossy(&e.cmdline).into_owned(),
+                ),
+                cgroup: guard
+                    .cgroup(record.pid)
+                    .map(str::to_owned)
+                    .or_else(|| gone.and_then(|d| d.cgroup.clone())),
+                exited: gone.map(|d| d.at),
+            }
+        });
+    }
+
+    /// Keeps what is known of `pid`, a covered process exiting now.
+    fn keep_departed(&mut self, pid: u32) {
+        if !self.guard.follows(pid) {
+            return;
+        }
+        if self.departed.len() == DEPARTED_KEPT {
+            self.departed.pop_front();
+        }
+        self.departed.push_back(Departed {
+            pid,
+            at: crate::sys::epoch_secs(),
+            cmdline: self
+                .table
+                .get(pid)
+                .map(|e| String::from_utf8_lossy(&e.cmdline).into_owned())
+                .unwrap_or_default(),
+            cgroup: self.guard.cgroup(pid).map(str::to_owned),
+        });
     }
 
     fn on_request(&mut self, incoming: Incoming) {

@@ -132,6 +132,9 @@ impl EventStream {
                     self.poll = Poll::after(self.poll, out.len() - before);
                 }
                 ready = self.lifecycle.readable_mut(), if poll_at.is_none() => {
+                    // Breaches already in their ring come first, even when
+                    // their wake-up is not in yet (a daemon resumed from a
+                    // stop): a breach must meet its process before its exit.
                     drain(self.breaches.get_mut(), out);
                     let before = out.len();
                     take(ready?, out);

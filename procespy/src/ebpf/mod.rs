@@ -93,6 +93,9 @@ pub(crate) struct WatchSpec {
     pub(crate) report_usage: bool,
     /// Count the pages in swap with the resident ones (`rss+swap` limits).
     pub(crate) count_swap: bool,
+    /// Report the crossing of this many bytes, under the limit, as a
+    /// warning (`warn_at`).
+    pub(crate) warn_bytes: Option<u64>,
 }
 
 /// What the kernel's map holds for one process.
@@ -357,6 +360,11 @@ impl KernelWatch<Pidfd> for Kernel {
             None => (Watched::default(), true),
         };
         state.limit_bytes = spec.limit_bytes;
+        // No warning: the threshold is the limit, which nothing under it crosses.
+        state.warn_bytes = spec
+            .warn_bytes
+            .filter(|&warn| warn < spec.limit_bytes)
+            .unwrap_or(spec.limit_bytes);
         state.reported_mib = 0;
         state.flags = if fresh { WATCH_NEEDS_FULL_READ } else { 0 }
             | if spec.kill_now { WATCH_KILL_NOW } else { 0 }

@@ -88,6 +88,11 @@ struct Guarded<H> {
     acting: bool,
     /// A breach that came before the handle: (RSS, when the kernel saw it).
     pending: Option<(u64, Option<u64>)>,
+    /// Above its limit's warning threshold and warned about; cleared when
+    /// seen back under it, or its limit changes.
+    warned: bool,
+    /// Its cgroup's path, read once it had a handle (for the alerts).
+    cgroup: Option<String>,
 }
 
 /// The covered processes, their groups, and the record of actions.
@@ -181,6 +186,7 @@ impl<S: System> Guard<S> {
                     // A new limit, or the same one newly enforceable (a
                     // rename out of `protect`): decided anew.
                     guarded.over = false;
+                    guarded.warned = false;
                 }
                 if changed || force {
                     // The kernel is told the limit itself again.
@@ -188,14 +194,18 @@ impl<S: System> Guard<S> {
                 }
                 guarded.limit = index;
                 guarded.spec = spec;
-                if guarded.handle.is_none() {
-                    guarded.handle = fresh;
+                if guarded.handle.is_none()
+                    && let Some(handle) = fresh
+                {
+                    guarded.handle = Some(handle.clone());
+                    self.sys.read_cgroup(pid, handle);
                 }
                 changed
             }
             None => {
-                if fresh.is_none() {
-                    self.sys.request_handle(pid, entry.start_ticks);
+                match &fresh {
+                    Some(handle) => self.sys.read_cgroup(pid, handle.clone()),
+                    None => self.sys.request_handle(pid, entry.start_ticks),
                 }
                 self.guarded.insert(
                     pid,
@@ -210,6 +220,8 @@ impl<S: System> Guard<S> {
                         pss: pss::Gate::default(),
                         acting: false,
                         pending: None,
+                        warned: false,
+                        cgroup: None,
                     },
                 );
                 true
@@ -317,12 +329,14 @@ impl<S: System> Guard<S> {
                     && !protected,
                 report_usage: false,
                 count_swap,
+                warn_bytes: limit.warn_at,
             },
             Scope::Total => WatchSpec {
                 limit_bytes: 0,
                 kill_now: false,
                 report_usage: true,
                 count_swap,
+                warn_bytes: None,
             },
         }
     }
@@ -392,6 +406,15 @@ impl<S: System> Guard<S> {
             Completion::Timer(Timer::GraceOver { pid, handle }) => {
                 self.grace_over(pid, handle, table)
             }
+            Completion::Cgroup { pid, handle, path } => {
+                if let Some(guarded) = self
+                    .guarded
+                    .get_mut(&pid)
+                    .filter(|g| g.handle.as_ref().is_some_and(|h| S::same(h, &handle)))
+                {
+                    guarded.cgroup = path;
+                }
+            }
         }
     }
 
@@ -422,7 +445,8 @@ impl<S: System> Guard<S> {
             }
         };
         guarded.unfollowed = None;
-        guarded.handle = Some(handle);
+        guarded.handle = Some(handle.clone());
+        self.sys.read_cgroup(pid, handle);
         let pending = guarded.pending.take();
         let limit = guarded.limit;
         self.tell_kernel(pid, kernel);
@@ -453,6 +477,47 @@ impl<S: System> Guard<S> {
         } else {
             self.breach(pid, limit, rss, Some(seen_ns), table);
         }
+    }
+
+    /// `pid` crossed its limit's warning threshold with `rss` (reported by
+    /// the kernel, or found by an examination): one warning per crossing,
+    /// none once it is over the limit or being stopped. The alerts'
+    /// cooldown makes it one per period.
+    pub(crate) fn on_warning(&mut self, pid: u32, rss: u64, table: &Table) {
+        let Some(guarded) = self.guarded.get(&pid) else {
+            return;
+        };
+        let Some(limit) = self.config.limits.get(guarded.limit) else {
+            return;
+        };
+        let Some(warn_bytes) = limit.warn_at else {
+            return;
+        };
+        if guarded.warned
+            || guarded.acting
+            || guarded.over
+            || rss <= warn_bytes
+            || rss > limit.max_memory
+            || limit.scope != Scope::Process
+        {
+            return;
+        }
+        let mut record = self.record_for(pid, table.get(pid), Some(limit), rss);
+        record.outcome = Outcome::Warned { warn_bytes };
+        if let Some(guarded) = self.guarded.get_mut(&pid) {
+            guarded.warned = true;
+        }
+        self.record(record);
+    }
+
+    /// Whether it follows `pid` (holds a handle on it).
+    pub(crate) fn follows(&self, pid: u32) -> bool {
+        self.guarded.contains_key(&pid)
+    }
+
+    /// The cgroup path of the covered process `pid`, once read.
+    pub(crate) fn cgroup(&self, pid: u32) -> Option<&str> {
+        self.guarded.get(&pid)?.cgroup.as_deref()
     }
 
     /// `pid` is over limit `index` by what the kernel or an examination
@@ -655,6 +720,14 @@ impl<S: System> Guard<S> {
                 Scope::Process => {
                     let over = guarded.rss > limit.max_memory;
                     let crossed = over && !guarded.over;
+                    let warning = match limit.warn_at {
+                        Some(warn) if guarded.rss <= warn => {
+                            guarded.warned = false;
+                            false
+                        }
+                        Some(_) => !over && !guarded.warned,
+                        None => false,
+                    };
                     if !over {
                         guarded.over = false;
                         if guarded.pss.next_at != 0 {
@@ -666,7 +739,10 @@ impl<S: System> Guard<S> {
                             }
                         }
                     }
-                    if crossed {
+                    if warning {
+                        let rss = guarded.rss;
+                        self.on_warning(pid, rss, table);
+                    } else if crossed {
                         let (index, rss) = (limit.index, guarded.rss);
                         if limit.memory == Memory::Pss {
                             self.read_pss(pid, rss, None, true);
@@ -825,6 +901,11 @@ impl<S: System> Guard<S> {
         let mut record = self.record_for(pid, Some(entry), Some(limit), rss);
         let signal = match verdict {
             Verdict::KilledByKernel => {
+                // The kernel's SIGKILL is final: a crossing it reports
+                // while the process dies gets no second verdict.
+                if let Some(guarded) = self.guarded.get_mut(&pid) {
+                    guarded.acting = true;
+                }
                 record.outcome = Outcome::KilledByKernel;
                 None
             }

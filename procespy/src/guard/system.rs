@@ -45,6 +45,11 @@ pub(crate) trait System {
     /// [`Completion::Measured`].
     fn measure(&mut self, request: Measure<Self::Handle>);
 
+    /// Reads the cgroup of the process behind `handle` (for the alerts'
+    /// story, while it is there to be read); it comes back as
+    /// [`Completion::Cgroup`].
+    fn read_cgroup(&mut self, pid: u32, handle: Self::Handle);
+
     /// Whether the process behind `handle` has exited.
     fn exited(&self, handle: &Self::Handle) -> bool;
 
@@ -259,6 +264,15 @@ pub(crate) enum Completion<H> {
     },
     /// A timer fired.
     Timer(Timer<H>),
+    /// The cgroup of a process was read ([`System::read_cgroup`]).
+    Cgroup {
+        /// The process.
+        pid: u32,
+        /// Its handle when asked.
+        handle: H,
+        /// The cgroup's path in its hierarchy, if it could be read.
+        path: Option<String>,
+    },
 }
 
 /// The real system: pidfds, `/proc` on the blocking pool, tokio timers.
@@ -303,6 +317,15 @@ impl System for Real {
                 },
             };
             let _ = done.send(completion);
+        });
+    }
+
+    fn read_cgroup(&mut self, pid: u32, handle: Pidfd) {
+        let done = self.done.clone();
+        tokio::task::spawn_blocking(move || {
+            // Read first, then check the pidfd: a reused PID's file is not taken.
+            let path = cgroup::path_of(pid).filter(|_| !handle.exited());
+            let _ = done.send(Completion::Cgroup { pid, handle, path });
         });
     }
 

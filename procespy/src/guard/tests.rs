@@ -31,6 +31,7 @@ struct Fake {
     measures: Vec<Measure<Handle>>,
     timers: Vec<(Duration, Timer<Handle>)>,
     exited: Vec<Handle>,
+    cgroups: Vec<(u32, Handle)>,
 }
 
 impl System for Fake {
@@ -46,6 +47,10 @@ impl System for Fake {
 
     fn measure(&mut self, request: Measure<Handle>) {
         self.measures.push(request);
+    }
+
+    fn read_cgroup(&mut self, pid: u32, handle: Handle) {
+        self.cgroups.push((pid, handle));
     }
 
     fn exited(&self, handle: &Handle) -> bool {
@@ -143,6 +148,7 @@ fn table(procs: &[ProcInfo]) -> Table {
         started: Instant::now(),
         vanished: 0,
         listed: None,
+        unread: Vec::new(),
         resident: Default::default(),
     });
     table
@@ -228,8 +234,84 @@ fn a_covered_process_is_followed_in_the_kernel_once_its_handle_comes() {
             limit_bytes: 64 * MIB,
             kill_now: true,
             report_usage: false,
-            count_swap: false
+            count_swap: false,
+            warn_bytes: None,
         }
+    );
+}
+
+fn warned_at(mib: u64) -> Vec<Limit> {
+    vec![Limit {
+        warn_at: Some(mib * MIB),
+        ..limit(0, "grower", 64, Scope::Process, Action::Kill)
+    }]
+}
+
+#[test]
+fn the_kernel_is_told_the_warning_threshold_and_the_cgroup_is_read_once_followed() {
+    let table = table(&[process(100, "grower", 10)]);
+    let (mut guard, kernel) = guarded(warned_at(51), &table, false);
+    assert_eq!(kernel.watched[&100].warn_bytes, Some(51 * MIB));
+    let (pid, handle) = guard.system().cgroups.remove(0);
+    assert_eq!(pid, 100);
+    assert_eq!(guard.cgroup(100), None);
+    guard.complete(
+        Completion::Cgroup {
+            pid,
+            handle,
+            path: Some("/system.slice/grow.service".into()),
+        },
+        &table,
+        None,
+    );
+    assert_eq!(guard.cgroup(100), Some("/system.slice/grow.service"));
+}
+
+#[test]
+fn a_warning_is_one_per_crossing_and_the_kill_waits_for_the_limit() {
+    let table = table(&[process(100, "grower", 10)]);
+    let (mut guard, _kernel) = guarded(warned_at(51), &table, false);
+    guard.on_warning(100, 50 * MIB, &table);
+    assert!(outcomes(&mut guard).is_empty(), "under the threshold");
+    guard.on_warning(100, 52 * MIB, &table);
+    guard.on_warning(100, 53 * MIB, &table);
+    assert_eq!(
+        outcomes(&mut guard),
+        [Outcome::Warned {
+            warn_bytes: 51 * MIB
+        }]
+    );
+    assert!(guard.system().enforcements.is_empty(), "nothing signalled");
+    guard.on_kernel_breach(100, 65 * MIB, false, 1_000, &table);
+    assert_eq!(
+        answer(&mut guard, &table, sent(Signal::Term)).signal,
+        Signal::Term
+    );
+}
+
+#[test]
+fn an_examination_warns_once_and_again_after_the_process_fell_back() {
+    let resident = |mib: u64| HashMap::from([(100, mib * MIB)]);
+    let table = table(&[process(100, "grower", 10)]);
+    let (mut guard, _kernel) = guarded(warned_at(51), &table, false);
+    guard.after_examination(&table, &resident(55), None);
+    guard.after_examination(&table, &resident(56), None);
+    assert_eq!(outcomes(&mut guard).len(), 1, "one warning");
+    guard.after_examination(&table, &resident(40), None);
+    guard.after_examination(&table, &resident(60), None);
+    assert_eq!(
+        outcomes(&mut guard),
+        [Outcome::Warned {
+            warn_bytes: 51 * MIB
+        }],
+        "warned again after falling back under"
+    );
+    guard.after_examination(&table, &resident(70), None);
+    assert!(outcomes(&mut guard).is_empty(), "decided, not warned");
+    assert_eq!(
+        guard.system().enforcements.len(),
+        1,
+        "over the limit: acted on"
     );
 }
 
@@ -461,6 +543,11 @@ fn a_kill_by_the_kernel_is_recorded_and_not_repeated() {
     guard.on_kernel_breach(100, 65 * MIB, true, 1_000, &table);
     assert!(guard.system().enforcements.is_empty());
     assert_eq!(outcomes(&mut guard), [Outcome::KilledByKernel]);
+    // A later crossing of the dying process (its threads' cached pages
+    // synced at exit, on kernels that batch them) asks for nothing more.
+    guard.on_kernel_breach(100, 66 * MIB, false, 2_000, &table);
+    assert!(guard.system().enforcements.is_empty());
+    assert_eq!(outcomes(&mut guard), [] as [Outcome; 0]);
 }
 
 #[test]

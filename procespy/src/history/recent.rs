@@ -47,6 +47,19 @@ pub(crate) struct Reading<'a> {
     pub(crate) rss: u64,
 }
 
+impl Series {
+    /// An empty series for the process `reading` is of.
+    fn of(reading: &Reading<'_>) -> Series {
+        Series {
+            name: reading.name.to_owned(),
+            rule: reading.rule.to_owned(),
+            limit_bytes: reading.limit_bytes,
+            points: VecDeque::new(),
+            gone_at: None,
+        }
+    }
+}
+
 impl Recent {
     /// Adds what the covered processes hold at `now` (epoch seconds);
     /// returns those whose point was kept (they moved, or a keepalive).
@@ -57,13 +70,10 @@ impl Recent {
     ) -> Vec<(u32, Point)> {
         let mut kept = Vec::new();
         for reading in readings {
-            let series = self.series.entry(reading.pid).or_insert_with(|| Series {
-                name: reading.name.to_owned(),
-                rule: reading.rule.to_owned(),
-                limit_bytes: reading.limit_bytes,
-                points: VecDeque::new(),
-                gone_at: None,
-            });
+            let series = self
+                .series
+                .entry(reading.pid)
+                .or_insert_with(|| Series::of(&reading));
             if series.name != reading.name {
                 series.name = reading.name.to_owned();
             }
@@ -94,13 +104,10 @@ impl Recent {
     /// `t`, in time order; a process acted on before its first sample gets
     /// its series here.
     pub(crate) fn mark(&mut self, t: f64, reading: Reading<'_>) {
-        let series = self.series.entry(reading.pid).or_insert_with(|| Series {
-            name: reading.name.to_owned(),
-            rule: reading.rule.to_owned(),
-            limit_bytes: reading.limit_bytes,
-            points: VecDeque::new(),
-            gone_at: None,
-        });
+        let series = self
+            .series
+            .entry(reading.pid)
+            .or_insert_with(|| Series::of(&reading));
         let at = series.points.partition_point(|p| p.t <= t);
         series.points.insert(
             at,

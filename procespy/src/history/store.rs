@@ -18,7 +18,7 @@
 //! | `sample` | process, tier and bucket: RSS and its anon, file and shmem parts |
 //! | `total` | limit, tier and bucket: the RSS its processes hold together |
 //! | `system` | tier and bucket: CPU busy %, memory used and available |
-//! | `largest` | full examination and rank: the 20 largest processes |
+//! | `largest` | full examination and rank: the 20 largest processes (every examination for the finest tier's `keep`, then one per bucket of the coarsest tier) |
 //! | `action` | action procespy took |
 
 use std::{
@@ -305,6 +305,7 @@ impl Store {
                 }
             }
             delete_older(&tx, now - keep_all)?;
+            thin_largest(&tx, &self.tiers, now)?;
             tx.commit()?;
         }
         for _ in 0..20 {
@@ -368,6 +369,25 @@ fn delete_older(tx: &rusqlite::Transaction<'_>, before: f64) -> rusqlite::Result
            AND NOT EXISTS (SELECT 1 FROM sample WHERE sample.process = process.id)
            AND NOT EXISTS (SELECT 1 FROM action WHERE action.process = process.id)",
         [before],
+    )?;
+    Ok(())
+}
+
+/// The largest processes: every examination for as long as the finest
+/// tier keeps its rows, then one examination per bucket of the coarsest
+/// tier (at scan_interval 5s and the default tiers, 20 rows a minute
+/// instead of 240 once 10 minutes old).
+fn thin_largest(tx: &rusqlite::Transaction<'_>, tiers: &[Tier], now: f64) -> rusqlite::Result<()> {
+    let (Some(finest), Some(coarsest)) = (tiers.first(), tiers.last()) else {
+        return Ok(());
+    };
+    tx.execute(
+        "DELETE FROM largest WHERE t < ?1 AND t NOT IN (
+             SELECT min(t) FROM largest WHERE t < ?1 GROUP BY CAST(t / ?2 AS INTEGER))",
+        params![
+            now - finest.keep.as_secs_f64(),
+            coarsest.every.as_secs_f64()
+        ],
     )?;
     Ok(())
 }
@@ -828,6 +848,49 @@ mod tests {
         let store = Store::open(&path, &tiers()).unwrap();
         let reader = Reader::open(&path, &tiers()).unwrap();
         (store, reader)
+    }
+
+    #[test]
+    fn the_largest_processes_thin_to_one_examination_a_coarse_bucket_once_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _reader) = open(&dir);
+        let now = 1_000_020.0;
+        // An examination every 5 s for 20 minutes, two processes each.
+        let records: Vec<Record> = (0..240u32)
+            .map(|i| Record::Largest {
+                t: now - 1200.0 + f64::from(i) * 5.0 + 0.25,
+                processes: vec![(1, "big".into(), 2 << 20), (2, "small".into(), 1 << 20)],
+            })
+            .collect();
+        store.write(&records, None).unwrap();
+        store.prune(now, u64::MAX).unwrap();
+        let times = |store: &Store, sql: &str| -> Vec<f64> {
+            let mut statement = store.conn.prepare(sql).unwrap();
+            statement
+                .query_map([now - 600.0], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let old = times(
+            &store,
+            "SELECT DISTINCT t FROM largest WHERE t < ?1 ORDER BY t",
+        );
+        let recent = times(
+            &store,
+            "SELECT DISTINCT t FROM largest WHERE t >= ?1 ORDER BY t",
+        );
+        assert_eq!(recent.len(), 120, "the last 10 minutes: every examination");
+        assert_eq!(old.len(), 10, "before: one a minute, {old:?}");
+        assert!(old.windows(2).all(|w| w[1] - w[0] == 60.0));
+        let ranks = times(&store, "SELECT count(*) FROM largest WHERE t < ?1");
+        assert_eq!(ranks, vec![20.0], "both ranks of each kept examination");
+        store.prune(now, u64::MAX).unwrap();
+        assert_eq!(
+            times(&store, "SELECT DISTINCT t FROM largest WHERE t < ?1").len(),
+            10,
+            "a second prune keeps them"
+        );
     }
 
     #[test]

@@ -39,6 +39,42 @@ pub(crate) fn of(pid: u32) -> Result<Cgroup, String> {
     find(&own, &mounts)
 }
 
+/// The path of `pid`'s cgroup (the v2 one, else systemd's v1 one), from
+/// `/proc/PID/cgroup` alone; `None` when it cannot be read.
+pub(crate) fn path_of(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    path_in(&text)
+}
+
+/// The cgroup path that `proc_cgroup` (the text of `/proc/PID/cgroup`)
+/// names: the v2 line's, else the `name=systemd` line's.
+pub(crate) fn path_in(proc_cgroup: &str) -> Option<String> {
+    let mut v1 = None;
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.is_empty() {
+            return Some(path.to_owned());
+        }
+        if controllers == "name=systemd" {
+            v1 = Some(path.to_owned());
+        }
+    }
+    v1
+}
+
+/// The systemd unit a cgroup path names: its last `.service` or `.scope`
+/// (`/system.slice/nginx.service` is `nginx.service`; a container's
+/// cgroup below a unit still names that unit).
+pub(crate) fn unit_of(path: &str) -> Option<&str> {
+    path.split('/')
+        .rev()
+        .find(|part| part.ends_with(".service") || part.ends_with(".scope"))
+}
+
 /// The cgroup that `proc_cgroup` (the text of `/proc/PID/cgroup`) names,
 /// in the hierarchies `mountinfo` (of `/proc/self/mountinfo`) mounts.
 pub(crate) fn find(proc_cgroup: &str, mountinfo: &str) -> Result<Cgroup, String> {
@@ -180,6 +216,29 @@ fn unescape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_path_and_unit_come_from_proc_cgroup() {
+        let v2 = "0::/system.slice/nginx.service\n";
+        assert_eq!(path_in(v2).as_deref(), Some("/system.slice/nginx.service"));
+        let hybrid =
+            "12:memory:/user.slice\n1:name=systemd:/user.slice/user-1000.slice/session-2.scope\n";
+        assert_eq!(
+            path_in(hybrid).as_deref(),
+            Some("/user.slice/user-1000.slice/session-2.scope")
+        );
+        assert_eq!(path_in("garbage"), None);
+        assert_eq!(
+            unit_of("/system.slice/nginx.service"),
+            Some("nginx.service")
+        );
+        assert_eq!(
+            unit_of("/system.slice/docker.service/ctr/payload"),
+            Some("docker.service")
+        );
+        assert_eq!(unit_of("/user.slice"), None);
+        assert_eq!(unit_of("/"), None);
+    }
 
     const HYBRID: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

@@ -146,8 +146,14 @@ pub(crate) fn lower_thread_priority(nice: i32) -> std::io::Result<()> {
 /// Raises the limit on open files as far as it goes: a pidfd is kept for
 /// every covered process. Root (CAP_SYS_RESOURCE) may raise the hard limit
 /// to the kernel's `fs.nr_open`; anyone may raise the soft one to the hard
-/// one. Returns the soft limit now in force.
+/// one. Returns the soft limit now in force, which pidfds then keep under.
 pub(crate) fn raise_fd_limit() -> u64 {
+    let limit = fd_limit_raised();
+    pidfd::set_fd_limit(limit);
+    limit
+}
+
+fn fd_limit_raised() -> u64 {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let now = getrlimit(Resource::Nofile);
     let (Some(soft), Some(hard)) = (now.current, now.maximum) else {

@@ -2,7 +2,14 @@
 //! for, so a signal sent through it never reaches a process that got the
 //! PID later.
 
-use std::{fmt, io, os::fd::OwnedFd, sync::Arc};
+use std::{
+    fmt, io,
+    os::fd::OwnedFd,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use rustix::{
     event::{PollFd, PollFlags, poll},
@@ -53,23 +60,64 @@ pub(crate) enum Delivery {
     Gone,
 }
 
+/// File descriptors pidfds may never take: kept for procespy's own work
+/// (listing `/proc`, the control socket, the history, alerts), however many
+/// processes it follows. Without them, an examination that cannot list
+/// `/proc` would follow nothing at all.
+pub(crate) const FD_RESERVE: u64 = 64;
+
+/// The open-file limit in force (see [`super::raise_fd_limit`]).
+static FD_LIMIT: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Pidfds open now.
+static OPEN: AtomicU64 = AtomicU64::new(0);
+
+/// Tells the pidfds the open-file limit in force.
+pub(crate) fn set_fd_limit(limit: u64) {
+    FD_LIMIT.store(limit, Ordering::Relaxed);
+}
+
+/// An open pidfd, counted while it is open.
+#[derive(Debug)]
+struct Counted(OwnedFd);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A pidfd, shared between the guard and the timers that act on it later.
 #[derive(Clone, Debug)]
-pub(crate) struct Pidfd(Arc<OwnedFd>);
+pub(crate) struct Pidfd(Arc<Counted>);
 
 impl Pidfd {
-    /// Opens a pidfd for `pid`.
+    /// Opens a pidfd for `pid`, unless that would leave fewer than
+    /// [`FD_RESERVE`] descriptors under the open-file limit.
     pub(crate) fn open(pid: u32) -> io::Result<Pidfd> {
         let pid = i32::try_from(pid)
             .ok()
             .and_then(Pid::from_raw)
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        Ok(Pidfd(Arc::new(pidfd_open(pid, PidfdFlags::empty())?)))
+        let limit = FD_LIMIT.load(Ordering::Relaxed);
+        if OPEN.fetch_add(1, Ordering::Relaxed) + FD_RESERVE >= limit {
+            OPEN.fetch_sub(1, Ordering::Relaxed);
+            return Err(io::Error::other(format!(
+                "the open-file limit ({limit}) is reached, less {FD_RESERVE} kept for \
+                 procespy's own work; raise LimitNOFILE"
+            )));
+        }
+        match pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(fd) => Ok(Pidfd(Arc::new(Counted(fd)))),
+            Err(err) => {
+                OPEN.fetch_sub(1, Ordering::Relaxed);
+                Err(err.into())
+            }
+        }
     }
 
     /// Sends `signal` to the process (`pidfd_send_signal`).
     pub(crate) fn send(&self, signal: Signal) -> io::Result<Delivery> {
-        match pidfd_send_signal(&*self.0, signal.to_rustix()) {
+        match pidfd_send_signal(&self.0.0, signal.to_rustix()) {
             Ok(()) => Ok(Delivery::Sent),
             Err(rustix::io::Errno::SRCH) => Ok(Delivery::Gone),
             Err(err) => Err(err.into()),
@@ -78,7 +126,7 @@ impl Pidfd {
 
     /// Whether the process has exited (its pidfd polls readable).
     pub(crate) fn exited(&self) -> bool {
-        let mut fds = [PollFd::new(&*self.0, PollFlags::IN)];
+        let mut fds = [PollFd::new(&self.0.0, PollFlags::IN)];
         let zero = rustix::time::Timespec {
             tv_sec: 0,
             tv_nsec: 0,

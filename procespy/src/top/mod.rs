@@ -45,6 +45,8 @@ pub(crate) struct Options {
     /// The configuration whose limits are shown when no daemon answers
     /// (`None`: `/etc/procespy.toml` when it exists).
     pub(crate) config: Option<PathBuf>,
+    /// Also show each process's PSS, read at every refresh (`--pss`).
+    pub(crate) pss: bool,
     /// The daemon's control socket.
     pub(crate) socket: PathBuf,
 }

@@ -51,6 +51,9 @@ pub(crate) struct Sample {
     pub(crate) users: HashMap<u32, String>,
     /// The limit covering each covered process, in bytes, by PID.
     pub(crate) limits: HashMap<u32, u64>,
+    /// The PSS of each process whose PSS could be read, by PID, when PSS is
+    /// shown (`--pss`).
+    pub(crate) pss: Option<HashMap<u32, u64>>,
     /// What the daemon told, or why it told nothing.
     pub(crate) daemon: Result<DaemonSample, String>,
 }
@@ -126,6 +129,8 @@ pub(crate) struct Model {
     recorded: HashMap<u32, Vec<Point>>,
     actions: Vec<ActionRecord>,
     source: Source,
+    /// Whether the rows have a PSS (`--pss`).
+    pss: bool,
 }
 
 impl Model {
@@ -150,17 +155,24 @@ impl Model {
             recorded: HashMap::new(),
             actions: Vec::new(),
             source: Source::ProcOnly("not asked yet".to_owned()),
+            pss: false,
         }
     }
 
     /// Takes in one refresh.
     pub(crate) fn update(&mut self, sample: Sample) {
         let user_name = |uid| sample.users.get(&uid).cloned();
+        let pss_of = |pid: u32| sample.pss.as_ref()?.get(&pid).copied();
         let ctx = ps::Context {
             mem_total: sample.mem.total,
             uptime_ticks: sample.uptime_ticks,
             user_name: &user_name,
+            pss_of: sample
+                .pss
+                .is_some()
+                .then_some(&pss_of as &dyn Fn(u32) -> Option<u64>),
         };
+        self.pss = sample.pss.is_some();
         let listed = ps::select(&sample.procs, &ps::Options::default());
         self.rows = listed
             .iter()
@@ -306,6 +318,11 @@ impl Model {
     /// How many processes the last sample listed.
     pub(crate) fn listed(&self) -> usize {
         self.rows.len()
+    }
+
+    /// Whether the rows show a PSS (`--pss`).
+    pub(crate) fn pss(&self) -> bool {
+        self.pss
     }
 
     /// The order of the list.
@@ -527,6 +544,7 @@ pub(crate) mod tests {
             procs,
             users: HashMap::from([(1000, "alice".to_owned())]),
             limits: limits.iter().copied().collect(),
+            pss: None,
             daemon: Err("no procespy daemon answers".to_owned()),
         }
     }

@@ -30,6 +30,8 @@ pub(crate) struct Sampler {
     socket: PathBuf,
     /// The seconds of history asked of the daemon.
     history: u32,
+    /// Whether each process's PSS is read (`--pss`).
+    pss: bool,
 }
 
 impl Sampler {
@@ -43,10 +45,12 @@ impl Sampler {
             limits: crate::ps::load_limits(opts.config.as_deref())?,
             socket: opts.socket.clone(),
             history: history.ceil() as u32,
+            pss: opts.pss,
         })
     }
 
-    /// Reads the machine, `/proc` and the daemon once.
+    /// Reads the machine, `/proc` (with every process's `smaps_rollup` for
+    /// `--pss`) and the daemon once.
     pub(crate) fn sample(&mut self) -> Result<Sample> {
         let cpu = CpuTimes::read();
         let mem = MemInfo::read();
@@ -61,6 +65,13 @@ impl Sampler {
                 .filter_map(|proc| Some((proc.pid, crate::ps::covering_limit(&self.limits, proc)?)))
                 .collect(),
         };
+        let pss = self.pss.then(|| {
+            procs
+                .iter()
+                .filter(|proc| !proc.kernel_thread)
+                .filter_map(|proc| Some((proc.pid, crate::scan::read_pss(proc.pid)?)))
+                .collect()
+        });
         let users = procs
             .iter()
             .map(|proc| (proc.uid, self.users.name(Some(proc.uid))))
@@ -73,6 +84,7 @@ impl Sampler {
             procs,
             users,
             limits,
+            pss,
             daemon: daemon.map(|(daemon, _)| daemon),
         })
     }

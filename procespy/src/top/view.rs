@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     alerts::message::LocalTime,
-    ps::{self, COLUMNS},
+    ps::{self, PSS_AT},
     text::{Align, escape, human_size},
 };
 
@@ -28,6 +28,8 @@ use crate::{
 const WIDTHS: [u16; 8] = [7, 10, 15, 9, 6, 6, 9, 6];
 /// The widest NAME: room for the start of an escaped name.
 const NAME_MAX: u16 = 32;
+/// The width of the PSS column (`--pss`), as RSS's.
+const PSS_WIDTH: u16 = 9;
 /// Lines of the actions panel, inside its border.
 const ACTION_LINES: u16 = 5;
 /// %LIMIT from which the figure is shown as a warning, then as danger.
@@ -139,17 +141,20 @@ fn draw_processes(frame: &mut Frame, area: Rect, model: &Model) {
         _ => {}
     }
 
-    let gaps = WIDTHS.len() as u16;
-    let spare = inner
-        .width
-        .saturating_sub(WIDTHS.iter().sum::<u16>() + gaps);
+    let columns = ps::columns(model.pss());
+    let mut fixed = WIDTHS.to_vec();
+    if model.pss() {
+        fixed.insert(PSS_AT, PSS_WIDTH);
+    }
+    let gaps = fixed.len() as u16;
+    let spare = inner.width.saturating_sub(fixed.iter().sum::<u16>() + gaps);
     let trend = spare.min(TREND_COLUMNS as u16);
-    let mut widths = WIDTHS.map(Constraint::Length).to_vec();
-    widths[2] = Constraint::Length((WIDTHS[2] + spare - trend).min(NAME_MAX));
+    let mut widths: Vec<Constraint> = fixed.iter().copied().map(Constraint::Length).collect();
+    widths[2] = Constraint::Length((fixed[2] + spare - trend).min(NAME_MAX));
     widths.push(Constraint::Length(trend));
 
     let header = Row::new(
-        COLUMNS
+        columns
             .iter()
             .map(|&(title, align)| aligned(title.to_owned(), align))
             .chain([Cell::from("TREND")]),
@@ -158,8 +163,8 @@ fn draw_processes(frame: &mut Frame, area: Rect, model: &Model) {
     let rows = visible.iter().take(shown).map(|row| {
         let mut cells: Vec<Cell> = ps::cells(row)
             .into_iter()
-            .zip(COLUMNS)
-            .map(|(text, (_, align))| aligned(text, align))
+            .zip(&columns)
+            .map(|(text, &(_, align))| aligned(text, align))
             .collect();
         if let Some(percent) = row.limit_percent {
             let last = cells.len() - 1;
@@ -252,6 +257,8 @@ fn draw_footer(frame: &mut Frame, area: Rect, model: &Model) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use ratatui::{Terminal, backend::TestBackend, buffer::Buffer};
 
     use super::*;
@@ -372,6 +379,48 @@ mod tests {
             .unwrap();
         assert!(row.contains("100 MiB") && row.contains("100.0"), "{row}");
         assert!(row.contains("▂▄█"), "{row}");
+    }
+
+    #[test]
+    fn pss_has_a_column_after_rss_only_on_request() {
+        let procs = vec![proc(100, b"sharer", 300, 0), proc(101, b"other", 200, 0)];
+        let mut asked = sample(10.0, procs.clone(), &[]);
+        asked.pss = Some(HashMap::from([(100, 25 * MIB)]));
+        let mut with_pss = model();
+        with_pss.update(asked);
+        let drawn = screen(&with_pss, 120, 30);
+        let header = drawn
+            .iter()
+            .map(|row| text(row))
+            .find(|row| row.contains("PID"))
+            .unwrap();
+        let (rss, pss, mem) = (
+            header.find(" RSS").unwrap(),
+            header.find(" PSS").unwrap(),
+            header.find("%MEM").unwrap(),
+        );
+        assert!(rss < pss && pss < mem, "{header}");
+        let row = |name: &str| {
+            drawn
+                .iter()
+                .map(|row| text(row))
+                .find(|row| row.contains(name))
+                .unwrap()
+        };
+        assert!(
+            row("sharer").contains("300 MiB    25 MiB"),
+            "{}",
+            row("sharer")
+        );
+        assert!(
+            row("other").contains("200 MiB         -"),
+            "{}",
+            row("other")
+        );
+
+        let mut plain = model();
+        plain.update(sample(10.0, procs, &[]));
+        assert!(!joined(&screen(&plain, 120, 30)).contains(" PSS"));
     }
 
     #[test]

@@ -16,6 +16,13 @@
 //!   (for another process to fill through `/proc/PID/mem`); answers
 //!   `ok ADDRESS` (decimal).
 //! - `spin SECONDS`: keeps one CPU busy for SECONDS; answers `ok`.
+//! - `share PATH MIB`: maps the first MIB MiB of the file PATH (created, and
+//!   made that long, when shorter: a file of /dev/shm is shared memory)
+//!   shared, and writes every page of it; answers `ok VMRSS_BYTES`. Test
+//!   programs that share one file share its pages.
+//! - `spawn EXE`: starts `EXE --pause` (another copy of the test program) in
+//!   this process's group, its output going where this one's goes; answers
+//!   `ok PID`.
 //! - `rss`: answers `ok VMRSS_BYTES`.
 //! - `exit`: exits 0.
 //!
@@ -23,7 +30,11 @@
 //! `term NANOS` (CLOCK_MONOTONIC) when SIGTERM arrives, then exits 143;
 //! `--grow-rate MIB_PER_S --grow-to MIB` grows at that rate at once, printing
 //! `progress BYTES NANOS` after each MiB (NANOS: CLOCK_MONOTONIC), then waits
-//! for commands.
+//! for commands; `--own-group` makes it the leader of a process group of
+//! its own; `--pause` waits for a signal and never reads a command;
+//! `--breathe KIB` reads no commands and, every second forever, touches
+//! KIB KiB more or gives them back (the benchmarks' processes whose RSS
+//! keeps moving).
 
 use std::io::{BufRead, Write};
 
@@ -38,6 +49,7 @@ fn main() {
         .collect();
     let mut rate = None;
     let mut target = 0usize;
+    let mut breathe = None;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
@@ -54,8 +66,17 @@ fn main() {
                 // SAFETY: installing SIG_IGN for SIGTERM.
                 unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
             }
+            "--own-group" => {
+                // SAFETY: setpgid(2) on this process.
+                unsafe { libc::setpgid(0, 0) };
+            }
+            "--pause" => loop {
+                // SAFETY: pause(2) only waits.
+                unsafe { libc::pause() };
+            },
             "--grow-rate" => rate = iter.next().and_then(|v| v.parse::<f64>().ok()),
             "--grow-to" => target = iter.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            "--breathe" => breathe = iter.next().and_then(|v| v.parse::<usize>().ok()),
             // Whatever follows `--` only makes the command line (odd bytes, say).
             "--" => break,
             other => {
@@ -65,9 +86,13 @@ fn main() {
         }
     }
     let mut memory: Vec<Region> = Vec::new();
+    let mut children: Vec<std::process::Child> = Vec::new();
     let stdout = std::io::stdout();
     if let Some(rate) = rate {
         grow_at_rate(&mut memory, rate, target);
+    }
+    if let Some(kib) = breathe {
+        breathe_forever(kib << 10);
     }
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
@@ -129,6 +154,28 @@ fn main() {
                 }
                 None => "error bad duration".to_owned(),
             },
+            (Some("share"), Some(path)) => match words.next().map(str::parse::<usize>) {
+                Some(Ok(mib)) => match Region::shared(path, mib * MIB) {
+                    Ok(region) => {
+                        memory.push(region);
+                        format!("ok {}", vm_rss())
+                    }
+                    Err(err) => format!("error {path}: {err}"),
+                },
+                _ => "error bad size".to_owned(),
+            },
+            (Some("spawn"), Some(exe)) => match std::process::Command::new(exe)
+                .arg("--pause")
+                .stdin(std::process::Stdio::null())
+                .spawn()
+            {
+                Ok(child) => {
+                    let pid = child.id();
+                    children.push(child);
+                    format!("ok {pid}")
+                }
+                Err(err) => format!("error {exe}: {err}"),
+            },
             (Some("rss"), None) => format!("ok {}", vm_rss()),
             (Some("exit"), None) => std::process::exit(0),
             _ => format!("error unknown command {line:?}"),
@@ -162,6 +209,19 @@ fn grow_at_rate(memory: &mut Vec<Region>, rate: f64, target: usize) {
         if let Some(wait) = due.checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
         }
+    }
+}
+
+/// Every second, touches `len` more bytes or gives them back; never
+/// returns. Processes started together spread over the second by PID.
+fn breathe_forever(len: usize) -> ! {
+    let phase = u64::from(std::process::id() % 1000);
+    std::thread::sleep(std::time::Duration::from_millis(phase));
+    loop {
+        let region = Region::touched(len);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        drop(region);
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
 
@@ -214,7 +274,7 @@ fn vm_rss() -> u64 {
     procespy_tests::vm_rss(std::process::id()).unwrap_or(0)
 }
 
-/// An anonymous mapping whose every page was written once.
+/// A mapping (anonymous, or of a file) whose every page was written once.
 struct Region {
     ptr: *mut libc::c_void,
     len: usize,
@@ -223,12 +283,49 @@ struct Region {
 impl Region {
     fn touched(len: usize) -> Self {
         let region = Region::untouched(len);
-        let bytes = region.ptr.cast::<u8>();
-        for offset in (0..len).step_by(4096) {
-            // SAFETY: inside the mapping just made.
+        region.touch();
+        region
+    }
+
+    /// The first `len` bytes of the file `path`, mapped shared, every page
+    /// written.
+    fn shared(path: &str, len: usize) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if file.metadata()?.len() < len as u64 {
+            file.set_len(len as u64)?;
+        }
+        // SAFETY: a shared mapping of a file this process opened; the
+        // mapping outlives the descriptor.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let region = Region { ptr, len };
+        region.touch();
+        Ok(region)
+    }
+
+    fn touch(&self) {
+        let bytes = self.ptr.cast::<u8>();
+        for offset in (0..self.len).step_by(4096) {
+            // SAFETY: inside the mapping.
             unsafe { bytes.add(offset).write_volatile(1) };
         }
-        region
     }
 
     fn untouched(len: usize) -> Self {

@@ -44,6 +44,7 @@ def main():
     parser.add_argument("--refuse")
     args = parser.parse_args()
     counter = itertools.count(1)
+    image_counter = itertools.count(1)
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):
@@ -52,6 +53,22 @@ def main():
                 raw = raw.encode()
             message = email.message_from_bytes(raw, policy=email.policy.default)
             body = message.get_body(preferencelist=("plain",))
+            html = message.get_body(preferencelist=("html",))
+            images = []
+            for part in message.walk():
+                if part.get_content_maintype() != "image":
+                    continue
+                image = os.path.join(args.dir, f"image-{next(image_counter):04}.bin")
+                with open(image, "wb") as out:
+                    out.write(part.get_payload(decode=True) or b"")
+                images.append(
+                    {
+                        "content_type": part.get_content_type(),
+                        "content_id": str(part["content-id"]),
+                        "disposition": part.get_content_disposition(),
+                        "path": image,
+                    }
+                )
             login = None
             if isinstance(session.auth_data, LoginPassword):
                 login = session.auth_data.login.decode()
@@ -65,6 +82,8 @@ def main():
                 "message_id": str(message["message-id"]),
                 "content_type": message.get_content_type(),
                 "body": body.get_content() if body is not None else "",
+                "html": html.get_content() if html is not None else "",
+                "images": images,
                 # session.ssl is set by STARTTLS; implicit TLS shows on the transport.
                 "tls": session.ssl is not None
                 or server.transport.get_extra_info("ssl_object") is not None,

@@ -18,8 +18,8 @@ use std::{
 
 use anyhow::Result;
 use procespy_tests::{
-    Config, Daemon, DaemonOptions, Limit, LogTo, Machine, Scratch, TestProg, kill_one,
-    monotonic_ns, patience,
+    Config, Daemon, DaemonOptions, Limit, LogTo, Machine, Scratch, TestProg, keep_for_readme,
+    kill_one, monotonic_ns, patience,
     peers::{
         desktop::{DesktopSession, TEST_USER, have_desktop_peers},
         free_port,
@@ -178,7 +178,13 @@ fn assert_kill_mail(message: &Value, name: &str, pid: u32) {
         message["rcpt_tos"],
         serde_json::json!(["ops@example.com", "oncall@example.com"])
     );
-    assert_eq!(text(message, "content_type"), "text/plain");
+    // With a chart (two readings or more before the kill), the text has an
+    // HTML sibling carrying it.
+    let content_type = text(message, "content_type");
+    assert!(
+        ["text/plain", "multipart/alternative"].contains(&content_type),
+        "{content_type}"
+    );
     assert!(!text(message, "date").is_empty());
     assert!(text(message, "message_id").starts_with("<procespy."));
     let body = text(message, "body");
@@ -290,7 +296,7 @@ fn popup_reaches_the_users_session_bus_and_dunst_shows_it() {
         body.contains(&format!(", limit 64.0 MiB (rule {name})")),
         "{body:?}"
     );
-    assert!(body.ends_with("SIGTERM: sent"), "{body:?}");
+    assert!(body.contains("\nSIGTERM: sent"), "{body:?}");
     // dunst 1.9 has no urgency in its history; newer ones say it.
     if notification.get("urgency").is_some() {
         assert_eq!(field("urgency"), "CRITICAL");
@@ -898,4 +904,184 @@ fn a_refused_email_delays_no_other() {
     wait_until("it is set aside", Duration::from_secs(5), || {
         !json_files(&spool.join("rejected")).is_empty()
     });
+}
+
+/// The chart image a message carries: its PNG decoded, checked to be of its
+/// stated size with ink on it.
+fn assert_chart(message: &Value) {
+    let images = message["images"].as_array().cloned().unwrap_or_default();
+    assert_eq!(images.len(), 1, "one image in {message:#}");
+    let image = &images[0];
+    assert_eq!(text(image, "content_type"), "image/png");
+    assert_eq!(text(image, "disposition"), "inline");
+    let cid = text(image, "content_id")
+        .trim_matches(|c| c == '<' || c == '>')
+        .to_owned();
+    assert!(!cid.is_empty());
+    let html = text(message, "html");
+    assert!(html.contains(&format!("src=\"cid:{cid}\"")), "{html}");
+    let bytes = std::fs::read(text(image, "path")).expect("the image was saved");
+    keep_for_readme("procespy-email-chart.png", &bytes);
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let (width, height) = (reader.info().width, reader.info().height);
+    let mut pixels = vec![0; reader.output_buffer_size().expect("a size")];
+    let frame = reader.next_frame(&mut pixels).expect("it decodes");
+    assert_eq!((frame.width, frame.height), (width, height));
+    assert!(
+        html.contains(&format!("width=\"{width}\" height=\"{height}\"")),
+        "{html}"
+    );
+    let channels = frame.color_type.samples();
+    let ink = pixels[..frame.buffer_size()]
+        .chunks(channels)
+        .filter(|px| px.iter().take(3).any(|&v| v != 255))
+        .count();
+    assert!(ink > 1000, "{ink} pixels not white of {width}x{height}");
+}
+
+/// The value of the text part's `label` line (`Growth:  …`).
+fn line_of<'a>(body: &'a str, label: &str) -> &'a str {
+    let prefix = format!("{:<8} ", format!("{label}:"));
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {label:?} line in:\n{body}"))
+}
+
+#[test]
+fn a_kill_email_tells_the_story_with_a_chart_and_the_popup_has_the_growth() {
+    let Some(_machine) = require_root().filter(|_| have_aiosmtpd() && have_desktop_peers()) else {
+        return;
+    };
+    let name = "tp-story";
+    let session = DesktopSession::start().expect("the desktop session starts");
+    let (scratch, exe) = Scratch::with_testprog(name);
+    let server = smtp_server(&scratch, &SmtpOptions::default());
+    let spool = scratch.path().join("outbox");
+    let config = config(name)
+        .table(&notify_cooldown("60s"))
+        .table(&test_user_popups())
+        .table(&email(server.port, "none", &spool, ""));
+    let daemon = start_daemon(&config, &[]);
+    // 8 MiB a second: several readings a second apart before the limit.
+    let mut prog = TestProg::start_as(&exe, &["--grow-rate", "8", "--grow-to", "200"])
+        .expect("the test program starts");
+    let pid = prog.pid();
+    daemon.wait_covered(pid).expect("covered");
+    let signal = prog.wait_signal(Duration::from_secs(60)).expect("it ends");
+    assert_eq!(signal, Some(SIGTERM));
+
+    let message = server
+        .wait_messages(1, Duration::from_secs(20))
+        .expect("the email arrives")
+        .remove(0);
+    assert_kill_mail(&message, name, pid);
+    assert_eq!(text(&message, "content_type"), "multipart/alternative");
+    assert_chart(&message);
+    let body = text(&message, "body");
+    eprintln!("the text part:\n{body}");
+    let growth = line_of(body, "Growth");
+    assert!(
+        growth.starts_with("grew from ")
+            && growth.contains(" MiB in ")
+            && growth.ends_with(" MiB/s)"),
+        "{growth}"
+    );
+    for label in ["Crossed", "Signal", "Exited"] {
+        let value = line_of(body, label);
+        assert!(value.len() >= "10:02:13.412".len(), "{label}: {value}");
+    }
+    assert!(line_of(body, "Signal").starts_with("SIGTERM at "), "{body}");
+    assert!(
+        line_of(body, "Exited").contains(" s after the signal)"),
+        "{body}"
+    );
+    let command = line_of(body, "Command");
+    assert!(
+        command.starts_with(&exe.display().to_string()) && command.contains("--grow-rate 8"),
+        "{command}"
+    );
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    if cgroup.lines().any(|l| l.starts_with("0::")) {
+        let unit = line_of(body, "Unit");
+        assert!(unit.contains("cgroup /"), "{unit}");
+    }
+
+    let popup = popups_of(&session, &[pid]).remove(0);
+    let popup_body = popup_field(&popup, "body");
+    assert!(
+        popup_body.lines().any(|l| l == growth),
+        "the growth line {growth:?} in the popup {popup_body:?}"
+    );
+}
+
+#[test]
+fn a_process_past_warn_at_gets_one_warning_with_an_eta_and_is_killed_only_at_the_limit() {
+    let Some(_machine) = require_root().filter(|_| have_aiosmtpd()) else {
+        return;
+    };
+    let name = "tp-warn";
+    let (scratch, exe) = Scratch::with_testprog(name);
+    let server = smtp_server(&scratch, &SmtpOptions::default());
+    let spool = scratch.path().join("outbox");
+    let config = Config::new("ebpf")
+        .limit(Limit::kill_past_64mib(name).warn_at("80%"))
+        .table(&notify_cooldown("60s"))
+        .no_popups()
+        .table(&email(server.port, "none", &spool, ""));
+    let daemon = start_daemon(&config, &[]);
+    // 4 MiB a second: the warning (at 51.2 MiB) comes seconds before the limit.
+    let mut prog = TestProg::start_as(&exe, &["--grow-rate", "4", "--grow-to", "200"])
+        .expect("the test program starts");
+    let pid = prog.pid();
+    daemon.wait_covered(pid).expect("covered");
+    let signal = prog.wait_signal(Duration::from_secs(90)).expect("it ends");
+    assert_eq!(signal, Some(SIGTERM));
+    server
+        .wait_messages(2, Duration::from_secs(20))
+        .expect("a warning, then the kill");
+    // Exactly one warning: a second would have come by the time the kill's did.
+    let messages = server.messages();
+    let warnings: Vec<&Value> = messages
+        .iter()
+        .filter(|m| text(m, "subject").contains(" of its memory limit"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning: {messages:#?}");
+    let warning = text(warnings[0], "body");
+    eprintln!("the warning:\n{warning}");
+    let outlook = line_of(warning, "Outlook");
+    let expected = format!("at this rate {name} reaches 64 MiB in about ");
+    assert!(
+        outlook.starts_with(&expected) && outlook.ends_with(" s"),
+        "{outlook}"
+    );
+    assert!(
+        line_of(warning, "Result").starts_with("over the warning threshold"),
+        "{warning}"
+    );
+    let warned_rss: u64 = rss_bytes(warning);
+    assert!(
+        warned_rss > 64 * 1024 * 1024 * 8 / 10 && warned_rss <= 64 << 20,
+        "warned at {warned_rss} bytes"
+    );
+
+    let kill = messages
+        .iter()
+        .find(|m| text(m, "subject").contains(&format!("stopped {name} (PID {pid},")))
+        .expect("the kill's email");
+    let killed_rss = rss_bytes(text(kill, "body"));
+    assert!(
+        killed_rss >= 64 << 20,
+        "killed at {killed_rss} bytes, under the limit"
+    );
+}
+
+/// The bytes of the `RSS:` line of an email's text (`RSS:     1.6 GiB (1677721600 bytes)`).
+fn rss_bytes(body: &str) -> u64 {
+    let line = line_of(body, "RSS");
+    line.split('(')
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes in {line:?}"))
 }

@@ -22,14 +22,19 @@ use std::{
 
 use procespy_tests::{
     Config, Daemon, DaemonOptions, Limit, Machine, Scratch, TestProg, in_guest, patience,
-    peers::http_get, poll, require_root, require_root_alone, reset_vm_hwm, signal, status_process,
-    vm_hwm, vm_rss,
+    peers::http_get, poll, require_root, require_root_alone, reset_vm_hwm, rss_file, signal,
+    status_process, vm_hwm, vm_rss,
 };
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;
+/// A pause of a writer this long lets the daemon, which reads a file once
+/// it stayed unchanged for 200 ms, take a half-written one as whole.
+const WRITER_STALL: Duration = Duration::from_millis(150);
+/// Patterns that take seconds to compile together (`\w{20}…`, Unicode).
+const SLOW_PATTERNS: u64 = 300;
 
 /// The scan interval of these tests' daemons, as written in their config.
 const SCAN: &str = "1s";
@@ -283,7 +288,7 @@ fn assert_prompt(phase: &str, hogs: &[(u64, bool)]) {
 }
 
 /// A reload waits for a config that an editor keeps rewriting (every
-/// 50 ms for 3 s), then validates it, which takes seconds (100 patterns
+/// 50 ms for 3 s), then validates it, which takes seconds (300 patterns
 /// that compile slowly); hogs started meanwhile, in either phase, are
 /// stopped at their limit within 2 ms.
 #[test]
@@ -295,7 +300,7 @@ fn a_reload_waiting_for_a_changing_config_or_validating_it_delays_no_kill() {
     let name = "tp-reload-stall";
     let (scratch, exe) = Scratch::with_testprog(name);
     let config = config_kept_in("ebpf", &scratch).limit(Limit::kill_past_64mib(name));
-    let slow = (0..100).fold(config.clone(), |slow, i| {
+    let slow = (0..SLOW_PATTERNS).fold(config.clone(), |slow, i| {
         slow.limit(Limit::pattern(&format!(r"\w{{20}}tp-stall-{i}"), "1GiB"))
     });
     let daemon = Daemon::with_config(&config).expect("daemon starts");
@@ -323,7 +328,11 @@ fn a_reload_waiting_for_a_changing_config_or_validating_it_delays_no_kill() {
     })
     .expect("the reload ends");
     let status = daemon.status().expect("status");
-    assert_eq!(status["limits"], 101, "the slow config is in force");
+    assert_eq!(
+        status["limits"],
+        SLOW_PATTERNS + 1,
+        "the slow config is in force"
+    );
 }
 
 /// A small deterministic generator (xorshift64*): the same "random" pauses
@@ -344,15 +353,16 @@ impl Dice {
     }
 }
 
-/// The numbers N of the "reloaded: N limits" lines in the log.
-fn reloaded_counts(daemon: &Daemon) -> Vec<u64> {
+/// The "reloaded: N limits" lines in the log: their place in it, and N.
+fn reloaded_counts(daemon: &Daemon) -> Vec<(usize, u64)> {
     daemon
         .log()
         .iter()
-        .filter_map(|line| {
+        .enumerate()
+        .filter_map(|(at, line)| {
             let message = line["message"].as_str()?;
             let (_, rest) = message.split_once(" reloaded: ")?;
-            rest.strip_suffix(" limits")?.parse().ok()
+            Some((at, rest.strip_suffix(" limits")?.parse().ok()?))
         })
         .collect()
 }
@@ -362,6 +372,11 @@ fn reloaded_counts(daemon: &Daemon) -> Vec<u64> {
 /// 2 ms: no reload ever puts a truncated file in force. The file ends in
 /// `max_memory = 104857600` (100 MiB) on a 5 MB test program: cut short in
 /// that number it would read as a limit of a few bytes and stop it.
+///
+/// A file that stayed unchanged for the daemon's settling time is read as
+/// it is: that is the contract. So a round in which the machine stalled
+/// the writer itself that long (a loaded machine does) excuses a cut
+/// reload logged during it or just after; most rounds must be unstalled.
 #[test]
 fn a_config_rewritten_in_place_during_a_sighup_storm_is_never_read_half_written() {
     let name = "tp-halfwritten";
@@ -388,25 +403,51 @@ fn a_config_rewritten_in_place_during_a_sighup_storm_is_never_read_half_written(
     });
     let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
     let rounds = if in_guest() { 10 } else { 40 };
+    // Where each round's lines start in the log, and whether it stalled.
+    let mut round_starts = Vec::with_capacity(rounds);
     for _ in 0..rounds {
+        let from = daemon.log().len();
+        // The file last changed somewhere within the previous call (the
+        // truncating open, or a write), and changes next within this one:
+        // it may have stood still from the start of the one to the end of
+        // the other.
+        let mut previous = Instant::now();
         let file = std::fs::OpenOptions::new()
             .write(true)
             .truncate(true)
             .open(daemon.config_path())
             .expect("open the config in place");
+        let mut stalled = false;
         let mut rest = text.as_bytes();
         let mut at = 0;
         while !rest.is_empty() {
             let (chunk, after) = rest.split_at((1 + dice.below(48) as usize).min(rest.len()));
+            let start = Instant::now();
             file.write_all_at(chunk, at).expect("write a chunk");
+            stalled |= previous.elapsed() >= WRITER_STALL;
+            previous = start;
             at += chunk.len() as u64;
             rest = after;
             std::thread::sleep(dice.millis(3));
         }
         drop(file);
+        round_starts.push((from, stalled));
         std::thread::sleep(dice.millis(400));
     }
     storm.stop();
+    let stalled_rounds = round_starts.iter().filter(|&&(_, s)| s).count();
+    assert!(
+        stalled_rounds * 4 <= rounds,
+        "the machine stalled the writer for {WRITER_STALL:?} in {stalled_rounds} of {rounds} \
+         rounds: the test proves nothing"
+    );
+    // A line at `at` is excused when it falls in a stalled round or the next.
+    let excused = |at: usize| {
+        let round = round_starts.partition_point(|&(from, _)| from <= at);
+        round_starts[round.saturating_sub(2)..round]
+            .iter()
+            .any(|&(_, stalled)| stalled)
+    };
     // The last reload asked for sees the whole file, settled.
     let full = 11;
     poll(Duration::from_secs(10), Duration::from_millis(100), || {
@@ -419,10 +460,14 @@ fn a_config_rewritten_in_place_during_a_sighup_storm_is_never_read_half_written(
         "only {} reloads went through: {counts:?}",
         counts.len()
     );
-    let cut: Vec<&u64> = counts.iter().filter(|&&n| n != full).collect();
+    let cut: Vec<&(usize, u64)> = counts
+        .iter()
+        .filter(|&&(at, n)| n != full && !excused(at))
+        .collect();
     assert!(
         cut.is_empty(),
-        "{} of {} reloads put a truncated file in force: {counts:?}",
+        "{} of {} reloads put a truncated file in force ({stalled_rounds} stalled rounds \
+         excused): {cut:?}",
         cut.len(),
         counts.len()
     );
@@ -559,7 +604,8 @@ fn a_config_a_user_can_swap_is_never_put_in_force() {
 
 /// A root client sends 100 MB with no end of line: the daemon replies with
 /// an error once the request passes its 4 KiB cap, and its RSS stays under
-/// 32 MiB throughout.
+/// 16 MiB throughout, its mapped files aside (the test's debug build maps
+/// some 30 MiB of its own executable; a release build, a few).
 #[test]
 fn a_100_mb_control_request_is_refused_at_the_cap() {
     let Some(_machine) = require_root() else {
@@ -577,10 +623,12 @@ fn a_100_mb_control_request_is_refused_at_the_cap() {
         "{reply}"
     );
     let peak = vm_hwm(daemon.pid()).expect("VmHWM");
+    let files = rss_file(daemon.pid()).expect("RssFile");
     assert!(
-        peak < 32 * MIB,
-        "the daemon's RSS reached {:.1} MiB",
-        peak as f64 / MIB as f64
+        peak.saturating_sub(files) < 16 * MIB,
+        "the daemon's RSS reached {:.1} MiB, {:.1} MiB of it mapped files",
+        peak as f64 / MIB as f64,
+        files as f64 / MIB as f64
     );
     daemon.status().expect("the daemon still answers");
 }
@@ -966,10 +1014,11 @@ fn with_too_few_file_descriptors_every_covered_process_is_followed_or_counted() 
         )
     });
     assert!(unfollowed > 0, "all were followed: the limit was not felt");
-    for pid in &pids {
+    let held = pidfds_of(daemon.pid());
+    for pid in pids.iter().filter(|p| held.contains(p)) {
         assert!(
             status_process(&status, *pid).is_some(),
-            "{pid} is not listed as covered"
+            "{pid} is followed but not listed as covered"
         );
     }
     let line = daemon

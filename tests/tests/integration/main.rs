@@ -7,6 +7,7 @@ mod control;
 mod enforce;
 mod history;
 mod hostile;
+mod limits;
 mod modes;
 mod object;
 mod ps;

@@ -2,7 +2,7 @@
 
 use std::{os::unix::process::CommandExt, process::Command};
 
-use procespy_tests::{TestProg, procespy_bin, run, vm_rss};
+use procespy_tests::{Scratch, TestProg, procespy_bin, run, vm_rss};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -80,4 +80,46 @@ fn ps_works_without_root() {
         "{text}"
     );
     assert_eq!(text.lines().count(), 6, "a header and five rows: {text}");
+}
+
+/// Four test programs share one 64 MiB mapping: `ps --pss` shows each a
+/// quarter of it as PSS beside the whole of it as RSS, and only on request.
+#[test]
+fn ps_pss_shows_a_shared_mapping_divided_among_its_users() {
+    let (scratch, exe) = Scratch::with_testprog("tp-ps-pss");
+    let file = scratch.path().join("shared");
+    let mut procs: Vec<TestProg> = (0..4)
+        .map(|_| TestProg::start_as(&exe, &[]).expect("test program starts"))
+        .collect();
+    for prog in &mut procs {
+        prog.command(&format!("share {} 64", file.display()))
+            .expect("share 64 MiB");
+    }
+    let shown = ps_json(&["--pss", "--name", "tp-ps-pss"]);
+    assert_eq!(shown.len(), 4, "{shown:?}");
+    for entry in &shown {
+        let (rss, pss) = (
+            entry["rss_bytes"].as_u64().unwrap(),
+            entry["pss_bytes"].as_u64().unwrap(),
+        );
+        assert!(rss >= 64 * MIB, "RSS {rss}");
+        assert!(
+            (16 * MIB..24 * MIB).contains(&pss),
+            "PSS {} MiB of a 64 MiB mapping shared by 4",
+            pss / MIB
+        );
+    }
+    let text = run(Command::new(procespy_bin()).args(["ps", "--pss", "--name", "tp-ps-pss"]));
+    let header = text.lines().next().unwrap();
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(
+        &columns[..5],
+        ["PID", "USER", "NAME", "RSS", "PSS"],
+        "{text}"
+    );
+    let plain = ps_json(&["--name", "tp-ps-pss"]);
+    assert!(
+        plain.iter().all(|p| p.get("pss_bytes").is_none()),
+        "{plain:?}"
+    );
 }

@@ -2,11 +2,9 @@
 //! typed, the screen read. With the daemon (its limits, history and
 //! actions) and without it, as an unprivileged user, from `/proc` alone.
 
-use std::path::Path;
-
 use procespy_tests::{
-    Config, Daemon, Limit, Scratch, TestProg, Tmux, kill_one, procespy_bin, require_root,
-    target_dir,
+    Config, Daemon, Limit, Scratch, TestProg, Tmux, keep_for_readme, kill_one, procespy_bin,
+    require_root,
 };
 
 const MIB: f64 = (1u64 << 20) as f64;
@@ -223,11 +221,5 @@ fn newest_run(row: &[&str]) -> usize {
 
 /// Keeps the screen as `target/procespy-top.txt`, for the README.
 fn save(screen: &str) {
-    let target = target_dir();
-    let path = target
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("procespy-top.txt");
-    std::fs::write(&path, screen).expect("write the capture");
-    println!("the screen is in {}", path.display());
+    keep_for_readme("procespy-top.txt", screen.as_bytes());
 }

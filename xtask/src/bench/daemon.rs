@@ -1,5 +1,6 @@
-//! A procespy daemon for one benchmark row: its own config, socket and log
-//! in a scratch directory, stopped (SIGTERM, then SIGKILL) on drop.
+//! A procespy daemon for one benchmark row: its own config, socket, log
+//! and history in a scratch directory, stopped (SIGTERM, then SIGKILL) on
+//! drop.
 
 use std::{
     fs::File,
@@ -18,6 +19,8 @@ pub struct Limit<'a> {
     pub name: &'a str,
     pub max_memory: &'a str,
     pub action: &'a str,
+    /// What it counts: `rss`, `pss` or `rss+swap`.
+    pub memory: &'a str,
 }
 
 /// A config: `mode`, `scan_interval`, a 3 s grace, and `limits`.
@@ -28,27 +31,53 @@ pub fn config(mode: &str, scan_interval: &str, limits: &[Limit<'_>]) -> String {
     );
     for limit in limits {
         text.push_str(&format!(
-            "\n[[limit]]\nname = \"{}\"\nmax_memory = \"{}\"\naction = \"{}\"\n",
-            limit.name, limit.max_memory, limit.action
+            "\n[[limit]]\nname = \"{}\"\nmax_memory = \"{}\"\naction = \"{}\"\nmemory = \"{}\"\n",
+            limit.name, limit.max_memory, limit.action, limit.memory
         ));
     }
     text
 }
 
+/// One `[[limit]]` matching command lines with `pattern` (a regex without
+/// single quotes: it goes into a TOML literal string), to append to a
+/// [`config`].
+pub fn pattern_limit(pattern: &str, max_memory: &str, action: &str) -> String {
+    format!(
+        "\n[[limit]]\npattern = '{pattern}'\nmax_memory = \"{max_memory}\"\naction = \"{action}\"\n"
+    )
+}
+
 /// A running `procespy run`.
 pub struct Procespy {
     group: Group,
+    config: PathBuf,
     socket: PathBuf,
     log: PathBuf,
+    history: PathBuf,
     _dir: TempDir,
 }
 
 impl Procespy {
     /// Starts `procespy [-v] --log-format json run -c CONFIG --socket S`
-    /// with `config` (root-owned, 0644) and waits until its socket answers.
+    /// with `config` (root-owned, 0644) and its history on, and waits until
+    /// its socket answers.
     pub fn start(config: &str, verbose: bool) -> Result<Self> {
+        Self::start_with_history(config, verbose, true)
+    }
+
+    /// [`Procespy::start`] with `[history] enabled = history`, the database
+    /// in the scratch directory. `config` must have no `[history]` table.
+    pub fn start_with_history(config: &str, verbose: bool, history: bool) -> Result<Self> {
+        if config.contains("[history]") {
+            bail!("the bench daemon's config sets [history] itself");
+        }
         let dir = TempDir::new("daemon")?;
-        let config_path = dir.write("procespy.toml", config, 0o644)?;
+        let history_path = dir.path().join("history.sqlite");
+        let config = format!(
+            "{config}\n[history]\nenabled = {history}\npath = \"{}\"\n",
+            history_path.display()
+        );
+        let config_path = dir.write("procespy.toml", &config, 0o644)?;
         let socket = dir.path().join("procespy.sock");
         let log = dir.path().join("procespy.log");
         let log_file = File::create(&log).context("creating the daemon's log")?;
@@ -66,11 +95,13 @@ impl Procespy {
         let group = Group::spawn(&mut cmd, "procespy")?.terminate_gently();
         let mut daemon = Procespy {
             group,
+            config: config_path,
             socket,
             log,
+            history: history_path,
             _dir: dir,
         };
-        daemon.wait_ready(Duration::from_secs(30))?;
+        daemon.wait_ready(Duration::from_secs(120))?;
         Ok(daemon)
     }
 
@@ -94,6 +125,16 @@ impl Procespy {
     /// The daemon's PID.
     pub fn pid(&self) -> u32 {
         self.group.pid()
+    }
+
+    /// Its config file.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
+    /// Its history database (absent while the history is off).
+    pub fn history_path(&self) -> &std::path::Path {
+        &self.history
     }
 
     /// The log file (JSON lines).

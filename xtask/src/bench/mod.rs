@@ -8,7 +8,9 @@ mod bpfstats;
 mod daemon;
 mod faulter;
 mod floor;
+mod history;
 mod overhead;
+mod patterns;
 mod plot;
 mod procs;
 mod reaction;
@@ -24,11 +26,19 @@ use anyhow::{Result, bail};
 const BENCHMARKS: &[(&str, &str)] = &[
     (
         "reaction",
-        "how far past a 256 MiB limit a growing process gets, per watchdog [--runs N]",
+        "how far past a 256 MiB limit a growing process gets, per watchdog [--runs N] [--kernel 5.10|6.1|6.12]",
     ),
     (
         "overhead",
         "BPF statistics vs the floor, exec storm, idle, spawns, make -j2 [--quick] [--only PART]",
+    ),
+    (
+        "history",
+        "the history's cost: idle CPU and RSS with it on and off, database growth, reaction [--quick]",
+    ),
+    (
+        "patterns",
+        "daemon CPU per exec with 10,000 pattern limits vs 1 [--runs N] [--span SECONDS]",
     ),
     (
         "scale",
@@ -45,6 +55,8 @@ pub fn run(name: Option<&str>, args: &[String]) -> Result<()> {
     match name {
         "reaction" => reaction::run(args),
         "overhead" => overhead::run(args),
+        "history" => history::run(args),
+        "patterns" => patterns::run(args),
         "scale" => scale::run(args),
         _ => bail!("unknown benchmark `{name}`; {}", available()),
     }

@@ -300,11 +300,18 @@ pub fn group_size(pgid: u32) -> usize {
 /// one process group), killed together when the group is dropped. Returns
 /// once they all run.
 pub fn sleepers(n: usize) -> Result<Group> {
-    let script = format!("for i in $(seq {n}); do sleep 100000 & done; wait");
+    many(n, "sleep 100000", "sleeping processes")
+}
+
+/// `n` processes running the shell command `command` (children of one
+/// bash, all in one process group, stdin /dev/null), killed together when
+/// the group is dropped. Returns once they all run.
+pub fn many(n: usize, command: &str, what: &str) -> Result<Group> {
+    let script = format!("for i in $(seq {n}); do {command} & done; wait");
     let mut bash = Command::new("bash");
     bash.args(["-c", &script])
         .stdin(std::process::Stdio::null());
-    let mut group = Group::spawn(&mut bash, "the sleeping processes")?;
+    let mut group = Group::spawn(&mut bash, &format!("the {what}"))?;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let running = group_size(group.pid());
@@ -312,10 +319,10 @@ pub fn sleepers(n: usize) -> Result<Group> {
             return Ok(group);
         }
         if !group.running() {
-            bail!("the bash starting {n} sleeping processes died after {running}");
+            bail!("the bash starting {n} {what} died after {running}");
         }
         if Instant::now() > deadline {
-            bail!("only {running} of {n} sleeping processes started within 5 minutes");
+            bail!("only {running} of {n} {what} started within 5 minutes");
         }
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -24,9 +24,9 @@ fn results_path() -> PathBuf {
 /// The opening lines of a section: title, date, machine and the command.
 pub fn preamble(title: &str, name: &str, args: &[String]) -> String {
     let mut command = format!("cargo xtask bench {name}");
-    if !args.is_empty() {
-        command.push_str(" -- ");
-        command.push_str(&args.join(" "));
+    for arg in args {
+        command.push(' ');
+        command.push_str(arg);
     }
     format!(
         "## {title}\n\n- date: {}\n- machine: {}\n- command: `{command}`\n",

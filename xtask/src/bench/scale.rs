@@ -76,6 +76,7 @@ fn daemon_examinations(runs: usize) -> Result<Vec<f64>> {
             name: "bench-nobody",
             max_memory: "8GiB",
             action: "alert",
+            memory: "rss",
         }],
     );
     let daemon = Procespy::start(&config, false)?;

@@ -21,20 +21,20 @@ use crate::bench::{
 const SLEEPERS: usize = 1000;
 /// One slice of the window: the daemon's scan_interval, so that each slice
 /// holds one examination.
-const SLICE: Duration = Duration::from_secs(5);
+pub(in crate::bench) const SLICE: Duration = Duration::from_secs(5);
 
 /// One daemon's idle window.
-struct Idle {
+pub(in crate::bench) struct Idle {
     /// % of one core over the whole window.
-    share: f64,
+    pub(in crate::bench) share: f64,
     /// % of one core in each slice.
-    slices: Vec<f64>,
+    pub(in crate::bench) slices: Vec<f64>,
     /// VmRSS, RssAnon, RssFile, RssShmem at the end, in MiB.
-    rss: [f64; 4],
+    pub(in crate::bench) rss: [f64; 4],
 }
 
 /// Measures `daemon` over `window`, from one [`SLICE`] after its start-up.
-fn measure(daemon: &Procespy, window: Duration) -> Result<Idle> {
+pub(in crate::bench) fn measure(daemon: &Procespy, window: Duration) -> Result<Idle> {
     let pid = daemon.pid();
     thread::sleep(SLICE);
     let start = Instant::now();

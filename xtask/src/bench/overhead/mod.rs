@@ -17,7 +17,7 @@
 mod bpf;
 mod faults;
 mod goals;
-mod idle;
+pub(super) mod idle;
 mod make;
 mod seen;
 mod spawn;
@@ -154,6 +154,7 @@ impl Env {
             name,
             max_memory,
             action: "alert",
+            memory: "rss",
         };
         let mut limits = vec![alert(BYSTANDER, "1GiB")];
         limits.extend(workload.map(|(name, max)| alert(name, max)));
