@@ -15,7 +15,7 @@
 //! | table | one row per |
 //! | --- | --- |
 //! | `process` | covered process (boot, PID, start time): name, command line, user, limit |
-//! | `sample` | process, tier and bucket: RSS and its anon, file and shmem parts |
+//! | `sample` | process, tier and bucket: RSS and its anon, file and shmem parts, in KiB |
 //! | `total` | limit, tier and bucket: the RSS its processes hold together |
 //! | `system` | tier and bucket: CPU busy %, memory used and available |
 //! | `largest` | full examination and rank: the 20 largest processes (every examination for the finest tier's `keep`, then one per bucket of the coarsest tier) |
@@ -35,8 +35,9 @@ use serde::Serialize;
 use super::{ProcessKey, ProcessMeta, Record};
 use crate::config::Tier;
 
-/// The schema this procespy writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+/// The schema this procespy writes (`PRAGMA user_version`). Version 1 kept
+/// `sample` in bytes with an index by age; [`MIGRATE_1`] turns it into 2.
+const SCHEMA_VERSION: i64 = 2;
 
 /// In tiers coarser than the first, a value that moved by less than this
 /// share of itself (1/256) is not written again.
@@ -65,13 +66,12 @@ CREATE TABLE sample (
     process INTEGER NOT NULL,
     tier INTEGER NOT NULL,
     t REAL NOT NULL,
-    rss INTEGER NOT NULL,
-    anon INTEGER NOT NULL,
-    file INTEGER NOT NULL,
-    shmem INTEGER NOT NULL,
+    rss_kib INTEGER NOT NULL,
+    anon_kib INTEGER NOT NULL,
+    file_kib INTEGER NOT NULL,
+    shmem_kib INTEGER NOT NULL,
     PRIMARY KEY (process, tier, t)
 ) WITHOUT ROWID;
-CREATE INDEX sample_age ON sample (tier, t);
 CREATE TABLE total (
     rule TEXT NOT NULL,
     tier INTEGER NOT NULL,
@@ -108,6 +108,29 @@ CREATE TABLE action (
 );
 CREATE INDEX action_process ON action (process, t);
 CREATE INDEX action_age ON action (t);
+";
+
+/// From schema 1 to 2: `sample` is the table that grows (a row per covered
+/// process and minute for 7 days), so it holds KiB rather than bytes (two
+/// bytes a value fewer) and has no index by age (pruning goes through its
+/// key, process by process): 53 bytes a row become about 30.
+const MIGRATE_1: &str = "
+CREATE TABLE sample_v2 (
+    process INTEGER NOT NULL,
+    tier INTEGER NOT NULL,
+    t REAL NOT NULL,
+    rss_kib INTEGER NOT NULL,
+    anon_kib INTEGER NOT NULL,
+    file_kib INTEGER NOT NULL,
+    shmem_kib INTEGER NOT NULL,
+    PRIMARY KEY (process, tier, t)
+) WITHOUT ROWID;
+INSERT INTO sample_v2
+    SELECT process, tier, t, (rss + 1023) / 1024, (anon + 1023) / 1024,
+           (file + 1023) / 1024, (shmem + 1023) / 1024
+    FROM sample;
+DROP TABLE sample;
+ALTER TABLE sample_v2 RENAME TO sample;
 ";
 
 /// One reading of the machine, for the `system` table.
@@ -242,6 +265,11 @@ impl Store {
                 ))
                 .with_context(|| format!("creating the tables in {}", path.display()))?;
             }
+            1 => conn
+                .execute_batch(&format!(
+                    "BEGIN; {MIGRATE_1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))
+                .with_context(|| format!("moving {} to schema {SCHEMA_VERSION}", path.display()))?,
             SCHEMA_VERSION => {}
             other => bail!(
                 "{} has schema version {other}, and this procespy writes version \
@@ -297,7 +325,8 @@ impl Store {
             let tx = self.conn.transaction()?;
             for (tier, spec) in self.tiers.iter().enumerate() {
                 let before = now - spec.keep.as_secs_f64();
-                for table in ["sample", "total", "system"] {
+                delete_samples(&tx, tier, before)?;
+                for table in ["total", "system"] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE tier = ?1 AND t < ?2"),
                         params![tier, before],
@@ -312,13 +341,15 @@ impl Store {
             if self.size()? <= max_size {
                 break;
             }
-            let oldest: Option<f64> =
-                self.conn
-                    .query_row("SELECT min(t) FROM sample", [], |row| row.get(0))?;
-            let Some(oldest) = oldest else { break };
+            let Some(oldest) = self.oldest_sample()? else {
+                break;
+            };
             let cut = oldest + (now - oldest) / 10.0;
             let tx = self.conn.transaction()?;
-            for table in ["sample", "total", "system"] {
+            for tier in 0..self.tiers.len() {
+                delete_samples(&tx, tier, cut)?;
+            }
+            for table in ["total", "system"] {
                 tx.execute(&format!("DELETE FROM {table} WHERE t < ?1"), [cut])?;
             }
             delete_older(&tx, cut)?;
@@ -334,6 +365,25 @@ impl Store {
             Series::Total(_) => true,
         });
         Ok(())
+    }
+
+    /// The time of the oldest process sample, found through `sample`'s key
+    /// (a process's first row in each tier).
+    fn oldest_sample(&self) -> rusqlite::Result<Option<f64>> {
+        let mut oldest: Option<f64> = None;
+        let mut statement = self.conn.prepare_cached(
+            "SELECT min((SELECT t FROM sample
+                         WHERE process = process.id AND tier = ?1 ORDER BY t LIMIT 1))
+             FROM process",
+        )?;
+        for tier in 0..self.tiers.len() {
+            let first: Option<f64> = statement.query_row([tier], |row| row.get(0))?;
+            oldest = match (oldest, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(oldest)
     }
 
     /// The database's size in bytes (its pages in use, and its log).
@@ -358,6 +408,18 @@ impl Store {
         }
     }
 }
+
+/// Drops a tier's process samples older than `before`, process by process
+/// along `sample`'s key (the table has no index by age: see [`MIGRATE_1`]).
+fn delete_samples(tx: &rusqlite::Transaction<'_>, tier: usize, before: f64) -> rusqlite::Result<()> {
+    tx.prepare_cached(DELETE_SAMPLES)?
+        .execute(params![tier, before])?;
+    Ok(())
+}
+
+/// [`delete_samples`]' statement.
+const DELETE_SAMPLES: &str =
+    "DELETE FROM sample WHERE process IN (SELECT id FROM process) AND tier = ?1 AND t < ?2";
 
 /// Drops processes without samples or actions, and largest/action rows,
 /// older than `before`.
@@ -392,6 +454,12 @@ fn thin_largest(tx: &rusqlite::Transaction<'_>, tiers: &[Tier], now: f64) -> rus
     Ok(())
 }
 
+/// Bytes as the KiB `sample` keeps, rounded up (RSS is whole pages, and
+/// `/proc` says kB: nothing is lost).
+fn kib(bytes: u64) -> u64 {
+    bytes.div_ceil(1024)
+}
+
 /// One transaction's worth of writing.
 struct Writer<'a> {
     tx: &'a rusqlite::Transaction<'a>,
@@ -415,21 +483,22 @@ impl Writer<'_> {
                     };
                     self.tx
                         .prepare_cached(
-                            "INSERT INTO sample (process, tier, t, rss, anon, file, shmem)
+                            "INSERT INTO sample
+                               (process, tier, t, rss_kib, anon_kib, file_kib, shmem_kib)
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                              ON CONFLICT (process, tier, t) DO UPDATE SET
-                               rss = excluded.rss, anon = excluded.anon,
-                               file = excluded.file, shmem = excluded.shmem
-                             WHERE excluded.rss > sample.rss",
+                               rss_kib = excluded.rss_kib, anon_kib = excluded.anon_kib,
+                               file_kib = excluded.file_kib, shmem_kib = excluded.shmem_kib
+                             WHERE excluded.rss_kib > sample.rss_kib",
                         )?
                         .execute(params![
                             id,
                             tier,
                             bucket,
-                            rss.total(),
-                            rss.anon,
-                            rss.file,
-                            rss.shmem
+                            kib(rss.total()),
+                            kib(rss.anon),
+                            kib(rss.file),
+                            kib(rss.shmem)
                         ])?;
                 }
             }
@@ -707,20 +776,21 @@ impl Reader {
         now: f64,
     ) -> anyhow::Result<Vec<Sample>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT t, rss, anon, file, shmem FROM sample
+            "SELECT t, rss_kib, anon_kib, file_kib, shmem_kib FROM sample
              WHERE process = ?1 AND tier = ?2 AND t >= ?3 AND t < ?4 ORDER BY t",
         )?;
         let mut stretches = Vec::new();
         for (tier, (from, until)) in self.stretches(since, now).into_iter().enumerate() {
             let every = self.tiers[tier].every.as_secs_f64();
             let rows = statement.query_map(params![process, tier, from, until], |row| {
+                let bytes = |i| row.get::<_, u64>(i).map(|k| k << 10);
                 Ok(Sample {
                     t: row.get(0)?,
                     every,
-                    rss: row.get(1)?,
-                    anon: row.get(2)?,
-                    file: row.get(3)?,
-                    shmem: row.get(4)?,
+                    rss: bytes(1)?,
+                    anon: bytes(2)?,
+                    file: bytes(3)?,
+                    shmem: bytes(4)?,
                 })
             })?;
             stretches.push(rows.collect::<Result<Vec<_>, _>>()?);
@@ -848,6 +918,69 @@ mod tests {
         let store = Store::open(&path, &tiers()).unwrap();
         let reader = Reader::open(&path, &tiers()).unwrap();
         (store, reader)
+    }
+
+    #[test]
+    fn a_schema_1_history_is_moved_to_kib_and_keeps_its_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lib/history.sqlite");
+        let now = 1_000_000.0;
+        {
+            let (mut store, _reader) = open(&dir);
+            store.write(&[meta(7)], None).unwrap();
+            store
+                .conn
+                .execute_batch(
+                    "DROP TABLE sample;
+                     CREATE TABLE sample (
+                         process INTEGER NOT NULL, tier INTEGER NOT NULL, t REAL NOT NULL,
+                         rss INTEGER NOT NULL, anon INTEGER NOT NULL, file INTEGER NOT NULL,
+                         shmem INTEGER NOT NULL, PRIMARY KEY (process, tier, t)
+                     ) WITHOUT ROWID;
+                     CREATE INDEX sample_age ON sample (tier, t);
+                     INSERT INTO sample SELECT id, 0, 999990, 3145728, 2097152, 1044480, 4096
+                         FROM process;
+                     PRAGMA user_version = 1;",
+                )
+                .unwrap();
+        }
+        let store = Store::open(&path, &tiers()).unwrap();
+        let reader = Reader::open(&path, &tiers()).unwrap();
+        let found = reader.processes(&Selector::Pid(7), now - 60.0).unwrap();
+        let samples = reader.samples(found[0].id, now - 60.0, now).unwrap();
+        assert_eq!(samples.len(), 1, "{samples:?}");
+        assert_eq!(
+            (samples[0].rss, samples[0].anon, samples[0].file, samples[0].shmem),
+            (3 << 20, 2 << 20, 1020 << 10, 4 << 10)
+        );
+        let indexes: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'sample'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0, "no index by age");
+    }
+
+    #[test]
+    fn pruning_samples_searches_the_key_instead_of_scanning_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _reader) = open(&dir);
+        let plan: Vec<String> = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {DELETE_SAMPLES}"))
+            .unwrap()
+            .query_map(params![1, 5.0], |row| row.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let on_sample: Vec<&String> = plan.iter().filter(|l| l.contains("sample")).collect();
+        assert!(
+            !on_sample.is_empty() && on_sample.iter().all(|l| l.starts_with("SEARCH")),
+            "{plan:?}"
+        );
     }
 
     #[test]
