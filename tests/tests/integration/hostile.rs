@@ -264,22 +264,18 @@ fn hogs_stopped_at_their_limit(daemon: &Daemon, exe: &Path) -> Vec<(u64, bool)> 
     hogs
 }
 
-/// Three hogs stopped during `phase` of a reload: the median breach to
-/// SIGTERM under 2 ms (as with nothing else going on), none stalled, and
-/// the reload still going.
+/// Three hogs stopped during `phase` of a reload, each with the reload still
+/// going and within [`NOT_WAITING`] of its breach: none waited for the
+/// reload, nor for one of the editor's rewrites. (How fast a kill is on a
+/// quiet machine is the reaction benchmark's to say: here a busy machine
+/// may delay a signal by a few milliseconds, the reload none.)
 fn assert_prompt(phase: &str, hogs: &[(u64, bool)]) {
-    let mut micros: Vec<u64> = hogs.iter().map(|&(us, _)| us).collect();
+    let micros: Vec<u64> = hogs.iter().map(|&(us, _)| us).collect();
     println!("{phase}: SIGTERM {micros:?} µs after the breach");
-    micros.sort_unstable();
+    let slowest = micros.iter().copied().max().unwrap_or(0);
     assert!(
-        micros[1] < 2000,
-        "{phase}: SIGTERM a median {} µs after the breach ({micros:?})",
-        micros[1]
-    );
-    assert!(
-        micros[2] < 50_000,
-        "{phase}: the loop stalled: SIGTERM {} µs after the breach",
-        micros[2]
+        slowest < NOT_WAITING.as_micros() as u64,
+        "{phase}: the loop stalled: SIGTERM {slowest} µs after the breach ({micros:?})"
     );
     assert!(
         hogs.iter().all(|&(_, reloaded)| !reloaded),
@@ -287,10 +283,14 @@ fn assert_prompt(phase: &str, hogs: &[(u64, bool)]) {
     );
 }
 
+/// Under this, a SIGTERM did not wait for the reload: less than the
+/// editor's interval below (50 ms), and far less than a validation.
+const NOT_WAITING: Duration = Duration::from_millis(20);
+
 /// A reload waits for a config that an editor keeps rewriting (every
 /// 50 ms for 3 s), then validates it, which takes seconds (300 patterns
 /// that compile slowly); hogs started meanwhile, in either phase, are
-/// stopped at their limit within 2 ms.
+/// stopped at their limit without waiting for it.
 #[test]
 fn a_reload_waiting_for_a_changing_config_or_validating_it_delays_no_kill() {
     // Alone on the machine: what is timed is the daemon's reaction.
