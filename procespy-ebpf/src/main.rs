@@ -714,7 +714,7 @@ fn warn(state: &mut Watched, owner: u32, rss: u64) {
         rss_bytes: rss,
         ..Record::of(EventKind::Warning, owner)
     };
-    send(&BREACHES, 0, record, Name::None);
+    send(&BREACHES, Wake::Adaptive, record, Name::None);
 }
 
 /// The floor of `cargo xtask bench overhead`: an empty program on the same

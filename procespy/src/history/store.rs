@@ -411,7 +411,11 @@ impl Store {
 
 /// Drops a tier's process samples older than `before`, process by process
 /// along `sample`'s key (the table has no index by age: see [`MIGRATE_1`]).
-fn delete_samples(tx: &rusqlite::Transaction<'_>, tier: usize, before: f64) -> rusqlite::Result<()> {
+fn delete_samples(
+    tx: &rusqlite::Transaction<'_>,
+    tier: usize,
+    before: f64,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(DELETE_SAMPLES)?
         .execute(params![tier, before])?;
     Ok(())
@@ -950,7 +954,12 @@ mod tests {
         let samples = reader.samples(found[0].id, now - 60.0, now).unwrap();
         assert_eq!(samples.len(), 1, "{samples:?}");
         assert_eq!(
-            (samples[0].rss, samples[0].anon, samples[0].file, samples[0].shmem),
+            (
+                samples[0].rss,
+                samples[0].anon,
+                samples[0].file,
+                samples[0].shmem
+            ),
             (3 << 20, 2 << 20, 1020 << 10, 4 << 10)
         );
         let indexes: i64 = store
