@@ -9,7 +9,10 @@ use anyhow::{Context, anyhow};
 use plotters::{
     coord::Shift,
     prelude::*,
-    style::{FontStyle, register_font},
+    style::{
+        FontStyle, register_font,
+        text_anchor::{HPos, Pos, VPos},
+    },
 };
 
 use crate::{alerts::message::LocalTime, text::human_size};
@@ -191,10 +194,20 @@ where
         ))
         .map_err(fail)?;
         if text {
+            // A mark in the right half is labelled on its left, so that a
+            // kill at the end of the chart keeps its whole label.
+            let side = if mark.t > (t0 + t1) / 2.0 {
+                HPos::Right
+            } else {
+                HPos::Left
+            };
             plot.draw_series([Text::new(
                 crate::text::escape(&mark.label),
                 (mark.t, top * 0.97),
-                (FAMILY, 13).into_font().color(&color),
+                (FAMILY, 13)
+                    .into_font()
+                    .color(&color)
+                    .pos(Pos::new(side, VPos::Top)),
             )])
             .map_err(fail)?;
         }
@@ -261,6 +274,24 @@ mod tests {
         let svg = svg(&chart, SIZE).unwrap();
         assert!(svg.starts_with("<svg"), "{svg}");
         assert!(!svg.contains("<script>") && !svg.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn a_mark_at_the_right_edge_is_labelled_on_its_left() {
+        if !font() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "no font: install fonts-dejavu-core"
+            );
+            println!("skipped: no font to draw text with");
+            return;
+        }
+        let svg = svg(&chart(), SIZE).unwrap();
+        let label = svg
+            .split("<text")
+            .find(|element| element.contains("SIGTERM"))
+            .unwrap_or_else(|| panic!("the mark's label in {svg}"));
+        assert!(label.contains(r#"text-anchor="end""#), "{label}");
     }
 
     #[test]
