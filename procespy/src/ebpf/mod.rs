@@ -199,8 +199,10 @@ pub(crate) fn load() -> Result<(Kernel, EventStream)> {
         state,
         forked,
         slot_of: std::collections::HashMap::new(),
-        // Slot 0 means "not watched"; the highest are given out first.
-        free: (1..MAX_WATCHED as u16).collect(),
+        // Slot 0 means "not watched"; the lowest are given out first (and
+        // freed ones again before new ones), so the state table's mapping
+        // stays as small as the most processes watched at once.
+        free: (1..MAX_WATCHED as u16).rev().collect(),
         lost,
         page_size: u64::from(layout.config.page_size),
         info,

@@ -8,9 +8,12 @@
 //!   slot), so no write ever covers another's.
 //! - The state (`STATE`): each watched process's counters and limit, by
 //!   slot, read here without a syscall (every second, for the history).
+//!   The kernel maps every page of a mapping at once, and they all count
+//!   in the daemon's RSS: only the slots given out so far are mapped (the
+//!   whole table is 4.5 MiB), and the mapping grows with them.
 
 use std::{
-    os::fd::AsFd,
+    os::fd::{AsFd, OwnedFd},
     ptr::NonNull,
     sync::atomic::{AtomicU16, AtomicU32, Ordering},
 };
@@ -101,24 +104,70 @@ impl SlotTable {
     }
 }
 
-/// The state table, mapped: [`Watched`] by slot.
+/// The state table, mapped: [`Watched`] by slot, the first `mapped` of
+/// its `slots`.
 pub(crate) struct StateTable {
+    map: OwnedFd,
     mapping: Mapping,
+    mapped: usize,
     slots: usize,
 }
 
+/// The state table's mapping grows by at least this many bytes.
+const STATE_STEP: usize = 64 << 10;
+
 impl StateTable {
-    /// Maps the array map `map` of `slots` [`Watched`] values.
+    /// Maps the start of the array map `map` of `slots` [`Watched`] values.
     pub(crate) fn map(map: impl AsFd, slots: u32) -> Result<StateTable> {
+        let map = map
+            .as_fd()
+            .try_clone_to_owned()
+            .context("keeping the state table's descriptor")?;
         let slots = slots as usize;
-        let mapping = Mapping::new(map, slots * size_of::<Watched>(), "state table")?;
-        Ok(StateTable { mapping, slots })
+        let mapped = Self::covering(0, slots);
+        let mapping = Mapping::new(&map, mapped * size_of::<Watched>(), "state table")?;
+        Ok(StateTable {
+            map,
+            mapping,
+            mapped,
+            slots,
+        })
+    }
+
+    /// How many slots a mapping that holds `slot` covers: whole steps, at
+    /// most the table.
+    fn covering(slot: usize, slots: usize) -> usize {
+        let bytes = ((slot + 1) * size_of::<Watched>()).next_multiple_of(STATE_STEP);
+        (bytes / size_of::<Watched>()).min(slots)
+    }
+
+    /// Maps the table as far as `slot`; false past the table.
+    fn reach(&mut self, slot: u16) -> bool {
+        let index = usize::from(slot);
+        if index < self.mapped {
+            return true;
+        }
+        if index >= self.slots {
+            return false;
+        }
+        let mapped = Self::covering(index, self.slots);
+        match Mapping::new(&self.map, mapped * size_of::<Watched>(), "state table") {
+            Ok(mapping) => {
+                self.mapping = mapping;
+                self.mapped = mapped;
+                true
+            }
+            Err(err) => {
+                tracing::error!("cannot map slot {slot} of the state table: {err:#}");
+                false
+            }
+        }
     }
 
     fn at(&self, slot: u16) -> Option<*mut Watched> {
         let index = usize::from(slot);
         // SAFETY: in bounds of the mapping; array values are 8-aligned.
-        (index < self.slots)
+        (index < self.mapped)
             .then(|| unsafe { self.mapping.base.as_ptr().cast::<Watched>().add(index) })
     }
 
@@ -149,11 +198,30 @@ impl StateTable {
         true
     }
 
-    /// Writes the state in `slot`, before the slot is given to a tgid.
-    pub(crate) fn set(&self, slot: u16, state: Watched) -> bool {
+    /// Writes the state in `slot`, before the slot is given to a tgid
+    /// (mapping the table as far as it first); false past the table.
+    pub(crate) fn set(&mut self, slot: u16, state: Watched) -> bool {
+        if !self.reach(slot) {
+            return false;
+        }
         // SAFETY: a valid, aligned pointer into the mapping.
         self.at(slot)
             .map(|at| unsafe { std::ptr::write_volatile(at, state) })
             .is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_mapping_grows_in_steps_and_stops_at_the_table() {
+        let per_step = STATE_STEP / size_of::<Watched>();
+        assert_eq!(StateTable::covering(0, 65_535), per_step);
+        assert_eq!(StateTable::covering(per_step - 1, 65_535), per_step);
+        assert_eq!(StateTable::covering(per_step, 65_535), 2 * per_step);
+        assert_eq!(StateTable::covering(65_534, 65_535), 65_535);
+        assert_eq!(StateTable::covering(3, 2), 2);
     }
 }
