@@ -45,7 +45,26 @@ pub(crate) const NOISE: u64 = 256;
 /// ... nor one that moved by less than this, in bytes.
 const NOISE_FLOOR: u64 = 64 << 10;
 
-const SCHEMA: &str = "
+/// The `sample` table, in [`SCHEMA`] and [`MIGRATE_1`].
+macro_rules! sample_table {
+    () => {
+        "
+CREATE TABLE sample (
+    process INTEGER NOT NULL,
+    tier INTEGER NOT NULL,
+    t REAL NOT NULL,
+    rss_kib INTEGER NOT NULL,
+    anon_kib INTEGER NOT NULL,
+    file_kib INTEGER NOT NULL,
+    shmem_kib INTEGER NOT NULL,
+    PRIMARY KEY (process, tier, t)
+) WITHOUT ROWID;
+"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE process (
     id INTEGER PRIMARY KEY,
     boot TEXT NOT NULL,
@@ -62,16 +81,9 @@ CREATE TABLE process (
 );
 CREATE INDEX process_pid ON process (pid);
 CREATE INDEX process_name ON process (name);
-CREATE TABLE sample (
-    process INTEGER NOT NULL,
-    tier INTEGER NOT NULL,
-    t REAL NOT NULL,
-    rss_kib INTEGER NOT NULL,
-    anon_kib INTEGER NOT NULL,
-    file_kib INTEGER NOT NULL,
-    shmem_kib INTEGER NOT NULL,
-    PRIMARY KEY (process, tier, t)
-) WITHOUT ROWID;
+",
+    sample_table!(),
+    "
 CREATE TABLE total (
     rule TEXT NOT NULL,
     tier INTEGER NOT NULL,
@@ -108,30 +120,24 @@ CREATE TABLE action (
 );
 CREATE INDEX action_process ON action (process, t);
 CREATE INDEX action_age ON action (t);
-";
+"
+);
 
 /// From schema 1 to 2: `sample` is the table that grows (a row per covered
 /// process and minute for 7 days), so it holds KiB rather than bytes (two
 /// bytes a value fewer) and has no index by age (pruning goes through its
 /// key, process by process): 53 bytes a row become about 30.
-const MIGRATE_1: &str = "
-CREATE TABLE sample_v2 (
-    process INTEGER NOT NULL,
-    tier INTEGER NOT NULL,
-    t REAL NOT NULL,
-    rss_kib INTEGER NOT NULL,
-    anon_kib INTEGER NOT NULL,
-    file_kib INTEGER NOT NULL,
-    shmem_kib INTEGER NOT NULL,
-    PRIMARY KEY (process, tier, t)
-) WITHOUT ROWID;
-INSERT INTO sample_v2
+const MIGRATE_1: &str = concat!(
+    "ALTER TABLE sample RENAME TO sample_v1;",
+    sample_table!(),
+    "
+INSERT INTO sample
     SELECT process, tier, t, (rss + 1023) / 1024, (anon + 1023) / 1024,
            (file + 1023) / 1024, (shmem + 1023) / 1024
-    FROM sample;
-DROP TABLE sample;
-ALTER TABLE sample_v2 RENAME TO sample;
-";
+    FROM sample_v1;
+DROP TABLE sample_v1;
+"
+);
 
 /// One reading of the machine, for the `system` table.
 #[derive(Clone, Copy, Debug, PartialEq)]
