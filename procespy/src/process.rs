@@ -62,6 +62,9 @@ pub(crate) struct ProcInfo {
     pub(crate) state: u8,
     /// A kernel thread (`PF_KTHREAD`): never watched, never signalled.
     pub(crate) kernel_thread: bool,
+    /// Its leader is exiting (`PF_EXITING`): past its exit event, not yet
+    /// a zombie.
+    pub(crate) exiting: bool,
 }
 
 impl ProcInfo {

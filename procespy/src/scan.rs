@@ -40,6 +40,8 @@ use crate::{
 
 /// The `PF_KTHREAD` bit of the `flags` field of `/proc/PID/stat`.
 pub(crate) const PF_KTHREAD: u32 = 0x0020_0000;
+/// The `PF_EXITING` bit: set as `do_exit` begins, before the exit event.
+const PF_EXITING: u32 = 0x0000_0004;
 
 /// Initial size of the read buffer: `status` is about 1.5 KiB.
 const MIN_BUF: usize = 8192;
@@ -481,6 +483,7 @@ fn read_one(proc_dir: &OwnedFd, buf: &mut Vec<u8>, pid: u32) -> Result<ProcInfo,
         comm: stat.comm.to_vec(),
         state: stat.state,
         kernel_thread: stat.flags & PF_KTHREAD != 0,
+        exiting: stat.flags & PF_EXITING != 0,
         cpu_ticks: stat.cpu_ticks,
         start_ticks: stat.start_ticks,
         ..ProcInfo::default()

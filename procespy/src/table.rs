@@ -254,7 +254,10 @@ impl Table {
                 self.kernel_threads.insert(info.pid);
                 continue;
             }
-            if info.state == b'Z' {
+            // A zombie, or a process between its exit event and its end
+            // (the event may have been taken before this examination began,
+            // so no tombstone is recent enough to tell): not added back.
+            if info.state == b'Z' || info.exiting {
                 continue;
             }
             if self
@@ -477,6 +480,23 @@ mod tests {
         table.apply_event(&event(EventKind::Exit, 10, b"short"), exited);
         // The examination read /proc/10 before the process exited.
         let merge = table.merge(&exam(started, vec![info(10, b"short", 4)]));
+        assert!(merge.added.is_empty());
+        assert!(table.get(10).is_none());
+    }
+
+    #[test]
+    fn a_process_still_exiting_after_its_exit_event_is_not_added_back() {
+        let mut table = Table::new();
+        let exited = Instant::now();
+        table.apply_event(&event(EventKind::Exec, 10, b"short"), exited);
+        table.apply_event(&event(EventKind::Exit, 10, b"short"), exited);
+        // The examination began after the exit was taken, while the
+        // process was still closing its files (PF_EXITING, not a zombie).
+        let exiting = ProcInfo {
+            exiting: true,
+            ..info(10, b"short", 4)
+        };
+        let merge = table.merge(&exam(exited + Duration::from_millis(1), vec![exiting]));
         assert!(merge.added.is_empty());
         assert!(table.get(10).is_none());
     }
