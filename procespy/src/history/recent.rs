@@ -4,7 +4,9 @@
 //!
 //! A point is kept when the RSS moved since the last one, or when the last
 //! one is [`KEEPALIVE`] old: a flat process costs a point a minute, a
-//! growing one a point a second.
+//! growing one a point a second for the last [`FINE`] seconds, and one per
+//! [`COARSE`] seconds (the largest) before: about 220 points, not 600, for
+//! each of the 1,000 processes a busy machine may cover.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -14,6 +16,14 @@ use crate::report::{Point, RecentSeries};
 pub(crate) const WINDOW: f64 = 600.0;
 /// A flat process gets a point this often (seconds), so its line is drawn.
 const KEEPALIVE: f64 = 60.0;
+/// Points younger than this (seconds) are all kept: what `top` draws at its
+/// default interval, and an alert's last two minutes.
+const FINE: f64 = 120.0;
+/// Older points are thinned to the largest in each bucket of this many
+/// seconds.
+const COARSE: f64 = 5.0;
+/// A series is thinned each time it gained this many points.
+const THIN_EVERY: usize = 60;
 
 /// One process's series and what it is.
 #[derive(Clone, Debug)]
@@ -22,6 +32,8 @@ struct Series {
     rule: String,
     limit_bytes: u64,
     points: VecDeque<Point>,
+    /// Points added since the series was last thinned.
+    added: usize,
     /// When it exited (kept a while for the alerts that tell its story).
     gone_at: Option<f64>,
 }
@@ -55,8 +67,38 @@ impl Series {
             rule: reading.rule.to_owned(),
             limit_bytes: reading.limit_bytes,
             points: VecDeque::new(),
+            added: 0,
             gone_at: None,
         }
+    }
+
+    /// Keeps, of the points older than [`FINE`] at `now`, the largest in
+    /// each [`COARSE`] bucket (peaks stay), and every younger one.
+    fn thin(&mut self, now: f64) {
+        self.added = 0;
+        let mut kept: VecDeque<Point> = VecDeque::with_capacity(self.points.len());
+        let mut bucket: Option<(f64, Point)> = None;
+        for point in self.points.drain(..) {
+            if now - point.t <= FINE {
+                kept.extend(bucket.take().map(|(_, best)| best));
+                kept.push_back(point);
+                continue;
+            }
+            let key = (point.t / COARSE).floor();
+            match &mut bucket {
+                Some((k, best)) if *k == key => {
+                    if point.rss > best.rss {
+                        *best = point;
+                    }
+                }
+                _ => {
+                    kept.extend(bucket.replace((key, point)).map(|(_, best)| best));
+                }
+            }
+        }
+        kept.extend(bucket.map(|(_, best)| best));
+        kept.shrink_to(kept.len() + THIN_EVERY);
+        self.points = kept;
     }
 }
 
@@ -92,6 +134,10 @@ impl Recent {
                 };
                 series.points.push_back(point);
                 kept.push((reading.pid, point));
+                series.added += 1;
+                if series.added >= THIN_EVERY {
+                    series.thin(now);
+                }
             }
             while series.points.front().is_some_and(|p| now - p.t > WINDOW) {
                 series.points.pop_front();
@@ -182,6 +228,40 @@ mod tests {
         let rss: Vec<u64> = series.points.iter().map(|p| p.rss).collect();
         assert_eq!(rss, [10, 20, 20]);
         assert_eq!(recent.series(1, 63.0, 10.0).unwrap().points.len(), 1);
+    }
+
+    #[test]
+    fn points_older_than_two_minutes_thin_to_the_largest_every_five_seconds() {
+        let mut recent = Recent::default();
+        // Ten minutes of a process moving every second, a peak at 100 s.
+        for s in 0..600u32 {
+            let rss = if s == 100 { 1000 } else { u64::from(s % 2) };
+            recent.record(f64::from(s), [reading(1, rss)]);
+        }
+        let series = recent.series(1, 599.0, 600.0).unwrap();
+        let fine = series.points.iter().filter(|p| 599.0 - p.t <= FINE).count();
+        let coarse: Vec<f64> = series
+            .points
+            .iter()
+            .filter(|p| 599.0 - p.t > FINE)
+            .map(|p| p.t)
+            .collect();
+        assert!(fine >= 120, "every point of the last two minutes: {fine}");
+        assert!(
+            coarse
+                .windows(2)
+                .all(|w| (w[0] / COARSE).floor() < (w[1] / COARSE).floor()),
+            "one a bucket before: {coarse:?}"
+        );
+        assert!(series.points.len() < 260, "{} points", series.points.len());
+        assert!(
+            series.points.iter().any(|p| p.t == 100.0 && p.rss == 1000),
+            "the peak stays"
+        );
+        assert!(
+            series.points.windows(2).all(|w| w[0].t < w[1].t),
+            "in order"
+        );
     }
 
     #[test]

@@ -286,6 +286,9 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "journal_size_limit", 4 << 20)?;
+        // 1 MiB of page cache (SQLite's default is 2): the writes land in
+        // the newest pages, and the kernel's page cache holds the rest.
+        conn.pragma_update(None, "cache_size", -1024)?;
         Ok(Store {
             conn,
             tiers: tiers.to_vec(),
