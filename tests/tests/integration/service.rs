@@ -29,7 +29,7 @@ use std::{
 use procespy_tests::{
     Config, Daemon, DaemonOptions, Limit, LogTo, Scratch, TestProg, in_ci, kill_one,
     peers::{free_port, http_get},
-    procespy_bin, require, require_root, run, runs, workspace,
+    procespy_bin, require, require_root, require_root_alone, run, runs, workspace,
 };
 use serde_json::Value;
 
@@ -360,16 +360,9 @@ const PACKAGED: &[&str] = &[
 ];
 
 /// `cargo xtask dist`: the release build and the .deb, whose path it returns.
-///
-/// It runs at the lowest CPU priority (nice 19): a release build takes
-/// minutes of both cores, which the other tests of the run, going on
-/// meanwhile, would miss (kills timed against deadlines, bursts of
-/// processes the daemon must keep up with).
 fn dist() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let dist = run(Command::new("nice")
-        .args(["-n", "19"])
-        .arg(cargo)
+    let dist = run(Command::new(cargo)
         .args(["xtask", "dist"])
         .current_dir(workspace())
         .stderr(Stdio::inherit()));
@@ -382,9 +375,12 @@ fn dist() -> PathBuf {
     deb
 }
 
+/// Its release build takes minutes of both CPUs, which the other tests,
+/// going on meanwhile, would miss (kills timed against deadlines, PSS reads
+/// racing a process's growth): it has the machine alone.
 #[test]
 fn the_deb_installs_checks_its_config_and_purges_cleanly() {
-    let Some(_machine) = require_root()
+    let Some(_machine) = require_root_alone()
         .filter(|_| have("dpkg", &["--version"]) && have("cargo", &["deb", "--version"]))
     else {
         return;
