@@ -426,7 +426,7 @@ impl Daemon {
                     .rematch(pid, &self.table, self.backend.watch(), false, None);
             }
             Change::Removed(pid) => {
-                tracing::debug!(event = "exit", pid, name = %name, "exit");
+                tracing::debug!(event = "exit", pid, name = %name, ktime_ns = event.ktime_ns, "exit");
                 let now = crate::sys::epoch_secs();
                 self.recent.gone(pid, now);
                 self.recording.exited(pid, now);

@@ -468,7 +468,13 @@ impl<S: System> Guard<S> {
         table: &Table,
     ) {
         let Some(guarded) = self.guarded.get(&pid) else {
-            tracing::debug!(pid, "breach of a process no limit covers any more: ignored");
+            tracing::debug!(
+                pid,
+                rss,
+                seen_ns,
+                killed,
+                "breach of a process no limit covers any more: ignored"
+            );
             return;
         };
         let limit = guarded.limit;
