@@ -330,8 +330,12 @@ impl KernelWatch<Pidfd> for Kernel {
     /// Follows `pid` in the kernel as `spec` says.
     ///
     /// The entry is kept only if the process behind `handle` is still alive
-    /// after it is made: its exit then clears it in the kernel. So a PID
-    /// that was reused meanwhile never inherits the entry.
+    /// after it is made: its exit then clears it in the kernel. The entry
+    /// enforces nothing (limit 0) until that check: a newcomer that took a
+    /// dead process's PID (its exit not heard of yet, say) and faults in
+    /// between meets an entry that neither reports a breach nor kills, and
+    /// loses it at the check. A live process's crossing in that instant is
+    /// reported at its next RSS change.
     ///
     /// An entry the kernel has already filled (the process was watched, or
     /// inherited its parent's entry at fork) keeps its counters (and so
@@ -376,6 +380,7 @@ impl KernelWatch<Pidfd> for Kernel {
                 0
             }
             | if spec.count_swap { WATCH_COUNT_SWAP } else { 0 };
+        let limit_bytes = std::mem::take(&mut state.limit_bytes);
         if !self.state.set(slot, state) {
             self.free.push(slot);
             return Err(anyhow!(
@@ -389,6 +394,8 @@ impl KernelWatch<Pidfd> for Kernel {
         }
         if handle.exited() {
             self.unwatch(pid);
+        } else {
+            self.state.set_limit(slot, limit_bytes);
         }
         Ok(())
     }
@@ -409,9 +416,12 @@ impl KernelWatch<Pidfd> for Kernel {
     }
 
     fn exited(&mut self, pid: u32) {
-        // The exit program cleared the table's entry already (and a new
-        // process may have the PID by now): only the slot is freed.
+        // The exit program cleared the table's entry already, unless the
+        // entry was made after that program ran (in the instant before the
+        // pidfd tells of the exit): cleared here then, if still this slot,
+        // which nobody else can hold before it is freed.
         if let Some(slot) = self.slot_of.remove(&pid) {
+            self.slots.clear(pid, slot);
             self.free.push(slot);
         }
     }
