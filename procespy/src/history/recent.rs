@@ -6,7 +6,8 @@
 //! one is [`KEEPALIVE`] old: a flat process costs a point a minute, a
 //! growing one a point a second for the last [`FINE`] seconds, and one per
 //! [`COARSE`] seconds (the largest) before: about 220 points, not 600, for
-//! each of the 1,000 processes a busy machine may cover.
+//! each of the 1,000 processes a busy machine may cover. A point is kept in
+//! 8 bytes: milliseconds after its series' base time, and KiB.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -25,13 +26,32 @@ const COARSE: f64 = 5.0;
 /// A series is thinned each time it gained this many points.
 const THIN_EVERY: usize = 60;
 
+/// A series' base is moved up once its points would be this far (ms) after
+/// it: well within a `u32`, and far beyond [`WINDOW`].
+const REBASE_AFTER_MS: u32 = 1 << 31;
+
+/// A point as kept: milliseconds after its series' base, and KiB (RSS is
+/// counted in pages, so nothing is lost on any page size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Kept {
+    ms: u32,
+    kib: u32,
+}
+
+/// `bytes` in KiB, as kept (at most 4 TiB).
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes >> 10).unwrap_or(u32::MAX)
+}
+
 /// One process's series and what it is.
 #[derive(Clone, Debug)]
 struct Series {
     name: String,
     rule: String,
     limit_bytes: u64,
-    points: VecDeque<Point>,
+    /// Epoch seconds its points count from.
+    base: f64,
+    points: VecDeque<Kept>,
     /// Points added since the series was last thinned.
     added: usize,
     /// When it exited (kept a while for the alerts that tell its story).
@@ -60,34 +80,65 @@ pub(crate) struct Reading<'a> {
 }
 
 impl Series {
-    /// An empty series for the process `reading` is of.
-    fn of(reading: &Reading<'_>) -> Series {
+    /// An empty series for the process `reading` is of, from `base`.
+    fn of(reading: &Reading<'_>, base: f64) -> Series {
         Series {
             name: reading.name.to_owned(),
             rule: reading.rule.to_owned(),
             limit_bytes: reading.limit_bytes,
+            base,
             points: VecDeque::new(),
             added: 0,
             gone_at: None,
         }
     }
 
+    /// The point `kept` stands for.
+    fn point(&self, kept: Kept) -> Point {
+        Point {
+            t: self.base + f64::from(kept.ms) / 1000.0,
+            rss: u64::from(kept.kib) << 10,
+        }
+    }
+
+    /// `rss` at `t`, as kept; `t` is at the base or after it.
+    fn kept(&self, t: f64, rss: u64) -> Kept {
+        let ms = ((t - self.base) * 1000.0)
+            .round()
+            .clamp(0.0, f64::from(u32::MAX));
+        Kept {
+            ms: ms as u32,
+            kib: kib(rss),
+        }
+    }
+
+    /// Makes `base` the time the points count from; every point is at
+    /// `base` or after it (and less than 49 days after).
+    fn rebase(&mut self, base: f64) {
+        let shift = ((self.base - base) * 1000.0).round() as i64;
+        for kept in &mut self.points {
+            kept.ms = u32::try_from(i64::from(kept.ms) + shift).unwrap_or(0);
+        }
+        self.base = base;
+    }
+
     /// Keeps, of the points older than [`FINE`] at `now`, the largest in
     /// each [`COARSE`] bucket (peaks stay), and every younger one.
     fn thin(&mut self, now: f64) {
         self.added = 0;
-        let mut kept: VecDeque<Point> = VecDeque::with_capacity(self.points.len());
-        let mut bucket: Option<(f64, Point)> = None;
-        for point in self.points.drain(..) {
-            if now - point.t <= FINE {
+        let mut kept: VecDeque<Kept> = VecDeque::with_capacity(self.points.len());
+        let mut bucket: Option<(f64, Kept)> = None;
+        for point in std::mem::take(&mut self.points) {
+            let t = self.point(point).t;
+            if now - t <= FINE {
                 kept.extend(bucket.take().map(|(_, best)| best));
                 kept.push_back(point);
                 continue;
             }
-            let key = (point.t / COARSE).floor();
+            let key = (t / COARSE).floor();
             match &mut bucket {
                 Some((k, best)) if *k == key => {
-                    if point.rss > best.rss {
+                    if point.kib > best.kib {
                         *best = point;
                     }
                 }
@@ -115,7 +166,7 @@ impl Recent {
             let series = self
                 .series
                 .entry(reading.pid)
-                .or_insert_with(|| Series::of(&reading));
+                .or_insert_with(|| Series::of(&reading, now));
             if series.name != reading.name {
                 series.name = reading.name.to_owned();
             }
@@ -123,24 +174,33 @@ impl Recent {
                 series.rule = reading.rule.to_owned();
             }
             series.limit_bytes = reading.limit_bytes;
-            let due = series
+            while series
                 .points
-                .back()
-                .is_none_or(|last| last.rss != reading.rss || now - last.t >= KEEPALIVE);
+                .front()
+                .is_some_and(|&p| now - series.point(p).t > WINDOW)
+            {
+                series.points.pop_front();
+            }
+            let due = series.points.back().is_none_or(|&last| {
+                last.kib != kib(reading.rss) || now - series.point(last).t >= KEEPALIVE
+            });
             if due {
-                let point = Point {
-                    t: now,
-                    rss: reading.rss,
-                };
-                series.points.push_back(point);
-                kept.push((reading.pid, point));
+                if series.kept(now, 0).ms >= REBASE_AFTER_MS {
+                    let first = series.points.front().map_or(now, |&p| series.point(p).t);
+                    series.rebase(first);
+                }
+                series.points.push_back(series.kept(now, reading.rss));
+                kept.push((
+                    reading.pid,
+                    Point {
+                        t: now,
+                        rss: reading.rss,
+                    },
+                ));
                 series.added += 1;
                 if series.added >= THIN_EVERY {
                     series.thin(now);
                 }
-            }
-            while series.points.front().is_some_and(|p| now - p.t > WINDOW) {
-                series.points.pop_front();
             }
         }
         kept
@@ -153,15 +213,13 @@ impl Recent {
         let series = self
             .series
             .entry(reading.pid)
-            .or_insert_with(|| Series::of(&reading));
-        let at = series.points.partition_point(|p| p.t <= t);
-        series.points.insert(
-            at,
-            Point {
-                t,
-                rss: reading.rss,
-            },
-        );
+            .or_insert_with(|| Series::of(&reading, t));
+        if t < series.base {
+            series.rebase(t);
+        }
+        let kept = series.kept(t, reading.rss);
+        let at = series.points.partition_point(|p| p.ms <= kept.ms);
+        series.points.insert(at, kept);
     }
 
     /// `pid` exited at `now`: its series stays for [`WINDOW`], for the story.
@@ -184,8 +242,8 @@ impl Recent {
             points: series
                 .points
                 .iter()
+                .map(|&p| series.point(p))
                 .filter(|p| now - p.t <= seconds)
-                .copied()
                 .collect(),
         })
     }
@@ -207,13 +265,14 @@ impl Recent {
 mod tests {
     use super::*;
 
-    fn reading(pid: u32, rss: u64) -> Reading<'static> {
+    /// A reading of `kib` KiB.
+    fn reading(pid: u32, kib: u64) -> Reading<'static> {
         Reading {
             pid,
             name: "grower",
             rule: "grower",
-            limit_bytes: 100,
-            rss,
+            limit_bytes: 100 << 10,
+            rss: kib << 10,
         }
     }
 
@@ -225,7 +284,7 @@ mod tests {
         assert_eq!(recent.record(2.0, [reading(1, 20)]).len(), 1);
         assert_eq!(recent.record(63.0, [reading(1, 20)]).len(), 1, "keepalive");
         let series = recent.series(1, 63.0, 600.0).unwrap();
-        let rss: Vec<u64> = series.points.iter().map(|p| p.rss).collect();
+        let rss: Vec<u64> = series.points.iter().map(|p| p.rss >> 10).collect();
         assert_eq!(rss, [10, 20, 20]);
         assert_eq!(recent.series(1, 63.0, 10.0).unwrap().points.len(), 1);
     }
@@ -255,13 +314,48 @@ mod tests {
         );
         assert!(series.points.len() < 260, "{} points", series.points.len());
         assert!(
-            series.points.iter().any(|p| p.t == 100.0 && p.rss == 1000),
+            series
+                .points
+                .iter()
+                .any(|p| p.t == 100.0 && p.rss == 1000 << 10),
             "the peak stays"
         );
         assert!(
             series.points.windows(2).all(|w| w[0].t < w[1].t),
             "in order"
         );
+    }
+
+    #[test]
+    fn a_point_takes_8_bytes_and_keeps_its_time_to_the_millisecond() {
+        assert_eq!(size_of::<Kept>(), 8);
+        let mut recent = Recent::default();
+        let start = 1_790_000_000.25;
+        recent.record(start, [reading(1, 4)]);
+        recent.record(start + 1.5, [reading(1, 8)]);
+        // An action decided before the first sample, and one between.
+        recent.mark(start - 0.125, reading(1, 12));
+        recent.mark(start + 1.0, reading(1, 16));
+        let points = recent.series(1, start + 2.0, 600.0).unwrap().points;
+        let got: Vec<(f64, u64)> = points.iter().map(|p| (p.t - start, p.rss >> 10)).collect();
+        assert_eq!(got, [(-0.125, 12), (0.0, 4), (1.0, 16), (1.5, 8)]);
+    }
+
+    #[test]
+    fn a_series_far_from_its_base_is_rebased_without_a_change() {
+        let mut recent = Recent::default();
+        recent.record(0.0, [reading(1, 4)]);
+        // Fifty days on, each minute a new figure: the base follows.
+        let late = 50.0 * 86_400.0;
+        for minute in 0..3u32 {
+            recent.record(
+                late + f64::from(minute * 60),
+                [reading(1, u64::from(minute) + 5)],
+            );
+        }
+        let points = recent.series(1, late + 120.0, 600.0).unwrap().points;
+        let got: Vec<(f64, u64)> = points.iter().map(|p| (p.t - late, p.rss >> 10)).collect();
+        assert_eq!(got, [(0.0, 5), (60.0, 6), (120.0, 7)]);
     }
 
     #[test]
