@@ -83,6 +83,10 @@ pub struct WatchedProcess {
     pub action: Action,
 }
 
+/// How near a [`Point`] of the daemon's recent series is to the time it
+/// was taken (seconds), on either side: the series keep the millisecond.
+pub(crate) const POINT_RESOLUTION: f64 = 0.001;
+
 /// One reading of a process's resident memory.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Point {

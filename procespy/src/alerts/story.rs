@@ -8,7 +8,7 @@ use super::message::LocalTime;
 use crate::{
     action::ActionRecord,
     chart::{Chart, Mark},
-    report::Point,
+    report::{POINT_RESOLUTION, Point},
     sys::cgroup,
     text::{escape, human_size},
 };
@@ -69,12 +69,18 @@ impl Growth {
     }
 }
 
+/// The index of the last of `points` at or before `at`, to the precision
+/// the points keep (the point an action was marked with at `at` is one).
+fn last_until(points: &[Point], at: f64) -> Option<usize> {
+    points.iter().rposition(|p| p.t <= at + POINT_RESOLUTION)
+}
+
 /// The last stretch of steady growth in `points` up to `at`: back from the
 /// last point at or before `at` (the start of its plateau) while each point
 /// is lower than the next. A point after a longer gap than a sample's
 /// follows a flat stretch: the growth began a sample before it.
 pub(crate) fn growth(points: &[Point], at: f64) -> Option<Growth> {
-    let mut end = points.iter().rposition(|p| p.t <= at)?;
+    let mut end = last_until(points, at)?;
     while end > 0 && points[end - 1].rss == points[end].rss {
         end -= 1;
     }
@@ -96,7 +102,7 @@ pub(crate) fn growth(points: &[Point], at: f64) -> Option<Growth> {
 /// When the RSS went over `limit` for the last time up to `at`: the first
 /// point of the last run of points over it.
 pub(crate) fn crossed(points: &[Point], limit: u64, at: f64) -> Option<f64> {
-    let end = points.iter().rposition(|p| p.t <= at)?;
+    let end = last_until(points, at)?;
     let mut first = None;
     for p in points[..=end].iter().rev() {
         if p.rss <= limit {
@@ -259,6 +265,32 @@ mod tests {
 
     fn utc(epoch: f64) -> LocalTime {
         LocalTime::utc(epoch)
+    }
+
+    #[test]
+    fn the_point_an_action_was_marked_with_counts_at_the_actions_time() {
+        use crate::history::recent::{Reading, Recent};
+        let reading = |rss_mib: u64| Reading {
+            pid: 9,
+            name: "grower",
+            rule: "grower",
+            limit_bytes: 64 * MIB,
+            rss: rss_mib * MIB,
+        };
+        let mut recent = Recent::default();
+        let start = 1_790_000_000.5;
+        for s in 0..6u32 {
+            recent.record(start + f64::from(s), [reading(8 + 8 * u64::from(s))]);
+        }
+        // Acted on between samples, off the millisecond the points keep.
+        let acted = start + 5.7496;
+        recent.mark(acted, reading(65));
+        let points = recent.series(9, acted, WINDOW).unwrap().points;
+        assert_eq!(
+            crossed(&points, 64 * MIB, acted).map(|t| (t - acted).abs() < 0.001),
+            Some(true)
+        );
+        assert_eq!(growth(&points, acted).unwrap().to.rss, 65 * MIB);
     }
 
     #[test]

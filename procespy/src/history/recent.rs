@@ -30,7 +30,8 @@ const THIN_EVERY: usize = 60;
 /// it: well within a `u32`, and far beyond [`WINDOW`].
 const REBASE_AFTER_MS: u32 = 1 << 31;
 
-/// A point as kept: milliseconds after its series' base, and KiB (RSS is
+/// A point as kept: milliseconds after its series' base (a point given at
+/// `t` reads back within [`crate::report::POINT_RESOLUTION`] of it), and KiB (RSS is
 /// counted in pages, so nothing is lost on any page size).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Kept {
