@@ -268,32 +268,6 @@ mod tests {
     }
 
     #[test]
-    fn the_point_an_action_was_marked_with_counts_at_the_actions_time() {
-        use crate::history::recent::{Reading, Recent};
-        let reading = |rss_mib: u64| Reading {
-            pid: 9,
-            name: "grower",
-            rule: "grower",
-            limit_bytes: 64 * MIB,
-            rss: rss_mib * MIB,
-        };
-        let mut recent = Recent::default();
-        let start = 1_790_000_000.5;
-        for s in 0..6u32 {
-            recent.record(start + f64::from(s), [reading(8 + 8 * u64::from(s))]);
-        }
-        // Acted on between samples, off the millisecond the points keep.
-        let acted = start + 5.7496;
-        recent.mark(acted, reading(65));
-        let points = recent.series(9, acted, WINDOW).unwrap().points;
-        assert_eq!(
-            crossed(&points, 64 * MIB, acted).map(|t| (t - acted).abs() < 0.001),
-            Some(true)
-        );
-        assert_eq!(growth(&points, acted).unwrap().to.rss, 65 * MIB);
-    }
-
-    #[test]
     fn growth_is_the_last_steady_climb_after_a_flat_stretch() {
         // Flat at 210 MiB (a keepalive point), then 31 MiB a second.
         let mut points = vec![p(0.0, 300), p(10.0, 210), p(70.0, 210)];

@@ -360,6 +360,33 @@ mod tests {
     }
 
     #[test]
+    fn the_point_an_action_was_marked_with_counts_at_the_actions_time() {
+        use crate::alerts::story::{WINDOW, crossed, growth};
+        const MIB: u64 = 1 << 20;
+        let at_mib = |rss_mib: u64| Reading {
+            pid: 9,
+            name: "grower",
+            rule: "grower",
+            limit_bytes: 64 * MIB,
+            rss: rss_mib * MIB,
+        };
+        let mut recent = Recent::default();
+        let start = 1_790_000_000.5;
+        for s in 0..6u32 {
+            recent.record(start + f64::from(s), [at_mib(8 + 8 * u64::from(s))]);
+        }
+        // Acted on between samples, off the millisecond the points keep.
+        let acted = start + 5.7496;
+        recent.mark(acted, at_mib(65));
+        let points = recent.series(9, acted, WINDOW).unwrap().points;
+        assert_eq!(
+            crossed(&points, 64 * MIB, acted).map(|t| (t - acted).abs() < 0.001),
+            Some(true)
+        );
+        assert_eq!(growth(&points, acted).unwrap().to.rss, 65 * MIB);
+    }
+
+    #[test]
     fn old_points_and_long_gone_processes_are_dropped() {
         let mut recent = Recent::default();
         recent.record(0.0, [reading(1, 10), reading(2, 10)]);
