@@ -128,8 +128,9 @@ pub(crate) struct Merge {
     pub(crate) added: Vec<u32>,
     /// Processes whose PID now belongs to another process (start time differs).
     pub(crate) reused: Vec<u32>,
-    /// Processes gone without an exit event (events lost).
-    pub(crate) removed: Vec<u32>,
+    /// Processes gone from `/proc` whose exit event the table had not
+    /// applied: still in flight, or lost. As the table last knew them.
+    pub(crate) removed: Vec<Entry>,
 }
 
 /// The live process table.
@@ -201,13 +202,10 @@ impl Table {
                 self.entries.insert(event.pid, entry);
                 Change::Added(event.pid)
             }
-            EventKind::Exit => {
-                self.tombstones.insert(event.pid, now);
-                match self.entries.remove(&event.pid) {
-                    Some(_) => Change::Removed(event.pid),
-                    None => Change::None,
-                }
-            }
+            EventKind::Exit => match self.exit(event.pid, now) {
+                Some(_) => Change::Removed(event.pid),
+                None => Change::None,
+            },
             EventKind::Rename => match self.entries.get_mut(&event.pid) {
                 // Only a group leader's name is the process's name; other
                 // threads' ids are not keys of the table.
@@ -220,6 +218,13 @@ impl Table {
             },
             EventKind::Breach | EventKind::Usage | EventKind::Warning => Change::None,
         }
+    }
+
+    /// Applies the exit event of `pid`, received at `now`: the entry it
+    /// removed, unless an examination had removed it before.
+    pub(crate) fn exit(&mut self, pid: u32, now: Instant) -> Option<Entry> {
+        self.tombstones.insert(pid, now);
+        self.entries.remove(&pid)
     }
 
     /// Fills in what a read of `/proc/PID` that began at `read_at` found for
@@ -281,13 +286,16 @@ impl Table {
                 }
             }
         }
-        self.entries.retain(|&pid, entry| {
-            let gone = !seen.contains(&pid) && entry.added < exam.started;
-            if gone {
-                merge.removed.push(pid);
-            }
-            !gone
-        });
+        let gone: Vec<u32> = self
+            .entries
+            .values()
+            .filter(|entry| !seen.contains(&entry.pid) && entry.added < exam.started)
+            .map(|entry| entry.pid)
+            .collect();
+        merge.removed = gone
+            .iter()
+            .filter_map(|pid| self.entries.remove(pid))
+            .collect();
         if let Some(listed) = &exam.listed {
             let listed: HashSet<u32> = listed.iter().copied().collect();
             self.kernel_threads.retain(|pid| listed.contains(pid));
@@ -299,7 +307,7 @@ impl Table {
         self.tombstones
             .retain(|_, &mut exited| exited >= exam.started);
         merge.added.sort_unstable();
-        merge.removed.sort_unstable();
+        merge.removed.sort_unstable_by_key(|entry| entry.pid);
         merge.reused.sort_unstable();
         merge
     }
@@ -344,6 +352,10 @@ mod tests {
             state: b'S',
             ..ProcInfo::default()
         }
+    }
+
+    fn pids(entries: &[Entry]) -> Vec<u32> {
+        entries.iter().map(|entry| entry.pid).collect()
     }
 
     fn exam(started: Instant, procs: Vec<ProcInfo>) -> Examination {
@@ -517,7 +529,7 @@ mod tests {
         let t0 = Instant::now();
         table.merge(&exam(t0, vec![info(5, b"a", 1), info(6, b"b", 2)]));
         let merge = table.merge(&exam(t0 + Duration::from_secs(5), vec![info(5, b"a", 1)]));
-        assert_eq!(merge.removed, vec![6]);
+        assert_eq!(pids(&merge.removed), vec![6]);
         assert!(table.get(6).is_none());
     }
 
@@ -557,7 +569,7 @@ mod tests {
             ..exam(t0 + Duration::from_secs(5), vec![info(7, b"new", 3)])
         };
         let merge = table.merge(&partial);
-        assert_eq!((merge.added, merge.removed), (vec![7], vec![6]));
+        assert_eq!((merge.added, pids(&merge.removed)), (vec![7], vec![6]));
         assert_eq!(
             table.get(5).unwrap().comm,
             b"a",

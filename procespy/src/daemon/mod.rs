@@ -40,7 +40,7 @@ use crate::{
     report::{REPORTED_ACTIONS, RecentReport, StatusReport},
     scan::{self, Examination, ReadError},
     sys::{Pidfd, systemd},
-    table::{Change, Table},
+    table::{Change, Entry, Table},
 };
 use backend::Backend;
 use recording::Recording;
@@ -112,6 +112,16 @@ struct Departed {
     at: f64,
     cmdline: String,
     cgroup: Option<String>,
+}
+
+/// How the daemon learnt that a process is gone.
+#[derive(Clone, Copy)]
+enum Gone {
+    /// Its exit event, made in the kernel at `ktime_ns`.
+    Exit { ktime_ns: u64 },
+    /// An examination no longer found it in `/proc`: its exit event was
+    /// still on its way (or lost, or there are no events).
+    Examination,
 }
 
 /// The most departed processes kept.
@@ -388,7 +398,15 @@ impl Daemon {
                 // What was decided about it goes out while the table and
                 // the guard still know its command line and cgroup.
                 self.after_actions();
-                self.keep_departed(event.pid);
+                if let Some(entry) = self.table.exit(event.pid, Instant::now()) {
+                    self.departed(
+                        &entry,
+                        Gone::Exit {
+                            ktime_ns: event.ktime_ns,
+                        },
+                    );
+                }
+                return;
             }
             _ => {}
         }
@@ -425,15 +443,7 @@ impl Daemon {
                 self.guard
                     .rematch(pid, &self.table, self.backend.watch(), false, None);
             }
-            Change::Removed(pid) => {
-                tracing::debug!(event = "exit", pid, name = %name, ktime_ns = event.ktime_ns, "exit");
-                let now = crate::sys::epoch_secs();
-                self.recent.gone(pid, now);
-                self.recording.exited(pid, now);
-                self.alerts.exited(pid, now);
-                self.guard.exited(pid, self.backend.watch());
-            }
-            Change::None => {}
+            Change::Removed(_) | Change::None => {}
         }
     }
 
@@ -482,10 +492,14 @@ impl Daemon {
     }
 
     fn on_examination(&mut self, exam: &Examination) {
+        self.after_actions();
         let merge = self.table.merge(exam);
         self.examinations += 1;
         self.last_examination = Some(exam.started.elapsed());
-        for &pid in merge.removed.iter().chain(&merge.reused) {
+        for entry in &merge.removed {
+            self.departed(entry, Gone::Examination);
+        }
+        for &pid in &merge.reused {
             self.guard.forget(pid, self.backend.watch());
         }
         // Match again what was read: every process in a full examination;
@@ -563,23 +577,46 @@ impl Daemon {
         });
     }
 
-    /// Keeps what is known of `pid`, a covered process exiting now.
-    fn keep_departed(&mut self, pid: u32) {
-        if !self.guard.follows(pid) {
+    /// `entry`'s process is gone, as `gone` tells: logged, and forgotten
+    /// by the history, the alerts and the guard alike, however the daemon
+    /// learnt of it.
+    fn departed(&mut self, entry: &Entry, gone: Gone) {
+        let pid = entry.pid;
+        let name = crate::text::escape_bytes(&entry.comm);
+        match gone {
+            Gone::Exit { ktime_ns } => {
+                tracing::debug!(event = "exit", pid, name = %name, ktime_ns, "exit");
+            }
+            Gone::Examination => tracing::debug!(
+                event = "exit",
+                pid,
+                name = %name,
+                seen_by = "examination",
+                "exit, found by an examination"
+            ),
+        }
+        self.keep_departed(entry);
+        let now = crate::sys::epoch_secs();
+        self.recent.gone(pid, now);
+        self.recording.exited(pid, now);
+        self.alerts.exited(pid, now);
+        self.guard.exited(pid, self.backend.watch());
+    }
+
+    /// Keeps what is known of `entry`'s process, a covered process exiting
+    /// now, for actions recorded after its exit.
+    fn keep_departed(&mut self, entry: &Entry) {
+        if !self.guard.follows(entry.pid) {
             return;
         }
         if self.departed.len() == DEPARTED_KEPT {
             self.departed.pop_front();
         }
         self.departed.push_back(Departed {
-            pid,
+            pid: entry.pid,
             at: crate::sys::epoch_secs(),
-            cmdline: self
-                .table
-                .get(pid)
-                .map(|e| String::from_utf8_lossy(&e.cmdline).into_owned())
-                .unwrap_or_default(),
-            cgroup: self.guard.cgroup(pid).map(str::to_owned),
+            cmdline: String::from_utf8_lossy(&entry.cmdline).into_owned(),
+            cgroup: self.guard.cgroup(entry.pid).map(str::to_owned),
         });
     }
 
