@@ -64,10 +64,13 @@ pub(crate) struct EventStream {
 
 /// Polling the lifecycle ring. The eBPF programs wake the reader at most
 /// once per `LIFECYCLE_WAKE_NS`; once woken, it polls every
-/// [`LIFECYCLE_POLL`] and waits for a wake-up again only after two polls in
-/// a row found nothing: no event that did not wake it waits longer than a
-/// poll, and during a storm the daemon wakes a few hundred times a second,
-/// not for every fork.
+/// [`LIFECYCLE_POLL`] until two polls in a row found nothing, then once
+/// more after [`LIFECYCLE_LAST_POLL`], and only then waits for a wake-up
+/// again: an event that did not wake it waits at most a poll, and during
+/// a storm the daemon wakes a few hundred times a second, not for every
+/// fork. The last, later poll finds an event whose program was held up
+/// (a virtual CPU descheduled by its host) between deciding not to wake
+/// and committing the event, after the reader's last short poll.
 #[derive(Clone, Copy)]
 struct Poll {
     at: Instant,
@@ -78,6 +81,9 @@ struct Poll {
 /// How often the lifecycle ring is polled while events keep coming.
 const LIFECYCLE_POLL: Duration = Duration::from_nanos(procespy_common::LIFECYCLE_POLL_NS);
 
+/// How long after the second empty poll in a row the last one comes.
+const LIFECYCLE_LAST_POLL: Duration = Duration::from_millis(50);
+
 impl Poll {
     /// The poll after one that took `taken` events (or a wake-up's drain).
     fn after(previous: Option<Poll>, taken: usize) -> Option<Poll> {
@@ -86,8 +92,13 @@ impl Poll {
             (0, None) => 1,
             _ => 0,
         };
-        (empty < 2).then(|| Poll {
-            at: Instant::now() + LIFECYCLE_POLL,
+        let wait = match empty {
+            0 | 1 => LIFECYCLE_POLL,
+            2 => LIFECYCLE_LAST_POLL,
+            _ => return None,
+        };
+        Some(Poll {
+            at: Instant::now() + wait,
             empty,
         })
     }
@@ -205,16 +216,21 @@ mod tests {
     }
 
     #[test]
-    fn polls_until_two_polls_in_a_row_find_nothing() {
+    fn polls_until_two_polls_in_a_row_find_nothing_then_once_more_later() {
         let woken = Poll::after(None, 1).expect("a wake-up starts polling");
         assert_eq!(woken.empty, 0);
         let empty = Poll::after(Some(woken), 0).expect("one empty poll goes on");
         let busy = Poll::after(Some(empty), 3).expect("events go on");
         assert_eq!(busy.empty, 0);
+        let before = Instant::now();
+        let last = Poll::after(Some(empty), 0).expect("two empty polls: one more, later");
+        assert!(last.at >= before + LIFECYCLE_LAST_POLL);
         assert!(
-            Poll::after(Some(empty), 0).is_none(),
-            "two empty polls stop"
+            Poll::after(Some(last), 0).is_none(),
+            "three empty polls stop"
         );
+        let again = Poll::after(Some(last), 2).expect("the last poll found events");
+        assert!(again.at < Instant::now() + LIFECYCLE_LAST_POLL);
     }
 
     #[test]
