@@ -93,6 +93,14 @@ impl Backend {
         }
     }
 
+    /// Appends the kernel events already waiting to `batch`, without
+    /// waiting; none in proc mode.
+    pub(crate) fn pending_events(&mut self, batch: &mut Vec<KernelEvent>) {
+        if let Backend::Ebpf { events, .. } = self {
+            events.pending(batch);
+        }
+    }
+
     /// Waits for the next batch of kernel events; never ready in proc mode.
     pub(crate) async fn next_events(&mut self, batch: &mut Vec<KernelEvent>) -> Result<()> {
         match self {

@@ -270,17 +270,7 @@ impl Daemon {
             tokio::select! {
                 result = self.backend.next_events(&mut batch) => {
                     result.context("reading kernel events")?;
-                    let mut to_read = Vec::new();
-                    for event in batch.drain(..) {
-                        self.on_event(&event, &mut to_read);
-                    }
-                    // A process whose exit came in the same batch (a short
-                    // one, in a storm) costs no read, a fork and its exec one.
-                    to_read.sort_unstable();
-                    to_read.dedup();
-                    to_read.retain(|&pid| self.table.get(pid).is_some());
-                    self.read_on_pool(to_read);
-                    self.after_actions();
+                    self.on_events(&mut batch);
                 }
                 Some(reads) = self.reads_rx.recv() => self.on_reads(reads),
                 Some(completion) = self.completions.recv() => {
@@ -304,7 +294,15 @@ impl Daemon {
                 exam = async { scan.as_mut().expect("guarded").await }, if scan.is_some() => {
                     scan = None;
                     match exam {
-                        Ok(Ok(exam)) => self.on_examination(&exam),
+                        Ok(Ok(exam)) => {
+                            // What the kernel told before now comes first: a
+                            // breach met before the merge, which may find its
+                            // process gone and its PID reused, is decided for
+                            // that process; an exit is logged as one.
+                            self.backend.pending_events(&mut batch);
+                            self.on_events(&mut batch);
+                            self.on_examination(&exam);
+                        }
                         Ok(Err(err)) => tracing::error!(
                             "cannot list /proc: {err}; the table stays as it was until the next examination"
                         ),
@@ -362,6 +360,24 @@ impl Daemon {
         tokio::task::spawn_blocking(move || {
             scan::examine().map(|exam| exam.with_resident(&covered))
         })
+    }
+
+    /// Applies a batch of kernel events, in order, and empties it.
+    fn on_events(&mut self, batch: &mut Vec<KernelEvent>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut to_read = Vec::new();
+        for event in batch.drain(..) {
+            self.on_event(&event, &mut to_read);
+        }
+        // A process whose exit came in the same batch (a short one, in a
+        // storm) costs no read, a fork and its exec one.
+        to_read.sort_unstable();
+        to_read.dedup();
+        to_read.retain(|&pid| self.table.get(pid).is_some());
+        self.read_on_pool(to_read);
+        self.after_actions();
     }
 
     /// Applies one kernel event; processes that need a read of `/proc`

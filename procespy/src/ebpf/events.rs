@@ -157,6 +157,14 @@ impl EventStream {
             }
         }
     }
+
+    /// Appends every event already in the rings to `out`, breaches first,
+    /// without waiting: what the kernel told before a decision that must
+    /// not overtake it (an examination's merge).
+    pub(crate) fn pending(&mut self, out: &mut Vec<KernelEvent>) {
+        drain(self.breaches.get_mut(), out);
+        drain(self.lifecycle.get_mut(), out);
+    }
 }
 
 /// Drains a ring that polled readable.
