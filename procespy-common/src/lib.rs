@@ -127,15 +127,14 @@ pub const EVENT_FLAG_KILLED: u32 = 1;
 pub const EVENT_FLAG_FOREIGN: u32 = 2;
 
 /// Bytes of the filter of watched `mm_struct`s (a power of two): one byte
-/// per hash of an mm's `mmap_base`, set when a watched process's own event
+/// per hash of an mm's address, set when a watched process's own event
 /// shows its mm, so that an event in a stranger's context costs one byte
-/// test. A fork child shares its parent's `mmap_base`: the filter is a hint,
-/// the owner map is exact.
+/// test. The filter is a hint, the owner map is exact.
 pub const MM_FILTER_BYTES: usize = 1 << 16;
 
-/// The filter slot of an `mm_struct` whose `mmap_base` is `base`.
-pub const fn mm_filter_slot(base: u64) -> usize {
-    (base.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize & (MM_FILTER_BYTES - 1)
+/// The filter slot of an `mm_struct` at `offset` bytes from a fixed point.
+pub const fn mm_filter_slot(offset: u64) -> usize {
+    (offset.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize & (MM_FILTER_BYTES - 1)
 }
 
 impl Event {
@@ -232,10 +231,6 @@ pub struct KernelConfig {
     /// `percpu_counter`s (Linux 6.2 and later), `rss_stat.count[i]` where
     /// they are `atomic_long_t`s (before).
     pub mm_counter: [u32; NR_MM_COUNTERS],
-    /// Offset of `mmap_base` in `struct mm_struct`: a plain number that
-    /// differs between unrelated processes (ASLR), the key of the mm filter
-    /// (a pointer cannot be hashed in a BPF program).
-    pub mm_mmap_base: u32,
     /// Offset of `mm` in `struct task_struct`.
     pub task_mm: u32,
     /// Offset of `pid` in `struct task_struct`.
@@ -258,7 +253,6 @@ impl KernelConfig {
     /// All zero: what the object is compiled with, before userspace fills it in.
     pub const ZERO: Self = Self {
         mm_counter: [0; NR_MM_COUNTERS],
-        mm_mmap_base: 0,
         task_mm: 0,
         task_pid: 0,
         task_tgid: 0,

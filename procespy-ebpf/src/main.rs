@@ -503,27 +503,25 @@ fn is_current_mm(mm: *const u8) -> bool {
     !current_mm.is_null() && current_mm == mm
 }
 
-/// The filter slot of `mm`.
+/// The filter slot of `mm`, from its address alone: no read of the
+/// `mm_struct`, whose lines an uncovered event never needs otherwise.
 ///
-/// # Safety
-/// `mm` must be the `rss_stat` tracepoint's `mm_struct` argument.
+/// A pointer cannot be shifted or multiplied in a BPF program, but the
+/// difference of two is a plain number (for a privileged loader): the
+/// filter's own address is the fixed point it is taken from.
 #[inline(always)]
-unsafe fn filter_slot(mm: *const u8) -> usize {
-    // SAFETY: as the caller promises; the offset comes from BTF.
-    mm_filter_slot(unsafe { field::<u64>(mm, config!(mm_mmap_base)) })
+fn filter_slot(mm: *const u8, filter: *const [u8; MM_FILTER_BYTES]) -> usize {
+    mm_filter_slot((mm as u64).wrapping_sub(filter as u64))
 }
 
 /// Remembers that `mm` belongs to the watched process `tgid`.
-///
-/// # Safety
-/// As for [`filter_slot`].
 #[inline(always)]
-unsafe fn own_mm(mm: *const u8, tgid: u32) {
+fn own_mm(mm: *const u8, tgid: u32) {
     let _ = MM_OWNER.insert(mm as u64, tgid, 0);
     if let Some(filter) = MM_FILTER.get_ptr_mut(0) {
         // SAFETY: the pointer comes from a successful lookup; the slot is
-        // masked into the array; `mm` as the caller promises.
-        unsafe { (*filter)[filter_slot(mm)] = 1 };
+        // masked into the array.
+        unsafe { (*filter)[filter_slot(mm, filter)] = 1 };
     }
 }
 
@@ -536,15 +534,12 @@ fn forget_mm(mm: u64) {
 }
 
 /// The watched process that owns `mm`, for an event in another context.
-///
-/// # Safety
-/// As for [`filter_slot`].
 #[inline(always)]
-unsafe fn owner_of(mm: *const u8) -> Option<(u32, *mut Watched)> {
+fn owner_of(mm: *const u8) -> Option<(u32, *mut Watched)> {
     let filter = MM_FILTER.get_ptr(0)?;
     // SAFETY: the pointer comes from a successful lookup; the slot is
-    // masked; `mm` as the caller promises.
-    if unsafe { (*filter)[filter_slot(mm)] } == 0 {
+    // masked.
+    if unsafe { (*filter)[filter_slot(mm, filter)] } == 0 {
         return None;
     }
     // SAFETY: the value is copied out at once.
@@ -583,21 +578,20 @@ fn on_rss(ctx: &BtfTracePointContext, reader: Reader) -> i32 {
         Some(watched) if unsafe { (*watched).mm } == mm as u64 => Some(watched),
         Some(watched) if is_current_mm(mm) => {
             // The process's own mm, seen for the first time.
-            // SAFETY: as above; `mm` is the tracepoint's argument.
+            // SAFETY: as above.
             unsafe {
                 forget_mm((*watched).mm);
                 (*watched).mm = mm as u64;
                 (*watched).flags |= WATCH_NEEDS_FULL_READ;
-                own_mm(mm, tgid);
             }
+            own_mm(mm, tgid);
             Some(watched)
         }
         _ => None,
     };
     let (owner, watched, foreign) = match own {
         Some(watched) => (tgid, watched, false),
-        // SAFETY: `mm` is the tracepoint's argument.
-        None => match unsafe { owner_of(mm) } {
+        None => match owner_of(mm) {
             Some((owner, watched)) => (owner, watched, true),
             None => return 0, // the common case: nobody watches this mm
         },

@@ -123,7 +123,6 @@ pub(crate) fn find(btf: &[u8], tracefs: &Path) -> Result<Layout> {
     let page_size = u32::try_from(crate::sys::page_size()).unwrap_or(4096);
     let config = KernelConfig {
         mm_counter,
-        mm_mmap_base: types.offset("mm_struct", "mmap_base")?,
         task_mm: types.offset("task_struct", "mm")?,
         task_pid: types.offset("task_struct", "pid")?,
         task_tgid: types.offset("task_struct", "tgid")?,
