@@ -86,6 +86,8 @@ struct Guarded<H> {
     pss: pss::Gate,
     /// A signal was sent or is on its way: no second verdict until it ends.
     acting: bool,
+    /// The kernel's SIGKILL stopped it at the faulting page (kill-now).
+    killed_by_kernel: bool,
     /// A breach that came before the handle: (RSS, when the kernel saw it).
     pending: Option<(u64, Option<u64>)>,
     /// Above its limit's warning threshold and warned about; cleared when
@@ -219,6 +221,7 @@ impl<S: System> Guard<S> {
                         over: false,
                         pss: pss::Gate::default(),
                         acting: false,
+                        killed_by_kernel: false,
                         pending: None,
                         warned: false,
                         cgroup: None,
@@ -911,6 +914,7 @@ impl<S: System> Guard<S> {
                 // while the process dies gets no second verdict.
                 if let Some(guarded) = self.guarded.get_mut(&pid) {
                     guarded.acting = true;
+                    guarded.killed_by_kernel = true;
                 }
                 record.outcome = Outcome::KilledByKernel;
                 None
@@ -1041,6 +1045,24 @@ impl<S: System> Guard<S> {
             .get_mut(&pid)
             .filter(|g| g.handle.as_ref().is_some_and(|h| S::same(h, &handle)));
         let outcome = &record.outcome;
+        // A signal decided from userspace (an examination that read the
+        // process over its limit) whose kernel breach, with the kernel's
+        // SIGKILL, was taken meanwhile: its confirmation read the dying
+        // process's memory already freed, or found it gone. The kill is
+        // recorded once, as the kernel's.
+        if ours.as_ref().is_some_and(|g| g.killed_by_kernel)
+            && matches!(
+                outcome,
+                Outcome::UnderOnConfirmation { .. } | Outcome::Gone { .. }
+            )
+        {
+            tracing::debug!(
+                pid,
+                outcome = %outcome,
+                "the kernel's SIGKILL came first: not recorded as a second action"
+            );
+            return;
+        }
         let term_sent = match outcome {
             Outcome::Sent { signal } => *signal == Signal::Term,
             Outcome::Reached {

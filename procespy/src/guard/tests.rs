@@ -551,6 +551,25 @@ fn a_kill_by_the_kernel_is_recorded_and_not_repeated() {
 }
 
 #[test]
+fn a_userspace_kill_overtaken_by_the_kernels_is_not_recorded_twice() {
+    let table = table(&[process(100, "grower", 10)]);
+    let limits = vec![limit(0, "grower", 64, Scope::Process, Action::KillNow)];
+    let (mut guard, _kernel) = guarded(limits, &table, false);
+    // An examination read it over its limit before its kernel breach came.
+    guard.after_examination(&table, &HashMap::from([(100, 65 * MIB)]), None);
+    assert_eq!(
+        guard.system().enforcements.len(),
+        1,
+        "SIGKILL, confirmed first"
+    );
+    guard.on_kernel_breach(100, 65 * MIB, true, 1_000, &table);
+    assert_eq!(outcomes(&mut guard), [Outcome::KilledByKernel]);
+    // The confirmation read the dying process's memory, already freed.
+    answer(&mut guard, &table, Enforced::Under(0));
+    assert_eq!(outcomes(&mut guard), [] as [Outcome; 0]);
+}
+
+#[test]
 fn alert_only_limits_signal_nothing() {
     let table = table(&[process(100, "grower", 10)]);
     let limits = vec![limit(0, "grower", 64, Scope::Process, Action::Alert)];
