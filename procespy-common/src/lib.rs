@@ -50,9 +50,8 @@ pub const RING_BYTES: u32 = 1 << 20;
 pub const LIFECYCLE_WAKE_NS: u64 = 1_000_000;
 /// Once woken, the reader polls the lifecycle ring every this many
 /// nanoseconds, until two polls in a row find nothing (then once more,
-/// later): longer than
-/// [`LIFECYCLE_WAKE_NS`], so that every event that did not wake the reader
-/// is found by a poll.
+/// later): longer than [`LIFECYCLE_WAKE_NS`], so that every event that did
+/// not wake the reader is found by a poll.
 pub const LIFECYCLE_POLL_NS: u64 = 2_000_000;
 /// Size of the ring buffer that carries breach and usage events, in bytes:
 /// apart from the lifecycle events, so that a storm of those never delays
